@@ -1,0 +1,94 @@
+"""Parsing the presented chain into plain facts about each certificate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from .text import safe
+
+__all__ = ["CertFacts", "load_chain", "describe_name"]
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    """What the verdict and the output need to know about one certificate."""
+
+    certificate: x509.Certificate
+    subject: str
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    #: subjectAltName dNSName entries, as written (IDNA A-labels).
+    dns_names: tuple[str, ...]
+    #: subjectAltName iPAddress entries, as packed bytes (4 or 16).
+    ip_addresses: tuple[bytes, ...]
+    #: The first Common Name of the subject, or None.
+    common_name: str | None
+    sha256: str
+
+    @property
+    def lifetime_days(self) -> float:
+        return (self.not_after - self.not_before).total_seconds() / 86400
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    def names_for_display(self) -> tuple[str, ...]:
+        """The names a client could match, in the order a user expects."""
+        names = list(self.dns_names)
+        names += [str(ipaddress.ip_address(raw)) for raw in self.ip_addresses if len(raw) in (4, 16)]
+        if not names and self.common_name is not None:
+            names.append(self.common_name)
+        return tuple(safe(name, 100) for name in names)
+
+
+def load_chain(ders: tuple[bytes, ...]) -> tuple[CertFacts, ...]:
+    """Parse every DER certificate as presented, leaf first.
+
+    Raises:
+        ValueError: a certificate does not parse.
+    """
+    return tuple(facts(x509.load_der_x509_certificate(der)) for der in ders)
+
+
+def facts(cert: x509.Certificate) -> CertFacts:
+    dns_names: tuple[str, ...] = ()
+    ips: tuple[bytes, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        dns_names = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(ip.packed for ip in san.get_values_for_type(x509.IPAddress))
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = None
+    if cns:
+        value = cns[0].value
+        common_name = value if isinstance(value, str) else value.decode("latin-1")
+    return CertFacts(
+        certificate=cert,
+        subject=describe_name(cert.subject),
+        issuer=describe_name(cert.issuer),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=dns_names,
+        ip_addresses=ips,
+        common_name=common_name,
+        sha256=cert.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+def describe_name(name: x509.Name) -> str:
+    """An RFC 4514 string, made safe to print."""
+    try:
+        text = name.rfc4514_string()
+    except ValueError:
+        text = "<unprintable name>"
+    return safe(text) or "<empty name>"

@@ -1,0 +1,30 @@
+"""The few ways a probe can fail, sorted by whose fault it is.
+
+The I/O layer translates ``OSError`` and ``ssl.SSLError`` into these at its
+boundary; everything above it deals only with these types.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProbeError", "Unreachable", "ServerMisbehaved"]
+
+
+class ProbeError(Exception):
+    """A probe that produced no certificate chain. ``str()`` is the message."""
+
+
+class Unreachable(ProbeError):
+    """The server could not be reached or did not answer in time.
+
+    Name resolution failures, refused connections, unreachable hosts and
+    timeouts. CRITICAL by default, as the plugin guidelines ask; users may
+    map these to another state.
+    """
+
+
+class ServerMisbehaved(ProbeError):
+    """The server answered, but not with a usable TLS session.
+
+    It refused TLS, sent an error, broke the protocol or failed the
+    handshake. Always CRITICAL: a client could not connect securely.
+    """

@@ -1,0 +1,30 @@
+"""Making text from a certificate safe to print.
+
+Subjects and names in a certificate are chosen by whoever made it, and the
+server that sent it has not been authenticated. Before such text reaches a
+terminal, a log or a monitoring system's status line, control characters,
+non-ASCII and the perfdata separator ``|`` are escaped, and length is capped.
+"""
+
+from __future__ import annotations
+
+__all__ = ["safe"]
+
+_LIMIT = 200
+
+
+def safe(text: str, limit: int = _LIMIT) -> str:
+    """``text`` with everything but printable ASCII (and ``|``) escaped."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0x20 <= code < 0x7F and char not in "|\\":
+            out.append(char)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    result = "".join(out)
+    if len(result) > limit:
+        result = result[: limit - 3] + "..."
+    return result

@@ -1,0 +1,69 @@
+"""Days-left thresholds: Nagios ranges, bare numbers, and shares of a lifetime.
+
+A bare number N means "fewer than N days left", as in other certificate
+plugins (it becomes the range ``N:``). Full Nagios range syntax is accepted
+as is. ``N%`` is a share of the leaf certificate's whole validity period,
+because fixed day counts stop making sense as certificate lifetimes shrink
+toward 47 days.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from nagiosplugin import Range
+
+__all__ = ["Threshold", "parse_threshold"]
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A parsed ``-w``/``-c`` value."""
+
+    text: str
+    #: Nagios range spec, when the value is in days.
+    spec: str | None = None
+    #: Share of the leaf's lifetime in percent, when the value ends in ``%``.
+    percent: float | None = None
+
+    def resolve(self, lifetime_days: float) -> Range:
+        """The range in days for a certificate that lives ``lifetime_days``."""
+        if self.percent is not None:
+            return Range(f"{_number(lifetime_days * self.percent / 100)}:")
+        assert self.spec is not None
+        return Range(self.spec)
+
+
+def parse_threshold(text: str) -> Threshold:
+    """Parse a threshold as given on the command line.
+
+    Raises:
+        ValueError: with a message fit for the user.
+    """
+    value = text.strip()
+    if value.endswith("%"):
+        number = value[:-1]
+        if not _NUMBER.match(number):
+            raise ValueError(f"invalid threshold {text!r}: a share is a number followed by %")
+        percent = float(number)
+        if not 0 <= percent <= 100:
+            raise ValueError(f"invalid threshold {text!r}: a share must be between 0% and 100%")
+        return Threshold(text=value, percent=percent)
+    spec = f"{value}:" if _NUMBER.match(value) else value
+    try:
+        if not value:
+            raise ValueError("empty")
+        Range(spec)
+    except ValueError:
+        raise ValueError(
+            f"invalid threshold {text!r}: expected days (20), a Nagios range "
+            "(10:, @0:30) or a share of the lifetime (33%)"
+        ) from None
+    return Threshold(text=value, spec=spec)
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")

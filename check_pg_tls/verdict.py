@@ -1,0 +1,164 @@
+"""Pure judgement: what would libpq decide about the presented chain?
+
+No I/O, no clock: the observation, the policy and ``now`` come in, a frozen
+:class:`Verdict` goes out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from .certs import CertFacts, load_chain
+from .names import host_matches_certificate
+from .probe import Observation
+from .text import safe
+from .trust import ChainCheck, check_chain
+
+__all__ = ["SSLMODES", "Policy", "Finding", "Verdict", "judge", "describe_days"]
+
+#: The sslmodes that promise TLS, weakest first; the weaker ones promise nothing.
+SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the client would demand, in libpq's terms."""
+
+    sslmode: str
+    #: The name checked under verify-full (libpq's ``host``).
+    servername: str
+    #: Trusted roots; None when nothing needs them.
+    roots: tuple[x509.Certificate, ...] | None = None
+
+    @property
+    def verifies_chain(self) -> bool:
+        # libpq: "if a root CA file exists, the behavior of sslmode=require
+        # will be the same as that of verify-ca". Roots given with require
+        # therefore mean verify-ca, as they do to psql.
+        return self.sslmode != "require" or self.roots is not None
+
+    @property
+    def verifies_name(self) -> bool:
+        return self.sslmode == "verify-full"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One yes/no judgement. ``problem`` is None when all is well."""
+
+    check: str
+    problem: str | None
+    #: What was judged, for the verbose output.
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    chain: tuple[CertFacts, ...]
+    #: Indexes into ``chain`` of the certificates a client uses.
+    relevant: tuple[int, ...]
+    #: Days left of the certificate that expires first among the relevant ones.
+    days_left: float
+    #: Index into ``chain`` of that certificate.
+    limiting: int
+    findings: tuple[Finding, ...]
+    #: The verified path, leaf first, when the chain was verified.
+    path: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def leaf(self) -> CertFacts:
+        return self.chain[0]
+
+    @property
+    def limiting_cert(self) -> CertFacts:
+        return self.chain[self.limiting]
+
+
+def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict:
+    """Judge a probe's observation under ``policy`` at time ``now`` (aware, UTC).
+
+    Raises:
+        ValueError: a presented certificate does not parse.
+    """
+    chain = load_chain(observation.chain)
+    findings: list[Finding] = []
+    chain_check: ChainCheck | None = None
+    if policy.verifies_chain:
+        assert policy.roots is not None
+        chain_check = check_chain([c.certificate for c in chain], policy.roots, now)
+        findings.append(
+            Finding(
+                "trust",
+                chain_check.problem,
+                "chain reaches a trusted root" if chain_check.ok else "chain not trusted",
+            )
+        )
+    if policy.verifies_name:
+        findings.append(_name_finding(chain[0], policy.servername))
+
+    relevant = _relevant(chain, chain_check)
+    limiting = min(relevant, key=lambda i: chain[i].not_after)
+    findings.append(_validity_finding(chain, relevant, now))
+    return Verdict(
+        chain=chain,
+        relevant=relevant,
+        days_left=chain[limiting].days_left(now),
+        limiting=limiting,
+        findings=tuple(findings),
+        path=chain_check.path if chain_check else (),
+    )
+
+
+def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:
+    # Once a path is verified, extra certificates the server happens to send
+    # (an old cross-signed root, say) do not affect clients: ignore them.
+    if check is None or not check.ok:
+        return tuple(range(len(chain)))
+    used = [i for i, c in enumerate(chain) if c.certificate in check.path]
+    return tuple(used) or (0,)
+
+
+def _name_finding(leaf: CertFacts, name: str) -> Finding:
+    shown = safe(name, 100)
+    if host_matches_certificate(leaf, name):
+        return Finding("name", None, f"certificate is valid for {shown}")
+    names = leaf.names_for_display()
+    valid_for = f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+    return Finding("name", f"certificate is not valid for {shown}{valid_for}", "name mismatch")
+
+
+def _validity_finding(chain: tuple[CertFacts, ...], relevant: tuple[int, ...], now: dt.datetime) -> Finding:
+    for i in relevant:
+        cert = chain[i]
+        if now < cert.not_before:
+            return Finding(
+                "validity",
+                f"{_which(i)} is not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC",
+                "not yet valid",
+            )
+    return Finding("validity", None, "every certificate has begun its validity period")
+
+
+def _which(index: int) -> str:
+    return "certificate" if index == 0 else f"intermediate #{index}"
+
+
+def describe_days(verdict: Verdict) -> str:
+    """``expires in 84 days (2027-02-21)``, naming the certificate if not the leaf."""
+    cert = verdict.limiting_cert
+    days = verdict.days_left
+    who = "certificate" if verdict.limiting == 0 else f"intermediate {cert.subject}"
+    when = f"{cert.not_after:%Y-%m-%d}"
+    if days < 0:
+        return f"{who} expired {_span(-days)} ago ({when})"
+    return f"{who} expires in {_span(days)} ({when})"
+
+
+def _span(days: float) -> str:
+    if days >= 2:
+        return f"{int(days)} days"
+    hours = int(days * 24)
+    return f"{hours} hour{'s' if hours != 1 else ''}"

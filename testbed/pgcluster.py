@@ -1,0 +1,234 @@
+"""Real PostgreSQL clusters on loopback, started in hundredths of a second.
+
+One ``initdb`` per workspace makes a template on tmpfs; each cluster is a
+copy of it with its own port, certificate chain and settings. PostgreSQL
+refuses to run as root, so under root the server runs as the ``postgres``
+system user, in a directory that user can read.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .pki import Issued
+
+__all__ = ["Workspace", "Cluster", "find_bindir", "free_port"]
+
+_BASE_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "ssl": "on",
+    "ssl_cert_file": "'server.crt'",
+    "ssl_key_file": "'server.key'",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "synchronous_commit": "off",
+    "shared_buffers": "'16MB'",
+    "max_connections": "20",
+    "max_wal_senders": "0",
+    "wal_level": "minimal",
+    "log_connections": "on",
+    "logging_collector": "off",
+    "log_min_messages": "info",
+}
+
+# Clients of the tests (psql as the oracle) get in without a password, but
+# only over TLS: the plugin itself never authenticates.
+_HBA = """\
+hostssl all all 127.0.0.1/32 trust
+hostssl all all ::1/128 trust
+"""
+
+
+def find_bindir(version: int | None = None) -> Path:
+    """The directory with ``initdb`` and ``postgres``."""
+    env = os.environ.get("PG_BINDIR")
+    if env:
+        return Path(env)
+    root = Path("/usr/lib/postgresql")
+    versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit()), reverse=True)
+    if version is not None:
+        versions = [v for v in versions if v == version]
+    for found in versions:
+        bindir = root / str(found) / "bin"
+        if (bindir / "postgres").exists():
+            return bindir
+    raise FileNotFoundError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Workspace:
+    """A directory on tmpfs owned by the server's user, and a template cluster."""
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        self.bindir = bindir or find_bindir()
+        shm = Path("/dev/shm")
+        parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.path = Path(tempfile.mkdtemp(prefix="check_pg_tls-", dir=parent))
+        self.user = _server_user()
+        os.chmod(self.path, 0o755)
+        self._chown(self.path)
+        self._template: Path | None = None
+        self._count = 0
+
+    def _chown(self, path: Path) -> None:
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def template(self) -> Path:
+        if self._template is None:
+            target = self.path / "template"
+            _run_as(self.user, [str(self.bindir / "initdb"), "-D", str(target), "-A", "trust",
+                                "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"])
+            (target / "pg_hba.conf").write_text(_HBA)
+            self._template = target
+        return self._template
+
+    def new_dir(self, name: str) -> Path:
+        self._count += 1
+        path = self.path / f"{name}-{self._count}"
+        path.mkdir()
+        self._chown(path)
+        return path
+
+    def cluster(
+        self,
+        chain: Sequence[Issued | x509.Certificate],
+        key: Issued,
+        settings: Mapping[str, str] | None = None,
+        name: str = "pg",
+    ) -> Cluster:
+        """A new, not yet started cluster serving ``chain`` (leaf first)."""
+        data = self.path / f"{name}-{self._count + 1}"
+        self._count += 1
+        subprocess.run(["cp", "-a", str(self.template()), str(data)], check=True)
+        cluster = Cluster(self, data, dict(settings or {}))
+        cluster.install_certificate(chain, key)
+        return cluster
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Cluster:
+    """One PostgreSQL server. Settings go into postgresql.conf, so a reload
+    picks up changed certificate files, as on a real server."""
+
+    def __init__(self, workspace: Workspace, data: Path, settings: dict[str, str]) -> None:
+        self.workspace = workspace
+        self.data = data
+        self.port = free_port()
+        self.settings = {**_BASE_SETTINGS, "port": str(self.port), **settings}
+        self.log_path = data.parent / f"{data.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        lines = [f"{k} = {v}" for k, v in self.settings.items()]
+        (self.data / "postgresql.conf").write_text("\n".join(lines) + "\n")
+
+    def install_certificate(self, chain: Sequence[Issued | x509.Certificate], key: Issued) -> None:
+        pem = b"".join(
+            (c.cert if isinstance(c, Issued) else c).public_bytes(serialization.Encoding.PEM)
+            for c in chain
+        )
+        self._write_private("server.crt", pem)
+        self._write_private("server.key", key.key_pem)
+
+    def _write_private(self, name: str, data: bytes) -> None:
+        # Written next to the old file and renamed over it, as certbot does.
+        path = self.data / name
+        fresh = self.data / f".{name}.new"
+        fresh.write_bytes(data)
+        os.chmod(fresh, 0o600)
+        self.workspace._chown(fresh)
+        os.replace(fresh, path)
+
+    def set(self, **settings: str) -> None:
+        self.settings.update(settings)
+        self._write_settings()
+
+    def start(self, timeout: float = 30) -> Cluster:
+        user = self.workspace.user
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.workspace.bindir / "postgres"), "-D", str(self.data)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, **_as_user(user),
+            )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        # Ready means postmaster.pid's status line says so for our process;
+        # answering connections alone is not enough (it may still be starting).
+        assert self.process is not None
+        pidfile = self.data / "postmaster.pid"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                lines = pidfile.read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            if len(lines) >= 8 and lines[0] == str(self.process.pid) and lines[7].strip() == "ready":
+                return
+            time.sleep(0.005)
+        raise TimeoutError(f"postgres not ready after {timeout} s:\n{self.log()}")
+
+    def reload(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGHUP)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # Immediate shutdown: these clusters hold nothing worth a checkpoint.
+        self.process.send_signal(signal.SIGQUIT)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    return pwd.getpwnam(os.environ.get("PG_USER", "postgres"))
+
+
+def _as_user(user: pwd.struct_passwd | None) -> dict[str, object]:
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+def _run_as(user: pwd.struct_passwd | None, argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_as_user(user))  # type: ignore[call-overload]

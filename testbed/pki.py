@@ -1,0 +1,163 @@
+"""A throwaway PKI built with cryptography: roots, intermediates and leaves.
+
+EC P-256 keys keep it fast (a dozen certificates in a few milliseconds).
+Extensions follow what public CAs issue, so the plugin is tested against
+realistic certificates; every knob a scenario needs is a keyword.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["Issued", "make_root", "make_intermediate", "make_leaf", "write_pem"]
+
+DAY = dt.timedelta(days=1)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and its private key."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def _name(common_name: str | None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "check_pg_tls tests")]
+    if common_name is not None:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+def _builder(
+    subject: x509.Name,
+    issuer_name: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
+def _aki(issuer: Issued) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+
+
+def make_root(
+    common_name: str = "check_pg_tls Test Root",
+    days_before: float = 30,
+    days_after: float = 3650,
+) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = _name(common_name)
+    cert = (
+        _builder(name, name, key.public_key(), now - days_before * DAY, now + days_after * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(cert, key)
+
+
+def make_intermediate(
+    issuer: Issued,
+    common_name: str = "check_pg_tls Test Intermediate",
+    days_before: float = 30,
+    days_after: float = 1825,
+    path_length: int | None = 0,
+) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        _builder(_name(common_name), issuer.cert.subject, key.public_key(),
+                 now - days_before * DAY, now + days_after * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(_aki(issuer), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return Issued(cert, key)
+
+
+def make_leaf(
+    issuer: Issued | None,
+    dns: Sequence[str] = ("db.test",),
+    ips: Sequence[str] = (),
+    common_name: str | None = None,
+    days_before: float = 1,
+    days_after: float = 90,
+    ca: bool = False,
+    server_auth: bool = True,
+) -> Issued:
+    """A server certificate; ``issuer=None`` makes it self-signed (snakeoil)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = _name(common_name)
+    issuer_name = subject if issuer is None else issuer.cert.subject
+    builder = _builder(subject, issuer_name, key.public_key(),
+                       now - days_before * DAY, now + days_after * DAY)
+    builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_auth else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    builder = builder.add_extension(_key_usage(cert_sign=ca), critical=True)
+    if issuer is not None:
+        builder = builder.add_extension(_aki(issuer), critical=False)
+    cert = builder.sign(key if issuer is None else issuer.key, hashes.SHA256())
+    return Issued(cert, key)
+
+
+def _key_usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
+        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+    )
+
+
+def write_pem(path: Path, *certs: Issued | x509.Certificate) -> Path:
+    """Write certificates as one PEM file, in the order given."""
+    data = b"".join(
+        (c.cert if isinstance(c, Issued) else c).public_bytes(serialization.Encoding.PEM)
+        for c in certs
+    )
+    path.write_bytes(data)
+    return path

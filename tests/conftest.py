@@ -1,0 +1,160 @@
+"""Real servers for the tests: PostgreSQL clusters with test certificates.
+
+Clusters are started on first use and shared by the whole session; each
+scenario gets its own cluster because one PostgreSQL serves one chain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testbed import pki
+from testbed.pgcluster import Cluster, Workspace
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a user sees: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def status_line(self) -> str:
+        return self.stdout.splitlines()[0] if self.stdout else ""
+
+    @property
+    def perfdata(self) -> dict[str, str]:
+        _, _, perf = self.status_line.partition(" | ")
+        return dict(item.split("=", 1) for item in perf.split())
+
+
+def plugin_argv() -> list[str]:
+    """The installed console script when there is one, else ``python -m``."""
+    script = Path(sys.executable).parent / "check_pg_tls"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "check_pg_tls"]
+
+
+def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> Run:
+    # ``guard`` only stops a hung test run; it is not what a test asserts.
+    done = subprocess.run(
+        [*prefix, *plugin_argv(), *args], capture_output=True, text=True, timeout=guard,
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class Pki:
+    root: pki.Issued
+    intermediate: pki.Issued
+    other_root: pki.Issued
+    other_intermediate: pki.Issued
+    dir: Path
+
+    @property
+    def root_file(self) -> Path:
+        return self.dir / "root.crt"
+
+
+@pytest.fixture(scope="session")
+def workspace() -> Iterator[Workspace]:
+    space = Workspace()
+    yield space
+    space.cleanup()
+
+
+@pytest.fixture(scope="session")
+def ca(workspace: Workspace) -> Pki:
+    root = pki.make_root()
+    other_root = pki.make_root("Some Other Root")
+    made = Pki(
+        root=root,
+        intermediate=pki.make_intermediate(root),
+        other_root=other_root,
+        other_intermediate=pki.make_intermediate(other_root, "Some Other Intermediate"),
+        dir=workspace.new_dir("pki"),
+    )
+    pki.write_pem(made.root_file, root)
+    return made
+
+
+def _scenarios(ca: Pki) -> dict[str, tuple[list[pki.Issued], pki.Issued]]:
+    """Each scenario: the chain the server sends (leaf first) and its key."""
+    inter = ca.intermediate
+
+    def leaf_chain(**kw: object) -> tuple[list[pki.Issued], pki.Issued]:
+        leaf = pki.make_leaf(inter, **kw)  # type: ignore[arg-type]
+        return [leaf, inter], leaf
+
+    short_inter = pki.make_intermediate(ca.root, "Short-lived Intermediate", days_after=10.5)
+    short_leaf = pki.make_leaf(short_inter)
+    missing = pki.make_leaf(inter)
+    snakeoil = pki.make_leaf(None, dns=("db.test",), common_name="db.test")
+    unknown = pki.make_leaf(ca.other_intermediate)
+    return {
+        "valid": leaf_chain(dns=("db.test", "db2.test"), ips=("127.0.0.1", "::1")),
+        "quiet": leaf_chain(),
+        "expiring_warn": leaf_chain(days_after=18.5),
+        "expiring_crit": leaf_chain(days_after=10.5),
+        "expired": leaf_chain(days_before=100, days_after=-2),
+        "not_yet_valid": leaf_chain(days_before=-3, days_after=90),
+        "wrong_name": leaf_chain(dns=("ip-10-1-2-3.internal",)),
+        "wildcard": leaf_chain(dns=("*.db.test",)),
+        "ip_only": leaf_chain(dns=(), ips=("127.0.0.1",)),
+        "cn_only": leaf_chain(dns=(), common_name="db.test"),
+        "self_signed": ([snakeoil], snakeoil),
+        "unknown_ca": ([unknown, ca.other_intermediate], unknown),
+        "missing_intermediate": ([missing], missing),
+        "intermediate_expiring": ([short_leaf, short_inter], short_leaf),
+    }
+
+
+@pytest.fixture(scope="session")
+def server(workspace: Workspace, ca: Pki) -> Iterator[Callable[[str], Cluster]]:
+    """``server(name)``: the running cluster of a scenario, started on first use."""
+    chains = _scenarios(ca)
+    started: dict[str, Cluster] = {}
+
+    def get(name: str) -> Cluster:
+        if name not in started:
+            chain, key = chains[name]
+            settings = {"listen_addresses": "'127.0.0.1,::1'"} if name == "valid" else {}
+            started[name] = workspace.cluster(chain, key, settings, name=name).start()
+        return started[name]
+
+    yield get
+    for cluster in started.values():
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def psql_home(workspace: Workspace) -> Path:
+    # An empty HOME: no ~/.postgresql/root.crt or client certificate to change libpq's mind.
+    return workspace.new_dir("home")
+
+
+def psql_connects(cluster: Cluster, home: Path, host: str, sslmode: str,
+                  sslrootcert: str | None) -> bool:
+    """The oracle: does libpq (psql) with these settings connect?"""
+    conninfo = [f"host={host}", "hostaddr=127.0.0.1", f"port={cluster.port}",
+                f"sslmode={sslmode}", "user=postgres", "dbname=postgres", "connect_timeout=10"]
+    # libpq reads a root file only if it exists; a missing one means "no roots".
+    conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    done = subprocess.run(
+        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
+        capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL,
+    )
+    return done.returncode == 0 and done.stdout.strip() == "1"
