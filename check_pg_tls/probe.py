@@ -191,6 +191,11 @@ def _negotiate(sock: socket.socket, deadline: _Deadline) -> None:
             f"server accepted the connection but did not answer the SSLRequest "
             f"within {deadline.seconds:g} seconds"
         ) from None
+    except ConnectionResetError:
+        raise ServerMisbehaved(
+            "server reset the connection instead of answering the SSLRequest: "
+            "not a PostgreSQL server"
+        ) from None
     except OSError as exc:
         raise ServerMisbehaved(f"connection failed during the SSLRequest: {_reason(exc)}") from None
     try:

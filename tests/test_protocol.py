@@ -1,0 +1,141 @@
+"""The SSLRequest bytes and the judgement of the server's one-byte answer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from check_pg_tls.protocol import (
+    SSL_REQUEST,
+    SSL_REQUEST_CODE,
+    ProtocolViolation,
+    Reply,
+    parse_reply,
+)
+
+# An ErrorResponse as a server sends it: 'E', Int32 length, then fields
+# (severity, code, message) each NUL-terminated, and a final NUL.
+_ERROR_FIELDS = b"SFATAL\x00C53300\x00Msorry, too many clients already <script>\x00\x00"
+ERROR_RESPONSE = b"E" + (4 + len(_ERROR_FIELDS)).to_bytes(4, "big") + _ERROR_FIELDS
+
+ANSWERED = {b"S"[0], b"N"[0], b"E"[0]}
+
+
+def violation(data: bytes) -> str:
+    with pytest.raises(ProtocolViolation) as caught:
+        parse_reply(data)
+    return str(caught.value)
+
+
+def test_ssl_request_is_the_eight_documented_bytes() -> None:
+    assert bytes.fromhex("00000008 04D2162F") == SSL_REQUEST
+
+
+def test_ssl_request_code_is_1234_5679() -> None:
+    assert SSL_REQUEST_CODE == (1234 << 16) | 5679
+
+
+def test_s_means_tls() -> None:
+    assert parse_reply(b"S") is Reply.TLS
+
+
+def test_n_means_no_tls() -> None:
+    assert parse_reply(b"N") is Reply.NO_TLS
+
+
+def test_e_with_error_response_means_error() -> None:
+    assert parse_reply(ERROR_RESPONSE) is Reply.ERROR
+
+
+def test_error_reply_carries_no_server_text() -> None:
+    reply = parse_reply(ERROR_RESPONSE)
+    assert "too many clients" not in repr(reply)
+    assert "too many clients" not in str(reply)
+
+
+def test_empty_answer_is_a_violation() -> None:
+    assert violation(b"")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"\x00", b"\x16\x03\x01", b"S", b"N" * 1000],
+    ids=["nul", "tls-record", "second-s", "many-bytes"],
+)
+def test_bytes_after_s_are_a_violation_naming_the_cve(extra: bytes) -> None:
+    assert "CVE-2021-23222" in violation(b"S" + extra)
+
+
+@pytest.mark.parametrize(
+    "first", sorted(set(range(256)) - ANSWERED), ids=lambda byte: f"0x{byte:02x}"
+)
+def test_any_other_first_byte_is_a_violation(first: int) -> None:
+    message = violation(bytes([first]))
+    assert f"0x{first:02x}" in message
+
+
+def test_violation_for_an_http_answer_does_not_quote_it() -> None:
+    message = violation(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>")
+    assert "0x48" in message
+    assert "HTTP" not in message
+    assert "Bad Request" not in message
+    assert "<html>" not in message
+
+
+def test_violation_after_s_does_not_quote_the_queued_bytes() -> None:
+    message = violation(b"S" + ERROR_RESPONSE)
+    assert "too many clients" not in message
+    assert "FATAL" not in message
+
+
+@given(st.binary())
+@example(b"")
+@example(b"S")
+@example(b"SS")
+def test_parse_reply_raises_only_protocol_violation(data: bytes) -> None:
+    try:
+        reply = parse_reply(data)
+    except ProtocolViolation:
+        return
+    assert isinstance(reply, Reply)
+
+
+@given(st.binary())
+@example(b"S")
+@example(b"S\x00")
+def test_tls_only_for_exactly_s(data: bytes) -> None:
+    try:
+        reply = parse_reply(data)
+    except ProtocolViolation:
+        assert data != b"S"
+        return
+    assert (reply is Reply.TLS) == (data == b"S")
+
+
+@given(st.binary(min_size=1))
+def test_n_and_e_are_judged_by_the_first_byte(data: bytes) -> None:
+    if data[:1] == b"N":
+        assert parse_reply(data) is Reply.NO_TLS
+    elif data[:1] == b"E":
+        assert parse_reply(data) is Reply.ERROR
+
+
+@given(st.binary())
+@example(b"S" + ERROR_RESPONSE)
+@example(b"Hello, I am not PostgreSQL")
+def test_violation_message_never_depends_on_bytes_after_the_first(data: bytes) -> None:
+    try:
+        parse_reply(data)
+    except ProtocolViolation as exc:
+        message = str(exc)
+    else:
+        return
+    blanked = data[:1] + b"\x00" * (len(data) - 1)
+    assert message == violation(blanked)
+    assert message.isascii()
+    assert message.isprintable()
+    # At most the first byte, and only as hex.
+    assert len(re.findall(r"0x[0-9a-f]{2}", message)) <= 1
