@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from .text import safe
 
-__all__ = ["CertFacts", "load_chain", "describe_name"]
+__all__ = ["CertFacts", "describe_name", "load_chain"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class CertFacts:
     def names_for_display(self) -> tuple[str, ...]:
         """The names a client could match, in the order a user expects."""
         names = list(self.dns_names)
-        names += [str(ipaddress.ip_address(raw)) for raw in self.ip_addresses if len(raw) in (4, 16)]
+        names += [
+            str(ipaddress.ip_address(raw)) for raw in self.ip_addresses if len(raw) in (4, 16)
+        ]
         if not names and self.common_name is not None:
             names.append(self.common_name)
         return tuple(safe(name, 100) for name in names)
@@ -66,12 +68,8 @@ def facts(cert: x509.Certificate) -> CertFacts:
         pass
     else:
         dns_names = tuple(san.get_values_for_type(x509.DNSName))
-        ips = tuple(ip.packed for ip in san.get_values_for_type(x509.IPAddress))
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    common_name = None
-    if cns:
-        value = cns[0].value
-        common_name = value if isinstance(value, str) else value.decode("latin-1")
+        ips = tuple(_packed(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    common_name = _common_name(cert.subject)
     return CertFacts(
         certificate=cert,
         subject=describe_name(cert.subject),
@@ -83,6 +81,35 @@ def facts(cert: x509.Certificate) -> CertFacts:
         common_name=common_name,
         sha256=cert.fingerprint(hashes.SHA256()).hex(),
     )
+
+
+def _packed(ip: object) -> bytes:
+    # An address range (4+4 or 16+16 bytes, a CA's form) is kept as its raw
+    # bytes: it never equals a host address, but it still counts as an
+    # iPAddress SAN, which stops libpq from consulting the Common Name.
+    if isinstance(ip, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return ip.network_address.packed + ip.netmask.packed
+    assert isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+    return ip.packed
+
+
+# BMPString and UniversalString hold NUL bytes for every ASCII letter; libpq
+# compares the raw bytes and refuses a name with an embedded NUL.
+_WIDE_STRINGS = {"BMPString", "UniversalString"}
+
+
+def _common_name(subject: x509.Name) -> str | None:
+    """The first CN as libpq would compare it, or None if absent or unusable."""
+    attributes = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attributes:
+        return None
+    attribute = attributes[0]
+    kind = getattr(getattr(attribute, "_type", None), "name", "")
+    value = attribute.value
+    text = value if isinstance(value, str) else value.decode("latin-1")
+    if kind in _WIDE_STRINGS or "\x00" in text:
+        return ""  # present, so it blocks nothing, but matches no host
+    return text
 
 
 def describe_name(name: x509.Name) -> str:

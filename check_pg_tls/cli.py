@@ -51,30 +51,68 @@ def _parser() -> _Parser:
     add = parser.add_argument
     add("-H", "--host", required=True, help="server name or address to connect to")
     add("-p", "--port", type=_port, default=5432, help="TCP port (default: %(default)s)")
-    add("--servername", metavar="NAME",
+    add(
+        "--servername",
+        metavar="NAME",
         help="name the certificate must carry and SNI to send, when it differs from "
-             "--host (libpq's host, with --host as hostaddr)")
-    add("-w", "--warning", default="20", metavar="THRESHOLD",
-        help="warn below this many days left (default: %(default)s)")
-    add("-c", "--critical", default="15", metavar="THRESHOLD",
-        help="critical below this many days left (default: %(default)s)")
-    add("--sslmode", default="verify-full", choices=("require", "verify-ca", "verify-full"),
-        help="what a client demands, as in libpq (default: %(default)s)")
-    add("--sslrootcert", default="system", metavar="FILE|system",
+        "--host (libpq's host, with --host as hostaddr)",
+    )
+    add(
+        "-w",
+        "--warning",
+        default="20",
+        metavar="THRESHOLD",
+        help="warn below this many days left (default: %(default)s)",
+    )
+    add(
+        "-c",
+        "--critical",
+        default="15",
+        metavar="THRESHOLD",
+        help="critical below this many days left (default: %(default)s)",
+    )
+    add(
+        "--sslmode",
+        default="verify-full",
+        choices=("require", "verify-ca", "verify-full"),
+        help="what a client demands, as in libpq (default: %(default)s)",
+    )
+    add(
+        "--sslrootcert",
+        default="system",
+        metavar="FILE|system",
         help="trusted root certificates: a PEM file, or 'system' for the system "
-             "trust store (default: %(default)s)")
-    add("-t", "--timeout", type=_seconds, default=10.0, metavar="SECONDS",
-        help="give up after this many seconds (default: %(default)g)")
+        "trust store (default: %(default)s)",
+    )
+    add(
+        "-t",
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up after this many seconds (default: %(default)g)",
+    )
     family = parser.add_mutually_exclusive_group()
-    family.add_argument("-4", dest="family", action="store_const", const=4, default=0,
-                        help="connect over IPv4 only")
-    family.add_argument("-6", dest="family", action="store_const", const=6,
-                        help="connect over IPv6 only")
-    add("--unreachable-state", default="critical", choices=("critical", "warning", "unknown"),
+    family.add_argument(
+        "-4", dest="family", action="store_const", const=4, default=0, help="connect over IPv4 only"
+    )
+    family.add_argument(
+        "-6", dest="family", action="store_const", const=6, help="connect over IPv6 only"
+    )
+    add(
+        "--unreachable-state",
+        default="critical",
+        choices=("critical", "warning", "unknown"),
         help="state when the server cannot be reached or does not answer in time "
-             "(default: %(default)s)")
-    add("-v", "--verbose", action="count", default=0,
-        help="more output: -v lists the chain and the TLS session; -vvv shows tracebacks")
+        "(default: %(default)s)",
+    )
+    add(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more output: -v lists the chain and the TLS session; -vvv shows tracebacks",
+    )
     add("-V", "--version", action="version", version=f"check_pg_tls {__version__}")
     return parser
 
@@ -95,7 +133,9 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
     if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: must be between 0 and 3600 seconds")
+        raise argparse.ArgumentTypeError(
+            f"invalid timeout {text!r}: must be between 0 and 3600 seconds"
+        )
     return seconds
 
 

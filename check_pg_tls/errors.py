@@ -6,7 +6,7 @@ boundary; everything above it deals only with these types.
 
 from __future__ import annotations
 
-__all__ = ["ProbeError", "Unreachable", "ServerMisbehaved"]
+__all__ = ["ProbeError", "ServerMisbehaved", "Unreachable"]
 
 
 class ProbeError(Exception):

@@ -8,10 +8,38 @@ its wildcard is exactly ``*.`` followed by the rest of the name.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
-from .certs import CertFacts
+if TYPE_CHECKING:
+    from .certs import CertFacts
 
-__all__ = ["name_matches", "host_matches_certificate"]
+__all__ = ["host_matches_certificate", "ip_literal", "name_matches"]
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ip_literal(host: str) -> bytes | None:
+    """The packed address when ``host`` is an IP literal by libpq's test, else None.
+
+    libpq deliberately uses inet_aton() for IPv4, so shorthand such as
+    ``127.1`` counts as the address 127.0.0.1, and inet_pton() for IPv6.
+    """
+    if "\x00" in host:
+        return None
+    try:
+        return socket.inet_aton(host)
+    except OSError:
+        pass
+    try:
+        return socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return None
+
+
+def _fold(text: str) -> str:
+    # pg_strcasecmp folds ASCII letters only (str.lower() would also fold,
+    # say, the Kelvin sign into "k").
+    return text.translate(_ASCII_LOWER)
 
 
 def name_matches(pattern: str, host: str) -> bool:
@@ -19,23 +47,14 @@ def name_matches(pattern: str, host: str) -> bool:
 
     A wildcard is only ``*.rest`` and stands for exactly one non-empty label.
     """
-    if pattern.lower() == host.lower():
+    if _fold(pattern) == _fold(host):
         return True
     if len(pattern) < 3 or not pattern.startswith("*."):
         return False
-    suffix = pattern[1:].lower()  # ".rest"
-    if len(host) <= len(suffix) or not host.lower().endswith(suffix):
+    suffix = _fold(pattern[1:])  # ".rest"
+    if len(host) <= len(suffix) or not _fold(host).endswith(suffix):
         return False
     return "." not in host[: len(host) - len(suffix)]
-
-
-def _ip_bytes(host: str) -> bytes | None:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_pton(family, host)
-        except OSError:
-            continue
-    return None
 
 
 def host_matches_certificate(leaf: CertFacts, host: str) -> bool:
@@ -46,15 +65,12 @@ def host_matches_certificate(leaf: CertFacts, host: str) -> bool:
     is consulted only when the certificate has no SAN of the host's own kind
     and nothing matched.
     """
-    host_ip = _ip_bytes(host)
+    host_ip = ip_literal(host)
     if any(name_matches(name, host) for name in leaf.dns_names):
         return True
     if host_ip is not None and host_ip in leaf.ip_addresses:
         return True
     has_own_kind = bool(leaf.ip_addresses) if host_ip is not None else bool(leaf.dns_names)
     if has_own_kind or leaf.common_name is None:
-        return False
-    # libpq refuses a name with an embedded NUL rather than match a prefix.
-    if "\x00" in leaf.common_name:
         return False
     return name_matches(leaf.common_name, host)

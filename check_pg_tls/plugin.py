@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +18,10 @@ from .verdict import Finding, Policy, Verdict, describe_days, judge
 
 __all__ = [
     "CertificateResource",
+    "CertificateSummary",
     "ConnectionContext",
     "DaysLeftContext",
     "FindingContext",
-    "CertificateSummary",
 ]
 
 
@@ -47,11 +48,18 @@ class CertificateResource(nagiosplugin.Resource):
         try:
             self.verdict = judge(self.observation, self.policy, dt.datetime.now(dt.timezone.utc))
         except ValueError:
-            yield Metric("connection", ProbeError("server presented a certificate that does not parse"),
-                         context="connection")
+            yield Metric(
+                "connection",
+                ProbeError("server presented a certificate that does not parse"),
+                context="connection",
+            )
             return
-        yield Metric("days_left", round(self.verdict.days_left, 2), context="days_left")
-        yield Metric("time", round(self.observation.handshake_seconds, 6), "s", min=0, context="time")
+        # Floored like the status line's whole days, so the two never disagree.
+        days = math.floor(self.verdict.days_left * 100) / 100
+        yield Metric("days_left", days, context="days_left")
+        yield Metric(
+            "time", round(self.observation.handshake_seconds, 6), "s", min=0, context="time"
+        )
         for finding in self.verdict.findings:
             yield Metric(finding.check, finding, context="finding")
 
@@ -90,7 +98,9 @@ class DaysLeftContext(nagiosplugin.Context):
         self.warning = warning
         self.critical = critical
 
-    def _ranges(self, resource: CertificateResource) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
+    def _ranges(
+        self, resource: CertificateResource
+    ) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
         assert resource.verdict is not None
         lifetime = resource.verdict.leaf.lifetime_days
         return self.warning.resolve(lifetime), self.critical.resolve(lifetime)

@@ -14,14 +14,19 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ServerMisbehaved, Unreachable
+from .names import ip_literal
 from .protocol import SSL_REQUEST, ProtocolViolation, Reply, parse_reply
 
-__all__ = ["Observation", "Target", "probe", "is_ip_address"]
+__all__ = ["Observation", "Target", "probe"]
 
 # Offered like libpq 17+ does; older servers ignore it.
 ALPN_PROTOCOL = "postgresql"
+
+# ssl.Encoding is not public; the private module has the constant in 3.10+.
+_ENCODING_DER: int = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009
 
 _FAMILIES = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -61,17 +66,6 @@ class Observation:
     #: Seconds from start to connected, and from start to handshake done.
     connect_seconds: float
     handshake_seconds: float
-
-
-def is_ip_address(host: str) -> bool:
-    """True when ``host`` is an IPv4 or IPv6 literal, by libpq's own test."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return True
-    return False
 
 
 class _Deadline:
@@ -123,7 +117,10 @@ def _resolve(target: Target, deadline: _Deadline) -> list[tuple[int, str]]:
     family = _FAMILIES[target.family]
     try:
         infos = socket.getaddrinfo(
-            target.host, target.port, family, socket.SOCK_STREAM,
+            target.host,
+            target.port,
+            family,
+            socket.SOCK_STREAM,
             flags=socket.AI_NUMERICHOST,
         )
     except socket.gaierror:
@@ -239,7 +236,7 @@ def _handshake(
 ) -> Observation:
     name = target.checked_name
     # libpq sends SNI unless the host is an IP literal (sslsni=1).
-    sni = None if is_ip_address(name) else name
+    sni = None if ip_literal(name) is not None else name
     try:
         sock.settimeout(deadline.remaining())
         tls = _context().wrap_socket(sock, server_hostname=sni, do_handshake_on_connect=False)
@@ -272,13 +269,12 @@ def _handshake(
 def _presented_chain(tls: ssl.SSLSocket) -> tuple[bytes, ...]:
     # getpeercert() gives the leaf only. The whole chain as sent is public
     # from Python 3.13 on and private (but present) before.
-    getter = getattr(tls, "get_unverified_chain", None)
-    if getter is None:
-        getter = tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
-    chain = getter() or []
+    owner: Any = tls if hasattr(tls, "get_unverified_chain") else getattr(tls, "_sslobj", None)
+    chain = owner.get_unverified_chain() if owner is not None else None
+    # Elements are DER bytes (3.13+) or _ssl.Certificate objects (before).
     ders = tuple(
-        item if isinstance(item, bytes) else item.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-        for item in chain
+        item if isinstance(item, bytes) else item.public_bytes(_ENCODING_DER)
+        for item in chain or ()
     )
     if not ders:
         leaf = tls.getpeercert(binary_form=True)
@@ -307,4 +303,6 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     # OpenSSL's reason code (e.g. TLSV1_ALERT_PROTOCOL_VERSION): our library's
     # words for what happened, never text the server chose.
     reason = getattr(exc, "reason", None)
-    return str(reason).lower().replace("_", " ") if reason else str(exc.args[-1] if exc.args else exc)
+    return (
+        str(reason).lower().replace("_", " ") if reason else str(exc.args[-1] if exc.args else exc)
+    )

@@ -55,9 +55,7 @@ def parse_reply(data: bytes) -> Reply:
             behind it.
     """
     if not data:
-        raise ProtocolViolation(
-            "server closed the connection without answering the SSLRequest"
-        )
+        raise ProtocolViolation("server closed the connection without answering the SSLRequest")
     first = data[:1]
     if first == b"S":
         if len(data) > 1:

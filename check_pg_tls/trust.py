@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .certs import describe_name
 
-__all__ = ["RootsError", "ChainCheck", "check_chain", "load_roots"]
+__all__ = ["ChainCheck", "RootsError", "check_chain", "load_roots"]
 
 # OpenSSL's verify depth is 100; real chains are 2-4 long.
 _MAX_DEPTH = 32
@@ -114,12 +114,15 @@ def _self_signed(cert: x509.Certificate) -> bool:
 
 
 def _find_issuer(
-    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate], now: dt.datetime
 ) -> x509.Certificate | None:
-    for candidate in candidates:
-        if candidate is not cert and candidate != cert and _issued_by(cert, candidate):
-            return candidate
-    return None
+    # Like OpenSSL, prefer an issuer that is valid now: a store may hold an
+    # expired root next to its renewed copy with the same name and key.
+    issuers = [c for c in candidates if c != cert and _issued_by(cert, c)]
+    for issuer in issuers:
+        if issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc:
+            return issuer
+    return issuers[0] if issuers else None
 
 
 def check_chain(
@@ -137,9 +140,9 @@ def check_chain(
             break
         if len(path) > _MAX_DEPTH:
             return ChainCheck("certificate chain is too long")
-        issuer = _find_issuer(current, roots)
+        issuer = _find_issuer(current, roots, now)
         if issuer is None:
-            issuer = _find_issuer(current, untrusted)
+            issuer = _find_issuer(current, untrusted, now)
         if issuer is None:
             return ChainCheck(_no_issuer(current, leaf, untrusted))
         path.append(issuer)
@@ -166,14 +169,18 @@ def _no_issuer(
 
 def _constraints(path: list[x509.Certificate], now: dt.datetime) -> str | None:
     root = path[-1]
+    root_name = describe_name(root.subject)
     if now > root.not_valid_after_utc:
-        return f"trusted root {describe_name(root.subject)} expired on {root.not_valid_after_utc:%Y-%m-%d}"
+        return f"trusted root {root_name} expired on {root.not_valid_after_utc:%Y-%m-%d}"
     if now < root.not_valid_before_utc:
-        return f"trusted root {describe_name(root.subject)} is not valid before {root.not_valid_before_utc:%Y-%m-%d}"
+        return f"trusted root {root_name} is not valid before {root.not_valid_before_utc:%Y-%m-%d}"
     for cert in path:
         for extension in cert.extensions:
             if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
-                return f"{describe_name(cert.subject)} has an unsupported critical extension {extension.oid.dotted_string}"
+                return (
+                    f"{describe_name(cert.subject)} has an unsupported critical extension "
+                    f"{extension.oid.dotted_string}"
+                )
     for depth, cert in enumerate(path):
         if depth == 0:
             problem = _leaf_usage(cert)
@@ -210,9 +217,9 @@ def _ca_problem(cert: x509.Certificate, intermediates_below: int, is_root: bool)
         return f"issuer {name} is not a CA certificate"
     if usage is not None and not usage.key_cert_sign:
         return f"issuer {name} may not sign certificates (key usage)"
-    if constraints is not None and constraints.path_length is not None:
-        if intermediates_below > constraints.path_length:
-            return f"issuer {name} allows a shorter chain (path length {constraints.path_length})"
+    limit = constraints.path_length if constraints is not None else None
+    if limit is not None and intermediates_below > limit:
+        return f"issuer {name} allows a shorter chain (path length {limit})"
     if not is_root:
         ext_usage = _extension(cert, x509.ExtendedKeyUsage)
         if ext_usage is not None and not _SERVER_EKUS & set(ext_usage):

@@ -17,7 +17,7 @@ from .probe import Observation
 from .text import safe
 from .trust import ChainCheck, check_chain
 
-__all__ = ["SSLMODES", "Policy", "Finding", "Verdict", "judge", "describe_days"]
+__all__ = ["SSLMODES", "Finding", "Policy", "Verdict", "describe_days", "judge"]
 
 #: The sslmodes that promise TLS, weakest first; the weaker ones promise nothing.
 SSLMODES = ("require", "verify-ca", "verify-full")
@@ -126,11 +126,15 @@ def _name_finding(leaf: CertFacts, name: str) -> Finding:
     if host_matches_certificate(leaf, name):
         return Finding("name", None, f"certificate is valid for {shown}")
     names = leaf.names_for_display()
-    valid_for = f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+    valid_for = (
+        f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+    )
     return Finding("name", f"certificate is not valid for {shown}{valid_for}", "name mismatch")
 
 
-def _validity_finding(chain: tuple[CertFacts, ...], relevant: tuple[int, ...], now: dt.datetime) -> Finding:
+def _validity_finding(
+    chain: tuple[CertFacts, ...], relevant: tuple[int, ...], now: dt.datetime
+) -> Finding:
     for i in relevant:
         cert = chain[i]
         if now < cert.not_before:

@@ -7,13 +7,14 @@ at all. A ``listen(0)`` socket with a full queue never even accepts.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FaultServer", "scripted", "silent", "tls_only", "full_backlog"]
+__all__ = ["FaultServer", "full_backlog", "scripted", "silent", "tls_only"]
 
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
@@ -57,10 +58,8 @@ class FaultServer:
         self.stopping.set()
         self.listener.close()
         for conn in self._conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def __enter__(self) -> FaultServer:
@@ -118,7 +117,7 @@ def tls_only(cert_file: Path, key_file: Path) -> Behaviour:
     return behaviour
 
 
-class full_backlog:  # noqa: N801 - used like the other behaviours
+class full_backlog:
     """A listening socket whose accept queue is full: connects never complete."""
 
     def __init__(self) -> None:

@@ -18,13 +18,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .pki import Issued
 
-__all__ = ["Workspace", "Cluster", "find_bindir", "free_port"]
+__all__ = ["Cluster", "Workspace", "find_bindir", "free_port"]
 
 _BASE_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -96,8 +97,22 @@ class Workspace:
     def template(self) -> Path:
         if self._template is None:
             target = self.path / "template"
-            _run_as(self.user, [str(self.bindir / "initdb"), "-D", str(target), "-A", "trust",
-                                "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"])
+            _run_as(
+                self.user,
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(target),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+            )
             (target / "pg_hba.conf").write_text(_HBA)
             self._template = target
         return self._template
@@ -169,10 +184,8 @@ class Cluster:
     def start(self, timeout: float = 30) -> Cluster:
         user = self.workspace.user
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.workspace.bindir / "postgres"), "-D", str(self.data)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, **_as_user(user),
+            self.process = _spawn(
+                user, [str(self.workspace.bindir / "postgres"), "-D", str(self.data)], log
             )
         self._wait_ready(timeout)
         return self
@@ -190,7 +203,11 @@ class Cluster:
                 lines = pidfile.read_text().splitlines()
             except FileNotFoundError:
                 lines = []
-            if len(lines) >= 8 and lines[0] == str(self.process.pid) and lines[7].strip() == "ready":
+            if (
+                len(lines) >= 8
+                and lines[0] == str(self.process.pid)
+                and lines[7].strip() == "ready"
+            ):
                 return
             time.sleep(0.005)
         raise TimeoutError(f"postgres not ready after {timeout} s:\n{self.log()}")
@@ -223,12 +240,25 @@ def _server_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam(os.environ.get("PG_USER", "postgres"))
 
 
-def _as_user(user: pwd.struct_passwd | None) -> dict[str, object]:
-    if user is None:
-        return {}
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+def _spawn(
+    user: pwd.struct_passwd | None, argv: list[str], log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    # The child execs the program directly, so the PID is the postmaster's.
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd="/",
+        user=user.pw_uid if user else None,
+        group=user.pw_gid if user else None,
+        extra_groups=[] if user else None,
+    )
 
 
 def _run_as(user: pwd.struct_passwd | None, argv: list[str]) -> None:
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_as_user(user))  # type: ignore[call-overload]
+    with tempfile.TemporaryFile() as log:
+        if _spawn(user, argv, log).wait() != 0:
+            log.seek(0)
+            raise RuntimeError(f"{argv[0]} failed: {log.read().decode(errors='replace')}")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "make_root", "make_intermediate", "make_leaf", "write_pem"]
+__all__ = ["Issued", "make_intermediate", "make_leaf", "make_root", "write_pem"]
 
 DAY = dt.timedelta(days=1)
 
@@ -104,8 +104,13 @@ def make_intermediate(
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     cert = (
-        _builder(_name(common_name), issuer.cert.subject, key.public_key(),
-                 now - days_before * DAY, now + days_after * DAY)
+        _builder(
+            _name(common_name),
+            issuer.cert.subject,
+            key.public_key(),
+            now - days_before * DAY,
+            now + days_after * DAY,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(_aki(issuer), critical=False)
@@ -129,8 +134,9 @@ def make_leaf(
     now = _now()
     subject = _name(common_name)
     issuer_name = subject if issuer is None else issuer.cert.subject
-    builder = _builder(subject, issuer_name, key.public_key(),
-                       now - days_before * DAY, now + days_after * DAY)
+    builder = _builder(
+        subject, issuer_name, key.public_key(), now - days_before * DAY, now + days_after * DAY
+    )
     builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
@@ -147,9 +153,15 @@ def make_leaf(
 
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 

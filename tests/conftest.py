@@ -49,7 +49,10 @@ def plugin_argv() -> list[str]:
 def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> Run:
     # ``guard`` only stops a hung test run; it is not what a test asserts.
     done = subprocess.run(
-        [*prefix, *plugin_argv(), *args], capture_output=True, text=True, timeout=guard,
+        [*prefix, *plugin_argv(), *args],
+        capture_output=True,
+        text=True,
+        timeout=guard,
         stdin=subprocess.DEVNULL,
     )
     return Run(done.returncode, done.stdout, done.stderr)
@@ -145,16 +148,28 @@ def psql_home(workspace: Workspace) -> Path:
     return workspace.new_dir("home")
 
 
-def psql_connects(cluster: Cluster, home: Path, host: str, sslmode: str,
-                  sslrootcert: str | None) -> bool:
+def psql_connects(
+    cluster: Cluster, home: Path, host: str, sslmode: str, sslrootcert: str | None
+) -> bool:
     """The oracle: does libpq (psql) with these settings connect?"""
-    conninfo = [f"host={host}", "hostaddr=127.0.0.1", f"port={cluster.port}",
-                f"sslmode={sslmode}", "user=postgres", "dbname=postgres", "connect_timeout=10"]
+    conninfo = [
+        f"host={host}",
+        "hostaddr=127.0.0.1",
+        f"port={cluster.port}",
+        f"sslmode={sslmode}",
+        "user=postgres",
+        "dbname=postgres",
+        "connect_timeout=10",
+    ]
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
     done = subprocess.run(
         [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
-        capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     return done.returncode == 0 and done.stdout.strip() == "1"

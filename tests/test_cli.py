@@ -48,33 +48,51 @@ def test_bad_option_is_unknown(args: list[str], message: str) -> None:
 
 def test_missing_root_file_is_unknown(tmp_path: Path) -> None:
     missing = tmp_path / "nope.crt"
-    assert_unknown(["-H", "127.0.0.1", "--sslrootcert", str(missing)],
-                   f"cannot read root certificate file {missing}: No such file or directory")
+    assert_unknown(
+        ["-H", "127.0.0.1", "--sslrootcert", str(missing)],
+        f"cannot read root certificate file {missing}: No such file or directory",
+    )
 
 
 def test_root_file_without_certificates_is_unknown(tmp_path: Path) -> None:
     junk = tmp_path / "junk.crt"
     junk.write_text("this is not PEM\n")
-    assert_unknown(["-H", "127.0.0.1", "--sslrootcert", str(junk)],
-                   f"no valid PEM certificate in root certificate file {junk}")
+    assert_unknown(
+        ["-H", "127.0.0.1", "--sslrootcert", str(junk)],
+        f"no valid PEM certificate in root certificate file {junk}",
+    )
 
 
 def test_directory_as_root_file_is_unknown(tmp_path: Path) -> None:
-    assert_unknown(["-H", "127.0.0.1", "--sslrootcert", str(tmp_path)],
-                   "cannot read root certificate file")
+    assert_unknown(
+        ["-H", "127.0.0.1", "--sslrootcert", str(tmp_path)], "cannot read root certificate file"
+    )
 
 
 def test_bad_root_file_is_unknown_even_with_require(tmp_path: Path) -> None:
-    assert_unknown(["-H", "127.0.0.1", "--sslmode", "require", "--sslrootcert",
-                    str(tmp_path / "nope.crt")], "cannot read root certificate file")
+    assert_unknown(
+        ["-H", "127.0.0.1", "--sslmode", "require", "--sslrootcert", str(tmp_path / "nope.crt")],
+        "cannot read root certificate file",
+    )
 
 
 def test_help() -> None:
     result = run_plugin("--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: check_pg_tls ")
-    for option in ("--host", "--port", "--servername", "--warning", "--critical", "--sslmode",
-                   "--sslrootcert", "--timeout", "--unreachable-state", "--verbose", "--version"):
+    for option in (
+        "--host",
+        "--port",
+        "--servername",
+        "--warning",
+        "--critical",
+        "--sslmode",
+        "--sslrootcert",
+        "--timeout",
+        "--unreachable-state",
+        "--verbose",
+        "--version",
+    ):
         assert option in result.stdout
 
 
@@ -85,9 +103,20 @@ def test_version() -> None:
 
 def test_python_dash_m(server: Callable[[str], Cluster], ca: Pki) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "check_pg_tls", "-H", "127.0.0.1", "-p", str(server("valid").port),
-         "--sslrootcert", str(ca.root_file)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "check_pg_tls",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(server("valid").port),
+            "--sslrootcert",
+            str(ca.root_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout
     assert done.stdout.startswith("PG_TLS OK - ")
@@ -96,9 +125,33 @@ def test_python_dash_m(server: Callable[[str], Cluster], ca: Pki) -> None:
 def test_option_order_does_not_matter(server: Callable[[str], Cluster], ca: Pki) -> None:
     # Icinga 2 passes arguments sorted by key, not in the order written.
     port = str(server("expiring_warn").port)
-    ordered = run_plugin("-H", "127.0.0.1", "-p", port, "--servername", "db.test",
-                         "-w", "20", "-c", "15", "--sslrootcert", str(ca.root_file))
-    shuffled = run_plugin("--sslrootcert", str(ca.root_file), "-c", "15", "--servername",
-                          "db.test", "-w", "20", "-p", port, "-H", "127.0.0.1")
+    ordered = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--servername",
+        "db.test",
+        "-w",
+        "20",
+        "-c",
+        "15",
+        "--sslrootcert",
+        str(ca.root_file),
+    )
+    shuffled = run_plugin(
+        "--sslrootcert",
+        str(ca.root_file),
+        "-c",
+        "15",
+        "--servername",
+        "db.test",
+        "-w",
+        "20",
+        "-p",
+        port,
+        "-H",
+        "127.0.0.1",
+    )
     assert ordered.returncode == shuffled.returncode == 1
     assert ordered.status_line.split(" | ")[0] == shuffled.status_line.split(" | ")[0]

@@ -17,7 +17,9 @@ from .conftest import Pki, run_plugin
 
 # An ErrorResponse whose text tries to reach the operator's screen.
 EVIL = "FATAL: \x1b[31mcall 555-0100 and read out your password\x1b[0m"
-ERROR_RESPONSE = b"E" + struct.pack("!I", 4 + len(EVIL) + 4) + b"SFATAL\x00M" + EVIL.encode() + b"\x00\x00"
+ERROR_RESPONSE = (
+    b"E" + struct.pack("!I", 4 + len(EVIL) + 4) + b"SFATAL\x00M" + EVIL.encode() + b"\x00\x00"
+)
 
 
 @pytest.fixture
@@ -35,8 +37,9 @@ def start(fault: list[FaultServer], behaviour, host: str = "127.0.0.1") -> Fault
 
 
 def check(server: FaultServer, *args: str, guard: float = 60):  # type: ignore[no-untyped-def]
-    return run_plugin("-H", server.host, "-p", str(server.port), "--sslmode", "require", *args,
-                      guard=guard)
+    return run_plugin(
+        "-H", server.host, "-p", str(server.port), "--sslmode", "require", *args, guard=guard
+    )
 
 
 @pytest.mark.parametrize(
@@ -51,8 +54,9 @@ def check(server: FaultServer, *args: str, guard: float = 60):  # type: ignore[n
     ],
     ids=["N", "S-plus-extra", "E", "garbage", "closed", "S-then-close"],
 )
-def test_misbehaving_server_is_critical(fault: list[FaultServer], reply: bytes, hold: bool,
-                                        message: str) -> None:
+def test_misbehaving_server_is_critical(
+    fault: list[FaultServer], reply: bytes, hold: bool, message: str
+) -> None:
     server = start(fault, scripted(reply, hold))
     result = check(server)
     assert result.returncode == 2, result.stdout
@@ -130,7 +134,9 @@ def test_name_that_does_not_resolve_is_critical() -> None:
     assert "cannot resolve db.example.invalid" in result.status_line
 
 
-def test_plain_tls_server_is_not_postgres(fault: list[FaultServer], ca: Pki, tmp_path: Path) -> None:
+def test_plain_tls_server_is_not_postgres(
+    fault: list[FaultServer], ca: Pki, tmp_path: Path
+) -> None:
     leaf = pki.make_leaf(ca.intermediate)
     cert, key = tmp_path / "https.crt", tmp_path / "https.key"
     pki.write_pem(cert, leaf, ca.intermediate)

@@ -55,19 +55,27 @@ def _plugin_accepts(cluster: Cluster, host: str, sslmode: str, root: Path | None
     return result.returncode == 0
 
 
-@pytest.mark.parametrize(("scenario", "host", "full", "ca_only"), CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("scenario", "host", "full", "ca_only"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
+)
 @pytest.mark.parametrize("sslmode", ["verify-full", "verify-ca", "require+root", "require"])
 def test_plugin_agrees_with_libpq(
-    server: Callable[[str], Cluster], ca: Pki, psql_home: Path,
-    scenario: str, host: str, full: bool, ca_only: bool, sslmode: str,
+    server: Callable[[str], Cluster],
+    ca: Pki,
+    psql_home: Path,
+    scenario: str,
+    host: str,
+    full: bool,
+    ca_only: bool,
+    sslmode: str,
 ) -> None:
     cluster = server(scenario)
     mode, _, with_root = sslmode.partition("+")
     root = ca.root_file if mode != "require" or with_root else None
     libpq = psql_connects(cluster, psql_home, host, mode, str(root) if root else None)
     expected_libpq = {"verify-full": full, "verify-ca": ca_only}.get(
-        mode, ca_only if root else True)
+        mode, ca_only if root else True
+    )
     # First pin down what libpq does, so that a broken oracle cannot pass.
     assert libpq == expected_libpq
     expected_plugin = libpq and not (root is None and scenario in OUT_OF_VALIDITY)

@@ -69,6 +69,11 @@ def test_bytes_after_s_are_a_violation_naming_the_cve(extra: bytes) -> None:
     assert "CVE-2021-23222" in violation(b"S" + extra)
 
 
+@given(st.binary(min_size=1))
+def test_any_bytes_after_s_are_a_violation_naming_the_cve(extra: bytes) -> None:
+    assert "CVE-2021-23222" in violation(b"S" + extra)
+
+
 @pytest.mark.parametrize(
     "first", sorted(set(range(256)) - ANSWERED), ids=lambda byte: f"0x{byte:02x}"
 )

@@ -15,42 +15,76 @@ ServerFactory = Callable[[str], Cluster]
 
 
 def check(cluster: Cluster, ca: Pki, *args: str):  # type: ignore[no-untyped-def]
-    return run_plugin("-H", "127.0.0.1", "-p", str(cluster.port),
-                      "--sslrootcert", str(ca.root_file), *args)
+    return run_plugin(
+        "-H", "127.0.0.1", "-p", str(cluster.port), "--sslrootcert", str(ca.root_file), *args
+    )
 
 
 @pytest.mark.parametrize(
     ("scenario", "args", "code", "expected"),
     [
-        ("valid", ["--servername", "db.test"], 0,
-         "PG_TLS OK - 127.0.0.1:{port}: certificate expires in 89 days"),
+        (
+            "valid",
+            ["--servername", "db.test"],
+            0,
+            "PG_TLS OK - 127.0.0.1:{port}: certificate expires in 89 days",
+        ),
         ("valid", [], 0, "valid for 127.0.0.1"),
-        ("expiring_warn", ["--servername", "db.test"], 1,
-         "PG_TLS WARNING - 127.0.0.1:{port}: certificate expires in 18 days"),
-        ("expiring_crit", ["--servername", "db.test"], 2,
-         "PG_TLS CRITICAL - 127.0.0.1:{port}: certificate expires in 10 days"),
+        (
+            "expiring_warn",
+            ["--servername", "db.test"],
+            1,
+            "PG_TLS WARNING - 127.0.0.1:{port}: certificate expires in 18 days",
+        ),
+        (
+            "expiring_crit",
+            ["--servername", "db.test"],
+            2,
+            "PG_TLS CRITICAL - 127.0.0.1:{port}: certificate expires in 10 days",
+        ),
         ("expired", ["--servername", "db.test"], 2, "certificate expired 2 days ago"),
         ("not_yet_valid", ["--servername", "db.test"], 2, "certificate is not valid before"),
-        ("wrong_name", ["--servername", "db.test"], 2,
-         "certificate is not valid for db.test (valid for ip-10-1-2-3.internal)"),
+        (
+            "wrong_name",
+            ["--servername", "db.test"],
+            2,
+            "certificate is not valid for db.test (valid for ip-10-1-2-3.internal)",
+        ),
         ("wildcard", ["--servername", "a.db.test"], 0, "valid for a.db.test"),
-        ("wildcard", ["--servername", "a.b.db.test"], 2, "certificate is not valid for a.b.db.test"),
+        (
+            "wildcard",
+            ["--servername", "a.b.db.test"],
+            2,
+            "certificate is not valid for a.b.db.test",
+        ),
         ("wildcard", ["--servername", "db.test"], 2, "certificate is not valid for db.test"),
         ("ip_only", [], 0, "valid for 127.0.0.1"),
         ("ip_only", ["--servername", "db.test"], 2, "not valid for db.test (valid for 127.0.0.1)"),
         ("cn_only", ["--servername", "db.test"], 0, "valid for db.test"),
-        ("self_signed", ["--servername", "db.test"], 2,
-         "certificate is self-signed and not in the trusted roots"),
-        ("unknown_ca", ["--servername", "db.test"], 2,
-         "chain does not reach a trusted root"),
-        ("missing_intermediate", ["--servername", "db.test"], 2,
-         "the server sends no intermediate certificate"),
-        ("intermediate_expiring", ["--servername", "db.test"], 2,
-         "intermediate CN=Short-lived Intermediate,O=check_pg_tls tests expires in 10 days"),
+        (
+            "self_signed",
+            ["--servername", "db.test"],
+            2,
+            "certificate is self-signed and not in the trusted roots",
+        ),
+        ("unknown_ca", ["--servername", "db.test"], 2, "chain does not reach a trusted root"),
+        (
+            "missing_intermediate",
+            ["--servername", "db.test"],
+            2,
+            "the server sends no intermediate certificate",
+        ),
+        (
+            "intermediate_expiring",
+            ["--servername", "db.test"],
+            2,
+            "intermediate CN=Short-lived Intermediate,O=check_pg_tls tests expires in 10 days",
+        ),
     ],
 )
-def test_scenario(server: ServerFactory, ca: Pki, scenario: str, args: list[str],
-                  code: int, expected: str) -> None:
+def test_scenario(
+    server: ServerFactory, ca: Pki, scenario: str, args: list[str], code: int, expected: str
+) -> None:
     cluster = server(scenario)
     result = check(cluster, ca, *args)
     assert result.returncode == code, result.stdout
@@ -59,9 +93,16 @@ def test_scenario(server: ServerFactory, ca: Pki, scenario: str, args: list[str]
 
 
 def test_every_problem_is_reported_not_only_the_first(server: ServerFactory, ca: Pki) -> None:
-    result = run_plugin("-H", "127.0.0.1", "-p", str(server("expiring_crit").port),
-                        "--servername", "other.test", "--sslrootcert",
-                        str(_other_root_file(ca)))
+    result = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(server("expiring_crit").port),
+        "--servername",
+        "other.test",
+        "--sslrootcert",
+        str(_other_root_file(ca)),
+    )
     assert result.returncode == 2
     line = result.status_line
     assert "certificate is not valid for other.test (valid for db.test)" in line
@@ -118,8 +159,9 @@ def test_verify_ca_ignores_the_name(server: ServerFactory, ca: Pki) -> None:
 
 
 def test_require_judges_only_expiry(server: ServerFactory) -> None:
-    result = run_plugin("-H", "127.0.0.1", "-p", str(server("self_signed").port),
-                        "--sslmode", "require")
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", str(server("self_signed").port), "--sslmode", "require"
+    )
     assert result.returncode == 0, result.stdout
     assert result.status_line.startswith("PG_TLS OK - ")
 
@@ -128,16 +170,32 @@ def test_self_signed_certificate_trusted_as_its_own_root(server: ServerFactory, 
     cluster = server("self_signed")
     own = ca.dir / "snakeoil.crt"
     own.write_text((cluster.data / "server.crt").read_text())
-    result = run_plugin("-H", "127.0.0.1", "-p", str(cluster.port), "--servername", "db.test",
-                        "--sslrootcert", str(own))
+    result = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(cluster.port),
+        "--servername",
+        "db.test",
+        "--sslrootcert",
+        str(own),
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_intermediate_in_root_file_completes_chain(server: ServerFactory, ca: Pki) -> None:
     both = ca.dir / "root-and-intermediate.crt"
     pki.write_pem(both, ca.root, ca.intermediate)
-    result = run_plugin("-H", "127.0.0.1", "-p", str(server("missing_intermediate").port),
-                        "--servername", "db.test", "--sslrootcert", str(both))
+    result = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(server("missing_intermediate").port),
+        "--servername",
+        "db.test",
+        "--sslrootcert",
+        str(both),
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -147,7 +205,9 @@ def test_verbose_lists_chain_and_session(server: ServerFactory, ca: Pki) -> None
     lines = result.stdout.splitlines()
     assert " | days_left=" in lines[0]
     assert any(line.startswith("leaf: subject ") for line in lines)
-    assert any(line.startswith("chain[1]: subject CN=check_pg_tls Test Intermediate") for line in lines)
+    assert any(
+        line.startswith("chain[1]: subject CN=check_pg_tls Test Intermediate") for line in lines
+    )
     assert any(line.startswith("tls: TLSv1.3 ") for line in lines)
     assert "names: db.test, db2.test, 127.0.0.1, ::1" in lines
 
@@ -161,6 +221,15 @@ def test_ipv6_literal_host(server: ServerFactory, ca: Pki) -> None:
 
 def test_host_name_resolved_from_hosts_file(server: ServerFactory, ca: Pki) -> None:
     cluster = server("valid")
-    result = run_plugin("-H", "localhost", "-4", "-p", str(cluster.port), "--servername",
-                        "db.test", "--sslrootcert", str(ca.root_file))
+    result = run_plugin(
+        "-H",
+        "localhost",
+        "-4",
+        "-p",
+        str(cluster.port),
+        "--servername",
+        "db.test",
+        "--sslrootcert",
+        str(ca.root_file),
+    )
     assert result.returncode == 0, result.stdout

@@ -26,9 +26,9 @@ def test_probes_leave_no_error_lines(server: Callable[[str], Cluster], ca: Pki) 
     other_root.write_bytes(ca.other_root.cert_pem)
     port = str(cluster.port)
     runs = [
-        ["--servername", "db.test", "--sslrootcert", str(ca.root_file)],   # OK
+        ["--servername", "db.test", "--sslrootcert", str(ca.root_file)],  # OK
         ["--servername", "wrong.test", "--sslrootcert", str(ca.root_file)],  # name mismatch
-        ["--servername", "db.test", "--sslrootcert", str(other_root)],     # untrusted
+        ["--servername", "db.test", "--sslrootcert", str(other_root)],  # untrusted
         ["--sslmode", "require"],
         ["--servername", "db.test", "--sslrootcert", str(ca.root_file), "-v"],
     ]

@@ -1,0 +1,79 @@
+"""Escaping certificate text before it reaches a terminal or a status line."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from check_pg_tls.text import safe
+
+LIMIT = 200
+
+
+def printable_ascii(text: str) -> bool:
+    return all(0x20 <= ord(char) < 0x7F for char in text)
+
+
+def test_plain_text_is_unchanged() -> None:
+    assert safe("CN=db.example.com,O=Example Ltd") == "CN=db.example.com,O=Example Ltd"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("a\nb", "a\\x0ab", id="newline"),
+        pytest.param("a\r\nb", "a\\x0d\\x0ab", id="crlf"),
+        pytest.param("a\tb", "a\\x09b", id="tab"),
+        pytest.param("\x1b[31mred", "\\x1b[31mred", id="terminal-escape"),
+        pytest.param("\x00", "\\x00", id="nul"),
+        pytest.param("\x7f", "\\x7f", id="delete"),
+        pytest.param("a|b", "a\\x7cb", id="perfdata-separator"),
+        pytest.param("a\\b", "a\\x5cb", id="backslash"),
+        pytest.param("\x85", "\\x85", id="c1-control"),
+        pytest.param("caf\u00e9", "caf\\xe9", id="latin-1"),
+        pytest.param("\u20ac", "\\u20ac", id="bmp"),
+        pytest.param("\u202e", "\\u202e", id="bidi-override"),
+        pytest.param("\U0001f600", "\\U0001f600", id="astral"),
+    ],
+)
+def test_unsafe_characters_are_escaped(text: str, expected: str) -> None:
+    assert safe(text) == expected
+
+
+def test_long_text_is_capped() -> None:
+    result = safe("a" * 1000)
+    assert len(result) == LIMIT
+    assert result.endswith("...")
+
+
+def test_text_at_the_limit_is_not_cut() -> None:
+    assert safe("a" * LIMIT) == "a" * LIMIT
+
+
+def test_cap_counts_the_escaped_length() -> None:
+    result = safe("\n" * 100)
+    assert len(result) == LIMIT
+
+
+def test_limit_can_be_chosen() -> None:
+    assert len(safe("a" * 1000, limit=50)) == 50
+
+
+@given(st.text())
+@example("|" * 300)
+@example("\\" * 300)
+@example("\U0010ffff" * 30)
+def test_result_is_short_printable_ascii_without_pipe(text: str) -> None:
+    result = safe(text)
+    assert printable_ascii(result)
+    assert "|" not in result
+    assert len(result) <= LIMIT
+
+
+@given(st.text(max_size=20))
+@example("\\x41")
+@example("a\\u20acb")
+def test_escaping_is_reversible_when_not_capped(text: str) -> None:
+    # Backslash itself is escaped, so no two texts give the same result.
+    assert safe(text).encode("ascii").decode("unicode_escape") == text

@@ -1,0 +1,73 @@
+"""Days-left thresholds: bare numbers, Nagios ranges and shares of a lifetime.
+
+A value *alerts* when it is outside the resolved range (nagiosplugin's rule).
+"""
+
+from __future__ import annotations
+
+import pytest
+from nagiosplugin import Range
+
+from check_pg_tls.thresholds import Threshold, parse_threshold
+
+
+def alerts(text: str, days_left: float, lifetime_days: float = 90) -> bool:
+    return days_left not in parse_threshold(text).resolve(lifetime_days)
+
+
+def test_bare_number_means_the_range_from_it_upward() -> None:
+    assert parse_threshold("20").resolve(90) == Range("20:")
+
+
+@pytest.mark.parametrize(
+    ("days_left", "expected"),
+    [(19.9, True), (0, True), (-3, True), (20, False), (20.1, False), (400, False)],
+)
+def test_bare_number_alerts_below_it(days_left: float, expected: bool) -> None:
+    assert alerts("20", days_left) is expected
+
+
+def test_surrounding_blanks_are_ignored() -> None:
+    assert parse_threshold(" 20 ").resolve(90) == Range("20:")
+
+
+@pytest.mark.parametrize(("days_left", "expected"), [(9.99, True), (10, False), (1000, False)])
+def test_open_range_alerts_below_its_start(days_left: float, expected: bool) -> None:
+    assert alerts("10:", days_left) is expected
+
+
+@pytest.mark.parametrize(
+    ("days_left", "expected"),
+    [(-0.1, False), (0, True), (15, True), (30, True), (30.1, False)],
+)
+def test_inverted_range_alerts_inside(days_left: float, expected: bool) -> None:
+    assert alerts("@0:30", days_left) is expected
+
+
+def test_share_resolves_against_the_lifetime() -> None:
+    assert parse_threshold("33%").resolve(90) == Range("29.7:")
+
+
+@pytest.mark.parametrize(("days_left", "expected"), [(29.69, True), (29.7, False), (30, False)])
+def test_share_alerts_below_that_share_of_the_lifetime(days_left: float, expected: bool) -> None:
+    assert alerts("33%", days_left, lifetime_days=90) is expected
+
+
+def test_share_follows_the_lifetime_it_is_resolved_against() -> None:
+    threshold = parse_threshold("50%")
+    assert 100 in threshold.resolve(200)
+    assert 99 not in threshold.resolve(200)
+    assert 5 in threshold.resolve(10)
+
+
+@pytest.mark.parametrize("text", ["0%", "100%", "12.5%"])
+def test_share_bounds_are_accepted(text: str) -> None:
+    assert isinstance(parse_threshold(text), Threshold)
+
+
+@pytest.mark.parametrize(
+    "text", ["abc", "5:3", "-%", "101%", "", "%", "   ", "-1%", "20%%", "1:2:3", "ten"]
+)
+def test_invalid_threshold_is_a_value_error_for_the_user(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^invalid threshold"):
+        parse_threshold(text)
