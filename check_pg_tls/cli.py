@@ -11,7 +11,6 @@ import argparse
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
@@ -172,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _emit("unknown", "interrupted")
     except Exception as exc:  # noqa: BLE001 - the last guard: never a traceback, never exit 1
-        lines = traceback.format_exc().splitlines() if verbose >= 3 else []
+        lines: list[str] = []
+        if verbose >= 3:
+            import traceback
+
+            lines = traceback.format_exc().splitlines()
         return _emit("unknown", f"internal error: {type(exc).__name__}: {exc}", lines)
 
 
