@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FaultServer", "full_backlog", "scripted", "silent", "tls_only"]
+__all__ = ["FaultServer", "FullBacklog", "RefusedPort", "scripted", "silent", "tls_only"]
 
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
@@ -117,7 +117,7 @@ def tls_only(cert_file: Path, key_file: Path) -> Behaviour:
     return behaviour
 
 
-class full_backlog:
+class FullBacklog:
     """A listening socket whose accept queue is full: connects never complete."""
 
     def __init__(self) -> None:
@@ -138,3 +138,22 @@ class full_backlog:
         for filler in self.fillers:
             filler.close()
         self.listener.close()
+
+
+class RefusedPort:
+    """A port that refuses connections and that nothing else can take meanwhile.
+
+    Bound but not listening: connects get a reset, and the kernel will not
+    hand the port to another socket (a merely closed port may be reused).
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+
+    def __enter__(self) -> RefusedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()

@@ -11,7 +11,7 @@ import pytest
 
 from check_pg_tls.protocol import SSL_REQUEST
 from testbed import pki
-from testbed.faults import FaultServer, full_backlog, scripted, silent, tls_only
+from testbed.faults import FaultServer, FullBacklog, RefusedPort, scripted, silent, tls_only
 
 from .conftest import Pki, run_plugin
 
@@ -101,7 +101,7 @@ def test_timeout_can_be_mapped_to_unknown(fault: list[FaultServer]) -> None:
 
 
 def test_connect_that_never_completes_is_critical() -> None:
-    backlog = full_backlog()
+    backlog = FullBacklog()
     try:
         result = run_plugin("-H", "127.0.0.1", "-p", str(backlog.port), "-t", "1", guard=10)
     finally:
@@ -111,18 +111,20 @@ def test_connect_that_never_completes_is_critical() -> None:
 
 
 def test_connection_refused_is_critical() -> None:
-    with FaultServer(silent()) as server:
-        port = server.port
-    result = run_plugin("-H", "127.0.0.1", "-p", str(port))
+    with RefusedPort() as closed:
+        port = closed.port
+        result = run_plugin("-H", "127.0.0.1", "-p", str(port))
     assert result.returncode == 2
     assert result.status_line == f"PG_TLS CRITICAL - 127.0.0.1:{port}: connection refused"
 
 
 def test_connection_refused_can_be_unknown() -> None:
-    with FaultServer(silent()) as server:
-        port = server.port
-    result = run_plugin("-H", "127.0.0.1", "-p", str(port), "--unreachable-state", "unknown")
+    with RefusedPort() as closed:
+        result = run_plugin(
+            "-H", "127.0.0.1", "-p", str(closed.port), "--unreachable-state", "unknown"
+        )
     assert result.returncode == 3
+    assert result.status_line.endswith(": connection refused")
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
