@@ -1,4 +1,4 @@
-"""Command line: options in, one Nagios status line out, exit code 0-3.
+"""Command line: options in, status line (or TAP, JSON, cron text) out, exit code 0-3.
 
 argparse and nagiosplugin both have exits that do not fit a monitoring
 plugin (argparse exits 2, which means CRITICAL; nagiosplugin's guard prints
@@ -8,17 +8,22 @@ tracebacks), so this module owns the process's output and exit code.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .probe import Target
+
+__all__ = ["main", "run"]
 
 PREFIX = "PG_TLS"
 _STATES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
@@ -36,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     parser = _Parser(
         prog="check_pg_tls",
+        usage="%(prog)s [options] -H HOST | TARGET... | --targets-file FILE",
         description=(
             "Check the TLS certificate a PostgreSQL server presents: would a client "
             "with the given sslmode accept it, and how many days are left? "
@@ -43,19 +49,40 @@ def _parser() -> _Parser:
             "sending any credentials, and closes cleanly."
         ),
         epilog=(
+            "Targets: host, host:port, host(servername):port, [ipv6]:port. "
             "Thresholds: a number N means fewer than N days left; Nagios ranges "
             "(10:, @0:30) are accepted; N%% is a share of the leaf certificate's "
-            "lifetime. Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+            "lifetime. Exit codes, in every output format: the worst state over all "
+            "targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
         ),
     )
     add = parser.add_argument
-    add("-H", "--host", required=True, help="server name or address to connect to")
-    add("-p", "--port", type=_port, default=5432, help="TCP port (default: %(default)s)")
+    add("targets", nargs="*", metavar="TARGET", help="servers to check, as host[:port]")
+    add(
+        "-H",
+        "--host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="server name or address to connect to (repeatable; may be a target spec)",
+    )
+    add(
+        "--targets-file",
+        metavar="FILE",
+        help="read targets from FILE, one a line; # starts a comment",
+    )
+    add(
+        "-p",
+        "--port",
+        type=_port,
+        default=5432,
+        help="TCP port for targets that name none (default: %(default)s)",
+    )
     add(
         "--servername",
         metavar="NAME",
         help="name the certificate must carry and SNI to send, when it differs from "
-        "--host (libpq's host, with --host as hostaddr)",
+        "the host (libpq's host, with the host as hostaddr)",
     )
     add(
         "-w",
@@ -70,6 +97,12 @@ def _parser() -> _Parser:
         default="15",
         metavar="THRESHOLD",
         help="critical below this many days left (default: %(default)s)",
+    )
+    add(
+        "--min-days",
+        dest="critical",
+        metavar="DAYS",
+        help="the same as -c, spelt as in the cron tool this plugin grew out of",
     )
     add(
         "--sslmode",
@@ -90,7 +123,14 @@ def _parser() -> _Parser:
         type=_seconds,
         default=10.0,
         metavar="SECONDS",
-        help="give up after this many seconds (default: %(default)g)",
+        help="give up on a server after this many seconds (default: %(default)g)",
+    )
+    add(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="servers checked at once (default: 16)",
     )
     family = parser.add_mutually_exclusive_group()
     family.add_argument(
@@ -103,8 +143,18 @@ def _parser() -> _Parser:
         "--unreachable-state",
         default="critical",
         choices=("critical", "warning", "unknown"),
-        help="state when the server cannot be reached or does not answer in time "
+        help="state when a server cannot be reached or does not answer in time "
         "(default: %(default)s)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--tap", action="store_true", help="print a TAP version 13 report")
+    output.add_argument("--json", action="store_true", help="print one JSON document")
+    output.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="cron mode: print nothing when all is well, else one line "
+        "per server that needs attention",
     )
     add(
         "-v",
@@ -139,6 +189,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of workers {text!r}") from None
+    if not 1 <= workers <= 256:
+        raise argparse.ArgumentTypeError(f"invalid number of workers {text!r}: must be 1-256")
+    return workers
+
+
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
@@ -149,11 +209,11 @@ def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") 
     return _STATES[state]
 
 
-def _arm_backstop(seconds: float, state: str, target: str) -> None:
-    # Every network step has its own deadline shorter than -t; this alarm only
-    # guards against anything else that might hang, so -t always holds.
+def _arm_backstop(seconds: float, state: str, what: str) -> None:
+    # Every network step has its own deadline; this alarm only guards against
+    # anything else that might hang, so the run always ends in time.
     def fire(signum: int, frame: FrameType | None) -> None:
-        code = _emit(state, f"{target}: no result within {seconds:g} seconds")
+        code = _emit(state, f"{what}: no result within {seconds:g} seconds")
         os._exit(code)
 
     signal.signal(signal.SIGALRM, fire)
@@ -184,36 +244,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _emit("unknown", f"internal error: {type(exc).__name__}: {exc}", lines)
 
 
+def run() -> NoReturn:
+    """Console-script entry point."""
+    raise SystemExit(main())
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    from .targets import parse_target, read_targets_file
+
+    specs = [*args.host, *args.targets]
+    if args.targets_file:
+        try:
+            specs += read_targets_file(args.targets_file)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read targets file {args.targets_file}: {exc.strerror}"
+            ) from None
+    if not specs:
+        raise UsageError("no server to check: give -H HOST, TARGET or --targets-file FILE")
+    try:
+        return [parse_target(s, args.port, args.servername, args.family) for s in specs]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _label(target: Target, seen: set[str]) -> str:
+    # Perfdata labels: stable (derived from the target), unique, and plain
+    # enough for graphers (no quotes, spaces or '=').
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", f"{target.host}_{target.port}")
+    label, n = base, 1
+    while label in seen:
+        n += 1
+        label = f"{base}~{n}"
+    seen.add(label)
+    return f"{label}_"
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
+    from .fleet import DEFAULT_WORKERS, probe_all
     from .plugin import (
         CertificateResource,
         CertificateSummary,
         ConnectionContext,
         DaysLeftContext,
         FindingContext,
+        FleetSummary,
+        details,
+        reports,
     )
-    from .probe import Target
+    from .probe import Observation, probe
     from .thresholds import parse_threshold
     from .trust import RootsError, load_roots
     from .verdict import Policy
 
-    if not args.host.strip():
-        return _emit("unknown", "empty --host (see --help)")
-    target = Target(args.host, args.port, args.servername, args.family)
-    unreachable = {
-        "critical": nagiosplugin.Critical,
-        "warning": nagiosplugin.Warn,
-        "unknown": nagiosplugin.Unknown,
-    }[args.unreachable_state]
-    _arm_backstop(args.timeout, args.unreachable_state, str(target))
     try:
+        targets = _targets(args)
         warning = parse_threshold(args.warning)
         critical = parse_threshold(args.critical)
-    except ValueError as exc:
-        return _emit("unknown", str(exc))
+    except (UsageError, ValueError) as exc:
+        return _emit("unknown", f"{exc} (see --help)" if isinstance(exc, UsageError) else str(exc))
+    workers = args.workers or DEFAULT_WORKERS
+    single = len(targets) == 1
+    rounds = math.ceil(len(targets) / workers)
+    _arm_backstop(
+        args.timeout * rounds + (0 if single else 1),
+        args.unreachable_state,
+        str(targets[0]) if single else f"{len(targets)} servers",
+    )
     # libpq reads a root file only when it exists; with require and the
     # default, nothing is loaded. An explicit file that cannot be read is a
     # configuration error, whatever the sslmode.
@@ -223,22 +323,69 @@ def _run(args: argparse.Namespace) -> int:
             roots = load_roots(args.sslrootcert)
         except RootsError as exc:
             return _emit("unknown", str(exc))
-    policy = Policy(args.sslmode, target.checked_name, roots)
+
+    # One target is probed inside the check, like any nagiosplugin Resource;
+    # many are probed concurrently first, and the Resources hand out results.
+    outcomes = None if single else probe_all(targets, args.timeout, workers)
+
+    def acquirer(index: int, target: Target) -> Callable[[], Observation]:
+        def acquire() -> Observation:
+            if outcomes is None:
+                return probe(target, args.timeout)
+            outcome = outcomes[index]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        return acquire
+
+    seen: set[str] = set()
+    resources = [
+        CertificateResource(
+            t,
+            Policy(args.sslmode, t.checked_name, roots),
+            acquirer(i, t),
+            "" if single else _label(t, seen),
+        )
+        for i, t in enumerate(targets)
+    ]
+    unreachable = {
+        "critical": nagiosplugin.Critical,
+        "warning": nagiosplugin.Warn,
+        "unknown": nagiosplugin.Unknown,
+    }[args.unreachable_state]
+    summary = CertificateSummary(resources[0]) if single else FleetSummary(resources)
     check = nagiosplugin.Check(
-        CertificateResource(target, policy, args.timeout),
+        *resources,
         DaysLeftContext(warning, critical),
         nagiosplugin.ScalarContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
-        CertificateSummary(target, policy),
+        summary,
         name=PREFIX,
     )
     check()
-    state = str(check.state).lower()
-    lines = check.verbose_str if args.verbose >= 1 else []
-    return _emit(state, check.summary_str, list(lines), " ".join(check.perfdata))
+    state = check.state
+    per_target = reports(check.results, resources)
+    if args.tap or args.json or args.quiet:
+        from . import formats
 
+        if args.tap:
+            text = formats.tap(per_target)
+        elif args.json:
+            text = formats.json_document(per_target, state)
+        else:
+            text = formats.quiet(per_target)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return int(state)
+    lines: list[str] = []
+    if not single:
+        from .formats import fleet_lines
 
-def run() -> NoReturn:
-    """Console-script entry point."""
-    raise SystemExit(main())
+        lines = fleet_lines(per_target)
+    if args.verbose >= 1:
+        for resource in resources:
+            prefix = "" if single else f"{resource.target}: "
+            lines += [f"{prefix}{line}" for line in details(resource)]
+    return _emit(str(state).lower(), check.summary_str, lines, " ".join(check.perfdata))

@@ -1,17 +1,23 @@
-"""Thin nagiosplugin adapters over the probe and the pure judgement."""
+"""Thin nagiosplugin adapters over the probe and the pure judgement.
+
+One :class:`CertificateResource` per target. Metric names carry the target's
+label in fleet mode, so that every perfdata label is unique and stable; the
+contexts are shared by all targets.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
-from .errors import ProbeError, Unreachable
-from .probe import Observation, Target, probe
+from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .probe import Observation, Target
 from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
@@ -22,46 +28,61 @@ __all__ = [
     "ConnectionContext",
     "DaysLeftContext",
     "FindingContext",
+    "FleetSummary",
+    "TargetReport",
+    "reports",
 ]
 
 
 class CertificateResource(nagiosplugin.Resource):
-    """Probes one server and yields days left plus one metric per finding."""
+    """One target: acquires an observation, yields days left and one metric per finding."""
 
-    def __init__(self, target: Target, policy: Policy, timeout: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        policy: Policy,
+        acquire: Callable[[], Observation],
+        label: str = "",
+    ) -> None:
         self.target = target
         self.policy = policy
-        self.timeout = timeout
+        self.acquire = acquire
+        #: Prefix of this target's metric names ("" for a single target).
+        self.label = label
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
+        self.error: ProbeError | None = None
+        self.checked_at: dt.datetime | None = None
 
     @property
     def name(self) -> str:
         return "PG_TLS"
 
+    def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:
+        return Metric(f"{self.label}{name}", value, context=context, **kw)
+
     def probe(self) -> Iterator[Metric]:
         try:
-            self.observation = probe(self.target, self.timeout)
+            self.observation = self.acquire()
         except ProbeError as exc:
-            yield Metric("connection", exc, context="connection")
+            self.error = exc
+            yield self._metric("connection", exc, "connection")
             return
+        self.checked_at = dt.datetime.now(dt.timezone.utc)
         try:
-            self.verdict = judge(self.observation, self.policy, dt.datetime.now(dt.timezone.utc))
+            self.verdict = judge(self.observation, self.policy, self.checked_at)
         except ValueError:
-            yield Metric(
-                "connection",
-                ProbeError("server presented a certificate that does not parse"),
-                context="connection",
-            )
+            self.error = ServerMisbehaved("server presented a certificate that does not parse")
+            yield self._metric("connection", self.error, "connection")
             return
         # Floored like the status line's whole days, so the two never disagree.
         days = math.floor(self.verdict.days_left * 100) / 100
-        yield Metric("days_left", days, context="days_left")
-        yield Metric(
-            "time", round(self.observation.handshake_seconds, 6), "s", min=0, context="time"
+        yield self._metric("days_left", days, "days_left")
+        yield self._metric(
+            "time", round(self.observation.handshake_seconds, 6), "time", uom="s", min=0
         )
         for finding in self.verdict.findings:
-            yield Metric(finding.check, finding, context="finding")
+            yield self._metric(finding.check, finding, "finding")
 
 
 class ConnectionContext(nagiosplugin.Context):
@@ -117,57 +138,124 @@ class DaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
-        return Performance("days_left", metric.value, "", warning, critical)
+        return Performance(metric.name, metric.value, "", warning, critical)
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """Everything the output formats need about one target, after evaluation."""
+
+    resource: CertificateResource
+    state: nagiosplugin.state.ServiceState
+    #: Hints of the non-OK results, worst first.
+    problems: tuple[str, ...]
+    #: The days-left hint, also when it is no problem ("certificate expires in ...").
+    days: str | None
+
+    @property
+    def target(self) -> Target:
+        return self.resource.target
+
+    @property
+    def text(self) -> str:
+        """One line: every problem, then the days left; or what was verified."""
+        if self.problems:
+            extra = [self.days] if self.days and self.days not in self.problems else []
+            return "; ".join([*self.problems, *extra])
+        policy = self.resource.policy
+        parts = [self.days] if self.days else []
+        if policy.verifies_chain:
+            parts.append("chain trusted")
+        if policy.verifies_name:
+            parts.append(f"valid for {safe(policy.servername, 100)}")
+        return "; ".join(parts)
+
+
+def reports(
+    results: nagiosplugin.Results, resources: list[CertificateResource]
+) -> list[TargetReport]:
+    """Group evaluated results by target, in the targets' order."""
+    grouped: dict[int, list[Result]] = {id(r): [] for r in resources}
+    for result in results:
+        grouped[id(result.resource)].append(result)
+    out = []
+    for resource in resources:
+        own = grouped[id(resource)]
+        state = max((r.state for r in own), key=int, default=nagiosplugin.Unknown)
+        problems = tuple(
+            r.hint
+            for r in sorted(own, key=lambda r: int(r.state), reverse=True)
+            if r.state != Ok and r.hint
+        )
+        days = next((r.hint for r in own if r.metric.context == "days_left"), None)
+        out.append(TargetReport(resource, state, problems, days))
+    return out
 
 
 class CertificateSummary(nagiosplugin.Summary):
-    """Status line: every problem, worst first, then the days left."""
+    """Status line of a single target: every problem, worst first, then the days left."""
 
-    def __init__(self, target: Target, policy: Policy) -> None:
-        self.target = target
-        self.policy = policy
+    def __init__(self, resource: CertificateResource) -> None:
+        self.resource = resource
 
-    def ok(self, results: nagiosplugin.Results) -> str:
-        parts = [results["days_left"].hint] if "days_left" in results else []
-        if self.policy.verifies_chain:
-            parts.append("chain trusted")
-        if self.policy.verifies_name:
-            parts.append(f"valid for {safe(self.policy.servername, 100)}")
-        return f"{self.target}: " + "; ".join(parts)
+    def _line(self, results: nagiosplugin.Results) -> str:
+        (report,) = reports(results, [self.resource])
+        return f"{report.target}: {report.text}"
 
-    def problem(self, results: nagiosplugin.Results) -> str:
-        problems = sorted(
-            (r for r in results if r.state != Ok), key=lambda r: int(r.state), reverse=True
-        )
-        hints = [r.hint for r in problems if r.hint]
-        if "days_left" in results and results["days_left"].state == Ok:
-            hints.append(results["days_left"].hint)
-        return f"{self.target}: " + "; ".join(hints)
+    ok = _line
+    problem = _line
 
     def verbose(self, results: nagiosplugin.Results) -> list[str]:
-        resource = results[0].resource if results else None
-        if not isinstance(resource, CertificateResource):
-            return []
-        return _details(resource)
+        return details(self.resource)
 
 
-def _details(resource: CertificateResource) -> list[str]:
+class FleetSummary(nagiosplugin.Summary):
+    """Status line over many targets: a count, then each target that needs attention."""
+
+    def __init__(self, resources: list[CertificateResource]) -> None:
+        self.resources = resources
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        all_reports = reports(results, self.resources)
+        soonest = min(
+            (r for r in all_reports if r.resource.verdict is not None),
+            key=lambda r: r.resource.verdict.days_left,  # type: ignore[union-attr]
+            default=None,
+        )
+        first = f"; first to expire: {soonest.target}: {soonest.days}" if soonest else ""
+        return f"all {len(all_reports)} servers OK{first}"
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        bad = [r for r in reports(results, self.resources) if r.state != Ok]
+        bad.sort(key=lambda r: int(r.state), reverse=True)
+        listed = "; ".join(f"{r.target}: {', '.join(r.problems)}" for r in bad)
+        noun = "server needs" if len(bad) == 1 else "servers need"
+        return f"{len(bad)} of {len(self.resources)} {noun} attention: {listed}"
+
+    def verbose(self, results: nagiosplugin.Results) -> list[str]:
+        return []
+
+
+def details(resource: CertificateResource) -> list[str]:
+    """The -v lines: the chain, the names, the TLS session, every finding."""
     lines: list[str] = []
     observation, verdict = resource.observation, resource.verdict
     if observation is None or verdict is None:
         return lines
+    now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
     for index, cert in enumerate(verdict.chain):
         role = "leaf" if index == 0 else f"chain[{index}]"
         unused = "" if index in verdict.relevant else " (not used by clients)"
         lines.append(
             f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
             f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
-            f"({cert.days_left(dt.datetime.now(dt.timezone.utc)):.1f} days left){unused}"
+            f"({cert.days_left(now):.1f} days left){unused}"
         )
     lines.append(f"names: {', '.join(verdict.leaf.names_for_display()) or '(none)'}")
     lines.append(
-        f"tls: {observation.tls_version} {observation.cipher}; alpn {observation.alpn or 'none'}; "
-        f"address {observation.address}; connected in {observation.connect_seconds * 1000:.1f} ms, "
+        f"tls: {observation.tls_version} {observation.cipher}; "
+        f"alpn {observation.alpn or 'none'}; address {observation.address}; "
+        f"connected in {observation.connect_seconds * 1000:.1f} ms, "
         f"handshake done in {observation.handshake_seconds * 1000:.1f} ms"
     )
     policy = resource.policy

@@ -27,7 +27,7 @@ def assert_unknown(args: list[str], message: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "the following arguments are required: -H/--host"),
+        ([], "no server to check: give -H HOST, TARGET or --targets-file FILE"),
         (["-H", "db", "--bogus"], "unrecognized arguments: --bogus"),
         (["-H", "db", "-p", "0"], "invalid port '0'"),
         (["-H", "db", "-p", "abc"], "invalid port 'abc'"),
@@ -37,7 +37,7 @@ def assert_unknown(args: list[str], message: str) -> None:
         (["-H", "db", "-w", "abc"], "invalid threshold 'abc'"),
         (["-H", "db", "-c", "5:3"], "invalid threshold '5:3'"),
         (["-H", "db", "-w", "101%"], "invalid threshold '101%'"),
-        (["-H", ""], "empty --host"),
+        (["-H", ""], "invalid target ''"),
         (["-H", "db", "-4", "-6"], "not allowed with argument"),
         (["-H", "db", "--unreachable-state", "ok"], "invalid choice: 'ok'"),
     ],
