@@ -270,12 +270,12 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 def _label(target: Target, seen: set[str]) -> str:
     # Perfdata labels: stable (derived from the target), unique, and plain
-    # enough for graphers (no quotes, spaces or '=').
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", f"{target.host}_{target.port}")
+    # word characters, which no grapher or perfdata parser needs quoted.
+    base = re.sub(r"\W", "_", f"{target.checked_name}_{target.port}", flags=re.ASCII)
     label, n = base, 1
     while label in seen:
         n += 1
-        label = f"{base}~{n}"
+        label = f"{base}_{n}"
     seen.add(label)
     return f"{label}_"
 

@@ -48,8 +48,10 @@ class Target:
         return self.servername or self.host
 
     def __str__(self) -> str:
+        """The target in spec form: ``host:port``, ``host(servername):port``, ``[v6]:port``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        name = f"({self.servername})" if self.servername and self.servername != self.host else ""
+        return f"{host}{name}:{self.port}"
 
 
 @dataclass(frozen=True)

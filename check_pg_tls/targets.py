@@ -7,6 +7,7 @@ of uses, so its users can keep their lists. Pure text in, Targets out.
 from __future__ import annotations
 
 import re
+import socket
 
 from .probe import Target
 
@@ -36,6 +37,10 @@ def parse_target(
         if "(" in text and text.endswith(")"):
             host, _, rest = text.partition("(")
             name = rest[:-1]
+        if not _is_ipv6(host):
+            raise ValueError(
+                f"invalid target {spec!r}: an IPv6 address with a port goes in brackets, [::1]:5432"
+            )
     else:
         match = _SPEC.match(text)
         if not match:
@@ -49,6 +54,14 @@ def parse_target(
     if not 1 <= number <= 65535:
         raise ValueError(f"invalid target {spec!r}: port must be 1-65535")
     return Target(host, number, name or servername, family)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    except OSError:
+        return False
+    return True
 
 
 def read_targets_file(path: str) -> list[str]:

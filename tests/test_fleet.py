@@ -1,0 +1,238 @@
+"""Many servers in one run: targets file, Nagios fleet output, TAP, JSON, cron mode."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.faults import FaultServer, RefusedPort, silent
+from testbed.pgcluster import Cluster
+
+from .conftest import Pki, Run, run_plugin
+
+ServerFactory = Callable[[str], Cluster]
+
+
+@pytest.fixture
+def dead() -> Iterator[int]:
+    with RefusedPort() as port:
+        yield port.port
+
+
+@pytest.fixture
+def fleet_file(server: ServerFactory, dead: int, tmp_path: Path) -> Path:
+    path = tmp_path / "targets"
+    path.write_text(
+        "# good, expiring, wrong name, dead\n"
+        f"127.0.0.1(db.test):{server('valid').port}\n"
+        "\n"
+        f"127.0.0.1(db.test):{server('expiring_warn').port}   # renew me\n"
+        f"127.0.0.1(db.test):{server('wrong_name').port}\n"
+        f"127.0.0.1:{dead}\n"
+    )
+    return path
+
+
+def fleet(ca: Pki, path: Path, *args: str) -> Run:
+    return run_plugin("--targets-file", str(path), "--sslrootcert", str(ca.root_file), *args)
+
+
+def test_nagios_fleet_output(server: ServerFactory, ca: Pki, fleet_file: Path, dead: int) -> None:
+    result = fleet(ca, fleet_file)
+    assert result.returncode == 2, result.stdout
+    lines = result.stdout.splitlines()
+    good, warn, wrong = (server(n).port for n in ("valid", "expiring_warn", "wrong_name"))
+    status = lines[0]
+    assert status.startswith("PG_TLS CRITICAL - 3 of 4 servers need attention: ")
+    assert f"127.0.0.1(db.test):{wrong}: certificate is not valid for db.test" in status
+    assert f"127.0.0.1:{dead}: connection refused" in status
+    assert f"127.0.0.1(db.test):{warn}: certificate expires in 18 days" in status
+    # One long-output line per target, in input order.
+    assert [line.split(" ", 2)[:2] for line in lines[1:]] == [
+        ["OK", f"127.0.0.1(db.test):{good}:"],
+        ["WARNING", f"127.0.0.1(db.test):{warn}:"],
+        ["CRITICAL", f"127.0.0.1(db.test):{wrong}:"],
+        ["CRITICAL", f"127.0.0.1:{dead}:"],
+    ]
+    assert result.stdout.count("|") == 1
+    labels = [item.split("=")[0] for item in status.split(" | ")[1].split()]
+    assert f"db_test_{good}_days_left" in labels
+    assert f"db_test_{warn}_days_left" in labels
+    assert len(labels) == len(set(labels))
+    assert all(re.fullmatch(r"\w+", label) for label in labels)
+
+
+def test_repeated_targets_get_distinct_labels(server: ServerFactory, ca: Pki) -> None:
+    port = str(server("valid").port)
+    result = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--sslmode",
+        "verify-ca",
+        "--sslrootcert",
+        str(ca.root_file),
+    )
+    assert result.returncode == 0, result.stdout
+    assert result.status_line.startswith("PG_TLS OK - all 2 servers OK")
+    labels = [item.split("=")[0] for item in result.status_line.split(" | ")[1].split()]
+    assert f"127_0_0_1_{port}_days_left" in labels
+    assert f"127_0_0_1_{port}_2_days_left" in labels
+
+
+@pytest.mark.skipif(shutil.which("prove") is None, reason="needs Perl's prove")
+def test_tap_passes_a_real_tap_consumer(ca: Pki, fleet_file: Path, tmp_path: Path) -> None:
+    result = fleet(ca, fleet_file, "--tap")
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["TAP version 13", "1..4"]
+    assert lines[2].startswith("ok 1 - 127.0.0.1(db.test):")
+    assert sum(line.startswith("not ok ") for line in lines) == 3
+    report = tmp_path / "report.tap"
+    report.write_text(result.stdout)
+    proved = subprocess.run(
+        ["prove", "--exec", "cat", str(report)], capture_output=True, text=True, timeout=60
+    )
+    assert "Parse errors" not in proved.stdout
+    assert "Failed 3/4 subtests" in proved.stdout, proved.stdout
+
+
+@pytest.mark.skipif(shutil.which("prove") is None, reason="needs Perl's prove")
+def test_tap_all_good_passes_prove(server: ServerFactory, ca: Pki, tmp_path: Path) -> None:
+    result = run_plugin(
+        f"127.0.0.1(db.test):{server('valid').port}",
+        f"127.0.0.1(db2.test):{server('valid').port}",
+        "--tap",
+        "--sslrootcert",
+        str(ca.root_file),
+    )
+    assert result.returncode == 0
+    report = tmp_path / "ok.tap"
+    report.write_text(result.stdout)
+    proved = subprocess.run(
+        ["prove", "--exec", "cat", str(report)], capture_output=True, text=True, timeout=60
+    )
+    assert proved.returncode == 0, proved.stdout
+    assert "All tests successful" in proved.stdout
+
+
+def test_json_document(server: ServerFactory, ca: Pki, fleet_file: Path, dead: int) -> None:
+    result = fleet(ca, fleet_file, "--json")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document["state"] == "CRITICAL"
+    assert document["counts"] == {"ok": 1, "warning": 1, "critical": 2, "unknown": 0}
+    targets = document["targets"]
+    assert [t["state"] for t in targets] == ["OK", "WARNING", "CRITICAL", "CRITICAL"]
+    good = targets[0]
+    assert good["servername"] == "db.test"
+    assert good["checks"]["trust"]["ok"] and good["checks"]["name"]["ok"]
+    assert good["tls"]["version"].startswith("TLSv1.")
+    assert 89 < good["days_left"] < 90.1
+    assert [c["subject"] for c in good["chain"]][
+        1
+    ] == "CN=check_pg_tls Test Intermediate,O=check_pg_tls tests"
+    assert good["chain"][0]["dns_names"] == ["db.test", "db2.test"]
+    assert good["chain"][0]["ip_addresses"] == ["127.0.0.1", "::1"]
+    assert targets[2]["checks"]["name"] == {
+        "ok": False,
+        "message": "certificate is not valid for db.test (valid for ip-10-1-2-3.internal)",
+    }
+    assert targets[3]["error"] == "connection refused"
+    assert targets[3]["chain"] == [] and targets[3]["days_left"] is None
+
+
+def test_quiet_is_silent_when_all_is_well(server: ServerFactory, ca: Pki) -> None:
+    result = run_plugin(
+        f"127.0.0.1(db.test):{server('valid').port}", "--quiet", "--sslrootcert", str(ca.root_file)
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_quiet_prints_one_line_per_problem(ca: Pki, fleet_file: Path, dead: int) -> None:
+    result = fleet(ca, fleet_file, "--quiet")
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert "certificate expires in 18 days" in lines[0]
+    assert "certificate is not valid for db.test" in lines[1]
+    assert lines[2] == f"127.0.0.1:{dead}: connection refused"
+
+
+def test_min_days_is_the_cron_spelling_of_critical(server: ServerFactory, ca: Pki) -> None:
+    port = server("valid").port
+    result = run_plugin(
+        f"127.0.0.1(db.test):{port}",
+        "--quiet",
+        "--min-days",
+        "180",
+        "--sslrootcert",
+        str(ca.root_file),
+    )
+    assert result.returncode == 2
+    assert result.stdout == (
+        f"127.0.0.1(db.test):{port}: certificate expires in 89 days ({result.stdout.split('(')[-1]}"
+    )
+
+
+def test_slow_server_does_not_reorder_or_stall(server: ServerFactory, ca: Pki) -> None:
+    with FaultServer(silent()) as slow:
+        result = run_plugin(
+            f"127.0.0.1:{slow.port}",
+            f"127.0.0.1(db.test):{server('valid').port}",
+            "-t",
+            "2",
+            "--sslrootcert",
+            str(ca.root_file),
+            guard=20,
+        )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 2
+    assert lines[1].startswith(f"CRITICAL 127.0.0.1:{slow.port}: server accepted the connection")
+    assert lines[2].startswith("OK 127.0.0.1(db.test):")
+
+
+def test_ipv6_target_spec(server: ServerFactory, ca: Pki) -> None:
+    port = server("valid").port
+    result = run_plugin(
+        f"[::1](db.test):{port}", f"[::1]:{port}", "--sslrootcert", str(ca.root_file)
+    )
+    assert result.returncode == 0, result.stdout
+    assert f"OK [::1](db.test):{port}: " in result.stdout
+    assert f"OK [::1]:{port}: " in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["db1:99999"], "invalid target 'db1:99999': port must be 1-65535"),
+        (["db1:x"], "invalid target 'db1:x'"),
+        (
+            ["--targets-file", "/nonexistent/targets"],
+            "cannot read targets file /nonexistent/targets",
+        ),
+        (["db1", "--tap", "--json"], "not allowed with argument"),
+        (["db1", "--workers", "0"], "invalid number of workers '0'"),
+    ],
+)
+def test_bad_fleet_options_are_unknown(args: list[str], message: str) -> None:
+    result = run_plugin(*args)
+    assert result.returncode == 3
+    assert result.status_line.startswith("PG_TLS UNKNOWN - ")
+    assert message in result.status_line
+
+
+def test_empty_targets_file_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "empty"
+    path.write_text("# nothing yet\n\n")
+    result = run_plugin("--targets-file", str(path))
+    assert result.returncode == 3
+    assert "no server to check" in result.status_line
