@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -20,8 +21,6 @@ class CertFacts:
     """What the verdict and the output need to know about one certificate."""
 
     certificate: x509.Certificate
-    subject: str
-    issuer: str
     not_before: dt.datetime
     not_after: dt.datetime
     #: subjectAltName dNSName entries, as written (IDNA A-labels).
@@ -30,7 +29,20 @@ class CertFacts:
     ip_addresses: tuple[bytes, ...]
     #: The first Common Name of the subject, or None.
     common_name: str | None
-    sha256: str
+
+    # Text for people, made only when some output needs it: a fleet run
+    # judges thousands of certificates and prints few of their names.
+    @cached_property
+    def subject(self) -> str:
+        return describe_name(self.certificate.subject)
+
+    @cached_property
+    def issuer(self) -> str:
+        return describe_name(self.certificate.issuer)
+
+    @cached_property
+    def sha256(self) -> str:
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
 
     @property
     def lifetime_days(self) -> float:
@@ -72,14 +84,11 @@ def facts(cert: x509.Certificate) -> CertFacts:
     common_name = _common_name(cert.subject)
     return CertFacts(
         certificate=cert,
-        subject=describe_name(cert.subject),
-        issuer=describe_name(cert.issuer),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         dns_names=dns_names,
         ip_addresses=ips,
         common_name=common_name,
-        sha256=cert.fingerprint(hashes.SHA256()).hex(),
     )
 
 

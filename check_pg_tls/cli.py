@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
@@ -284,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
-    from .fleet import DEFAULT_WORKERS, probe_all
+    from .fleet import DEFAULT_WORKERS, run_all
     from .plugin import (
         CertificateResource,
         CertificateSummary,
@@ -295,7 +295,6 @@ def _run(args: argparse.Namespace) -> int:
         details,
         reports,
     )
-    from .probe import Observation, probe
     from .thresholds import parse_threshold
     from .trust import RootsError, load_roots
     from .verdict import Policy
@@ -324,31 +323,19 @@ def _run(args: argparse.Namespace) -> int:
         except RootsError as exc:
             return _emit("unknown", str(exc))
 
-    # One target is probed inside the check, like any nagiosplugin Resource;
-    # many are probed concurrently first, and the Resources hand out results.
-    outcomes = None if single else probe_all(targets, args.timeout, workers)
-
-    def acquirer(index: int, target: Target) -> Callable[[], Observation]:
-        def acquire() -> Observation:
-            if outcomes is None:
-                return probe(target, args.timeout)
-            outcome = outcomes[index]
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
-
-        return acquire
-
     seen: set[str] = set()
     resources = [
         CertificateResource(
             t,
             Policy(args.sslmode, t.checked_name, roots),
-            acquirer(i, t),
+            args.timeout,
             "" if single else _label(t, seen),
         )
-        for i, t in enumerate(targets)
+        for t in targets
     ]
+    if not single:
+        # Probe and judge concurrently first; the check then only evaluates.
+        run_all([r.collect for r in resources], workers)
     unreachable = {
         "critical": nagiosplugin.Critical,
         "warning": nagiosplugin.Warn,

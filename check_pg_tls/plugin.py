@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import ProbeError, ServerMisbehaved, Unreachable
-from .probe import Observation, Target
+from .probe import Observation, Target, probe
 from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
@@ -35,20 +35,20 @@ __all__ = [
 
 
 class CertificateResource(nagiosplugin.Resource):
-    """One target: acquires an observation, yields days left and one metric per finding."""
+    """One target: probes it, judges what it presented, yields the metrics.
 
-    def __init__(
-        self,
-        target: Target,
-        policy: Policy,
-        acquire: Callable[[], Observation],
-        label: str = "",
-    ) -> None:
+    :meth:`collect` does the I/O and the judgement and touches nothing but
+    this object, so many resources can collect in threads at once; a single
+    check simply collects inside :meth:`probe`, as nagiosplugin expects.
+    """
+
+    def __init__(self, target: Target, policy: Policy, timeout: float, label: str = "") -> None:
         self.target = target
         self.policy = policy
-        self.acquire = acquire
+        self.timeout = timeout
         #: Prefix of this target's metric names ("" for a single target).
         self.label = label
+        self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
         self.error: ProbeError | None = None
@@ -58,29 +58,34 @@ class CertificateResource(nagiosplugin.Resource):
     def name(self) -> str:
         return "PG_TLS"
 
-    def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:
-        return Metric(f"{self.label}{name}", value, context=context, **kw)
-
-    def probe(self) -> Iterator[Metric]:
+    def collect(self) -> None:
+        self.collected = True
         try:
-            self.observation = self.acquire()
+            self.observation = probe(self.target, self.timeout)
         except ProbeError as exc:
             self.error = exc
-            yield self._metric("connection", exc, "connection")
             return
         self.checked_at = dt.datetime.now(dt.timezone.utc)
         try:
             self.verdict = judge(self.observation, self.policy, self.checked_at)
         except ValueError:
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
+
+    def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:
+        return Metric(f"{self.label}{name}", value, context=context, **kw)
+
+    def probe(self) -> Iterator[Metric]:
+        if not self.collected:
+            self.collect()
+        if self.error is not None:
             yield self._metric("connection", self.error, "connection")
             return
+        assert self.observation is not None and self.verdict is not None
         # Floored like the status line's whole days, so the two never disagree.
         days = math.floor(self.verdict.days_left * 100) / 100
         yield self._metric("days_left", days, "days_left")
-        yield self._metric(
-            "time", round(self.observation.handshake_seconds, 6), "time", uom="s", min=0
-        )
+        seconds = round(self.observation.handshake_seconds, 6)
+        yield self._metric("time", seconds, "time", uom="s", min=0)
         for finding in self.verdict.findings:
             yield self._metric(finding.check, finding, "finding")
 
