@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
-from functools import cached_property
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -16,8 +15,7 @@ from .text import safe
 __all__ = ["CertFacts", "describe_name", "load_chain"]
 
 
-@dataclass(frozen=True)
-class CertFacts:
+class CertFacts(NamedTuple):
     """What the verdict and the output need to know about one certificate."""
 
     certificate: x509.Certificate
@@ -30,17 +28,17 @@ class CertFacts:
     #: The first Common Name of the subject, or None.
     common_name: str | None
 
-    # Text for people, made only when some output needs it: a fleet run
-    # judges thousands of certificates and prints few of their names.
-    @cached_property
+    # Text for people, made only when some output asks: a fleet run judges
+    # thousands of certificates and prints few of their names.
+    @property
     def subject(self) -> str:
         return describe_name(self.certificate.subject)
 
-    @cached_property
+    @property
     def issuer(self) -> str:
         return describe_name(self.certificate.issuer)
 
-    @cached_property
+    @property
     def sha256(self) -> str:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
 

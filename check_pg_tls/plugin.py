@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
@@ -146,8 +145,7 @@ class DaysLeftContext(nagiosplugin.Context):
         return Performance(metric.name, metric.value, "", warning, critical)
 
 
-@dataclass(frozen=True)
-class TargetReport:
+class TargetReport(NamedTuple):
     """Everything the output formats need about one target, after evaluation."""
 
     resource: CertificateResource

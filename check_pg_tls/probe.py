@@ -13,8 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ServerMisbehaved, Unreachable
 from .names import ip_literal
@@ -31,8 +30,7 @@ _ENCODING_DER: int = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009
 _FAMILIES = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """Where to connect and which name the certificate must carry."""
 
     host: str
@@ -54,8 +52,7 @@ class Target:
         return f"{host}{name}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """What one probe saw. DER bytes only: parsing is the caller's business."""
 
     #: The address actually connected to (one of those ``host`` resolved to).

@@ -10,7 +10,7 @@ toward 47 days.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nagiosplugin import Range
 
@@ -19,8 +19,7 @@ __all__ = ["Threshold", "parse_threshold"]
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
 
-@dataclass(frozen=True)
-class Threshold:
+class Threshold(NamedTuple):
     """A parsed ``-w``/``-c`` value."""
 
     text: str

@@ -16,8 +16,7 @@ import os
 import ssl
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -43,8 +42,7 @@ class RootsError(Exception):
     """The trusted roots could not be loaded: the check cannot judge trust."""
 
 
-@dataclass(frozen=True)
-class ChainCheck:
+class ChainCheck(NamedTuple):
     """Outcome of path building. ``problem`` is None when the chain is trusted."""
 
     problem: str | None

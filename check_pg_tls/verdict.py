@@ -7,7 +7,7 @@ No I/O, no clock: the observation, the policy and ``now`` come in, a frozen
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -23,8 +23,7 @@ __all__ = ["SSLMODES", "Finding", "Policy", "Verdict", "describe_days", "judge"]
 SSLMODES = ("require", "verify-ca", "verify-full")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """What the client would demand, in libpq's terms."""
 
     sslmode: str
@@ -45,8 +44,7 @@ class Policy:
         return self.sslmode == "verify-full"
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One yes/no judgement. ``problem`` is None when all is well."""
 
     check: str
@@ -55,8 +53,7 @@ class Finding:
     detail: str
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     chain: tuple[CertFacts, ...]
     #: Indexes into ``chain`` of the certificates a client uses.
     relevant: tuple[int, ...]
