@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
+    from .plugin import Plaintext
+    from .posture import KeyFile
     from .probe import Target
 
 __all__ = ["main", "run"]
@@ -146,6 +150,69 @@ def _parser() -> _Parser:
         help="state when a server cannot be reached or does not answer in time "
         "(default: %(default)s)",
     )
+    add(
+        "--negotiation",
+        default="postgres",
+        choices=("postgres", "direct"),
+        help="postgres: SSLRequest first (every version); direct: TLS at once with ALPN "
+        "postgresql, as libpq's sslnegotiation=direct (PostgreSQL 17+) "
+        "(default: %(default)s)",
+    )
+    posture = parser.add_argument_group("posture checks")
+    posture.add_argument(
+        "--min-tls-version",
+        default="TLSv1.2",
+        choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+        help="CRITICAL below this protocol version (default: %(default)s)",
+    )
+    posture.add_argument(
+        "--min-rsa-bits",
+        type=_bits,
+        default=2048,
+        metavar="BITS",
+        help="WARNING for a smaller RSA key (default: %(default)s)",
+    )
+    posture.add_argument(
+        "--min-ec-bits",
+        type=_bits,
+        default=256,
+        metavar="BITS",
+        help="WARNING for a smaller EC key (default: %(default)s)",
+    )
+    posture.add_argument(
+        "--weak-signature-state",
+        default="critical",
+        choices=("critical", "warning", "ok"),
+        help="state for a SHA-1 or MD5 signature on the leaf or an "
+        "intermediate (default: %(default)s)",
+    )
+    posture.add_argument(
+        "--cert-file",
+        metavar="FILE",
+        help="the certificate file the server should serve (e.g. a "
+        "fullchain.pem): WARNING when the server still serves another "
+        "one, i.e. was not reloaded",
+    )
+    posture.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="the server's private key file: WARNING when group-writable or "
+        "readable/writable by others, CRITICAL when it does not match the "
+        "served certificate, UNKNOWN when unreadable; never printed",
+    )
+    posture.add_argument(
+        "--check-plaintext",
+        metavar="USER[@DATABASE]",
+        help="also send an unencrypted StartupMessage for USER and report "
+        "whether the server would proceed to authentication; never sends "
+        "a password, but leaves a line in the server's log",
+    )
+    posture.add_argument(
+        "--plaintext-state",
+        default="warning",
+        choices=("warning", "critical"),
+        help="state when unencrypted logins are possible (default: %(default)s)",
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--tap", action="store_true", help="print a TAP version 13 report")
     output.add_argument("--json", action="store_true", help="print one JSON document")
@@ -187,6 +254,16 @@ def _seconds(text: str) -> float:
             f"invalid timeout {text!r}: must be between 0 and 3600 seconds"
         )
     return seconds
+
+
+def _bits(text: str) -> int:
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of bits {text!r}") from None
+    if not 0 <= bits <= 65536:
+        raise argparse.ArgumentTypeError(f"invalid number of bits {text!r}")
+    return bits
 
 
 def _workers(text: str) -> int:
@@ -280,11 +357,39 @@ def _label(target: Target, seen: set[str]) -> str:
     return f"{label}_"
 
 
+def _local_files(
+    args: argparse.Namespace, single: bool
+) -> tuple[tuple[str, x509.Certificate] | None, KeyFile | None]:
+    if not (args.cert_file or args.key_file):
+        return None, None
+    if not single:
+        raise UsageError("--cert-file and --key-file check one server's files: give one target")
+    from .local_files import inspect_key_file, read_cert_file
+
+    cert = (args.cert_file, read_cert_file(args.cert_file)) if args.cert_file else None
+    key = inspect_key_file(args.key_file) if args.key_file else None
+    return cert, key
+
+
+def _plaintext(args: argparse.Namespace) -> Plaintext | None:
+    if not args.check_plaintext:
+        return None
+    from .plugin import Plaintext
+
+    user, _, database = args.check_plaintext.partition("@")
+    if not user or "\x00" in args.check_plaintext:
+        raise UsageError(
+            f"invalid --check-plaintext {args.check_plaintext!r}: give USER[@DATABASE]"
+        )
+    return Plaintext(user, database or user, args.plaintext_state)
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
     from .fleet import DEFAULT_WORKERS, run_all
+    from .local_files import LocalFileError
     from .plugin import (
         CertificateResource,
         CertificateSummary,
@@ -323,13 +428,29 @@ def _run(args: argparse.Namespace) -> int:
         except RootsError as exc:
             return _emit("unknown", str(exc))
 
+    try:
+        local = _local_files(args, single)
+        plaintext = _plaintext(args)
+    except (UsageError, LocalFileError) as exc:
+        return _emit("unknown", str(exc))
     seen: set[str] = set()
     resources = [
         CertificateResource(
             t,
-            Policy(args.sslmode, t.checked_name, roots),
+            Policy(
+                args.sslmode,
+                t.checked_name,
+                roots,
+                args.min_tls_version,
+                args.min_rsa_bits,
+                args.min_ec_bits,
+                args.weak_signature_state,
+                *local,
+            ),
             args.timeout,
             "" if single else _label(t, seen),
+            args.negotiation == "direct",
+            plaintext,
         )
         for t in targets
     ]

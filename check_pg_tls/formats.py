@@ -116,8 +116,12 @@ def _target(report: TargetReport) -> dict[str, Any]:
         entry["not_after"] = _time(verdict.limiting_cert.not_after)
         entry["expires_first"] = verdict.limiting
         entry["checks"] = {
-            f.check: {"ok": f.problem is None, "message": f.problem or f.detail}
-            for f in verdict.findings
+            f.check: {
+                "ok": f.problem is None,
+                "severity": f.severity if f.problem else "ok",
+                "message": f.problem or f.detail,
+            }
+            for f in resource.findings
         }
         entry["chain"] = [
             {

@@ -16,7 +16,8 @@ import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import ProbeError, ServerMisbehaved, Unreachable
-from .probe import Observation, Target, probe
+from .posture import PlaintextOutcome, plaintext_finding
+from .probe import Observation, Target, probe, probe_plaintext
 from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
@@ -28,9 +29,18 @@ __all__ = [
     "DaysLeftContext",
     "FindingContext",
     "FleetSummary",
+    "Plaintext",
     "TargetReport",
     "reports",
 ]
+
+
+class Plaintext(NamedTuple):
+    """``--check-plaintext``: whom to ask about, and how bad a yes is."""
+
+    user: str
+    database: str
+    severity: str = "warning"
 
 
 class CertificateResource(nagiosplugin.Resource):
@@ -41,17 +51,29 @@ class CertificateResource(nagiosplugin.Resource):
     check simply collects inside :meth:`probe`, as nagiosplugin expects.
     """
 
-    def __init__(self, target: Target, policy: Policy, timeout: float, label: str = "") -> None:
+    def __init__(
+        self,
+        target: Target,
+        policy: Policy,
+        timeout: float,
+        label: str = "",
+        direct: bool = False,
+        plaintext: Plaintext | None = None,
+    ) -> None:
         self.target = target
         self.policy = policy
         self.timeout = timeout
         #: Prefix of this target's metric names ("" for a single target).
         self.label = label
+        self.direct = direct
+        self.plaintext = plaintext
         self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
         self.error: ProbeError | None = None
         self.checked_at: dt.datetime | None = None
+        #: Every finding: the verdict's, then the plaintext login check's.
+        self.findings: tuple[Finding, ...] = ()
 
     @property
     def name(self) -> str:
@@ -60,7 +82,7 @@ class CertificateResource(nagiosplugin.Resource):
     def collect(self) -> None:
         self.collected = True
         try:
-            self.observation = probe(self.target, self.timeout)
+            self.observation = probe(self.target, self.timeout, self.direct)
         except ProbeError as exc:
             self.error = exc
             return
@@ -69,6 +91,19 @@ class CertificateResource(nagiosplugin.Resource):
             self.verdict = judge(self.observation, self.policy, self.checked_at)
         except ValueError:
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
+            return
+        self.findings = self.verdict.findings
+        if self.plaintext is not None:
+            self.findings += (self._plaintext_finding(self.plaintext),)
+
+    def _plaintext_finding(self, plaintext: Plaintext) -> Finding:
+        try:
+            reply = probe_plaintext(self.target, plaintext.user, plaintext.database, self.timeout)
+        except ProbeError as exc:
+            outcome = PlaintextOutcome(plaintext.user, plaintext.database, None, str(exc))
+        else:
+            outcome = PlaintextOutcome(plaintext.user, plaintext.database, reply)
+        return plaintext_finding(outcome, plaintext.severity)
 
     def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:
         return Metric(f"{self.label}{name}", value, context=context, **kw)
@@ -85,7 +120,7 @@ class CertificateResource(nagiosplugin.Resource):
         yield self._metric("days_left", days, "days_left")
         seconds = round(self.observation.handshake_seconds, 6)
         yield self._metric("time", seconds, "time", uom="s", min=0)
-        for finding in self.verdict.findings:
+        for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
 
 
@@ -102,8 +137,11 @@ class ConnectionContext(nagiosplugin.Context):
         return Result(state, str(error), metric)
 
 
+_SEVERITY = {"ok": Ok, "warning": Warn, "critical": Critical, "unknown": nagiosplugin.Unknown}
+
+
 class FindingContext(nagiosplugin.Context):
-    """A yes/no finding: OK or CRITICAL, never perfdata (Icinga drops booleans)."""
+    """A finding: OK or its severity, never perfdata (Icinga drops booleans)."""
 
     def __init__(self) -> None:
         super().__init__("finding")
@@ -112,7 +150,7 @@ class FindingContext(nagiosplugin.Context):
         finding: Finding = metric.value
         if finding.problem is None:
             return Result(Ok, finding.detail, metric)
-        return Result(Critical, finding.problem, metric)
+        return Result(_SEVERITY[finding.severity], finding.problem, metric)
 
 
 class DaysLeftContext(nagiosplugin.Context):
@@ -266,6 +304,6 @@ def details(resource: CertificateResource) -> list[str]:
     if mode == "require" and policy.verifies_chain:
         mode = "require (as verify-ca, because a root certificate file is given)"
     lines.append(f"sslmode: {mode}")
-    for finding in verdict.findings:
+    for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
     return lines

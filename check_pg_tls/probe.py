@@ -17,9 +17,18 @@ from typing import Any, NamedTuple
 
 from .errors import ServerMisbehaved, Unreachable
 from .names import ip_literal
-from .protocol import SSL_REQUEST, ProtocolViolation, Reply, parse_reply
+from .protocol import (
+    SSL_REQUEST,
+    ProtocolViolation,
+    Reply,
+    StartupReply,
+    message_length,
+    parse_reply,
+    parse_startup_reply,
+    startup_message,
+)
 
-__all__ = ["Observation", "Target", "probe"]
+__all__ = ["Observation", "Target", "probe", "probe_plaintext"]
 
 # Offered like libpq 17+ does; older servers ignore it.
 ALPN_PROTOCOL = "postgresql"
@@ -90,11 +99,12 @@ class _Deadline:
         return time.monotonic() - self.start
 
 
-def probe(target: Target, timeout: float) -> Observation:
+def probe(target: Target, timeout: float, direct: bool = False) -> Observation:
     """Connect, negotiate TLS the PostgreSQL way, and record what was presented.
 
     Returns within ``timeout`` seconds. Never sends a StartupMessage, never
-    authenticates.
+    authenticates. With ``direct``, skips the SSLRequest and starts TLS at
+    once, as libpq's ``sslnegotiation=direct`` does (PostgreSQL 17+).
 
     Raises:
         Unreachable: resolution, connection or any step ran out of time.
@@ -106,10 +116,56 @@ def probe(target: Target, timeout: float) -> Observation:
     sock, address = _connect(addresses, target, deadline)
     connected = deadline.elapsed()
     try:
-        _negotiate(sock, deadline)
-        return _handshake(sock, target, address, deadline, connected)
+        if not direct:
+            _negotiate(sock, deadline)
+        return _handshake(sock, target, address, deadline, connected, direct)
     finally:
         sock.close()
+
+
+def probe_plaintext(target: Target, user: str, database: str, timeout: float) -> StartupReply:
+    """Send an unencrypted StartupMessage and return the server's first answer.
+
+    This is the one probe that leaves a line in the server's log (a refusal,
+    or a client that went away before authenticating): it asks whether the
+    server would let ``user`` log in without TLS, and closes as soon as the
+    answer is in. It never sends a password.
+
+    Raises:
+        Unreachable: as for :func:`probe`.
+        ServerMisbehaved: no answer, or one that is not PostgreSQL's.
+    """
+    deadline = _Deadline(timeout)
+    sock, _ = _connect(_resolve(target, deadline), target, deadline)
+    try:
+        sock.settimeout(deadline.remaining())
+        sock.sendall(startup_message(user, database))
+        header = _recv_exactly(sock, 5, deadline)
+        body = _recv_exactly(sock, message_length(header), deadline)
+        return parse_startup_reply(header + body)
+    except ProtocolViolation as exc:
+        raise ServerMisbehaved(str(exc)) from None
+    except TimeoutError:
+        raise Unreachable(
+            f"server did not answer the StartupMessage within {deadline.seconds:g} seconds"
+        ) from None
+    except OSError as exc:
+        raise ServerMisbehaved(
+            f"connection failed during the StartupMessage: {_reason(exc)}"
+        ) from None
+    finally:
+        sock.close()
+
+
+def _recv_exactly(sock: socket.socket, count: int, deadline: _Deadline) -> bytes:
+    data = b""
+    while len(data) < count:
+        sock.settimeout(deadline.remaining())
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break  # the parser reports what is missing
+        data += chunk
+    return data
 
 
 def _resolve(target: Target, deadline: _Deadline) -> list[tuple[int, str]]:
@@ -224,14 +280,23 @@ def _context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    # libpq's default ssl_min_protocol_version.
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Accept every protocol version and cipher a server may still offer, so
+    # that an old or weak server is seen and judged (libpq's own minimum is
+    # TLS 1.2: the verdict compares against --min-tls-version), rather than
+    # reported as a bare handshake failure.
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    context.set_ciphers("ALL:@SECLEVEL=0")
     context.set_alpn_protocols([ALPN_PROTOCOL])
     return context
 
 
 def _handshake(
-    sock: socket.socket, target: Target, address: str, deadline: _Deadline, connected: float
+    sock: socket.socket,
+    target: Target,
+    address: str,
+    deadline: _Deadline,
+    connected: float,
+    direct: bool,
 ) -> Observation:
     name = target.checked_name
     # libpq sends SNI unless the host is an IP literal (sslsni=1).
@@ -245,11 +310,24 @@ def _handshake(
         raise Unreachable(
             f"TLS handshake did not complete within {deadline.seconds:g} seconds"
         ) from None
-    except ssl.SSLError as exc:
-        raise ServerMisbehaved(f"TLS handshake failed: {_ssl_reason(exc)}") from None
-    except OSError as exc:
-        raise ServerMisbehaved(f"TLS handshake failed: {_reason(exc)}") from None
+    except (ssl.SSLError, OSError) as exc:
+        reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else _reason(exc)
+        if direct:
+            # PostgreSQL 16 and older read the ClientHello as a startup packet
+            # and hang up; pgbouncer answers in plain text.
+            raise ServerMisbehaved(
+                f"server does not support direct TLS negotiation (TLS handshake failed: {reason})"
+            ) from None
+        raise ServerMisbehaved(f"TLS handshake failed: {reason}") from None
     handshake_done = deadline.elapsed()
+    if direct and tls.selected_alpn_protocol() != ALPN_PROTOCOL:
+        # PostgreSQL 18 completes a handshake without ALPN and only then
+        # hangs up: a finished handshake alone proves nothing.
+        _close_politely(tls, deadline)
+        raise ServerMisbehaved(
+            "server does not support direct TLS negotiation (it did not select ALPN "
+            f"{ALPN_PROTOCOL})"
+        )
     chain = _presented_chain(tls)
     cipher = tls.cipher()
     observation = Observation(

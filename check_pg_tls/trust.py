@@ -48,6 +48,9 @@ class ChainCheck(NamedTuple):
     problem: str | None
     #: The certificates of the verified path, leaf first, root last.
     path: tuple[x509.Certificate, ...] = ()
+    #: Intermediates of the path that the server did not send and the trust
+    #: store happened to hold: clients without them in their store fail.
+    missing: tuple[x509.Certificate, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -148,7 +151,8 @@ def check_chain(
         path.append(issuer)
         current = issuer
     problem = _constraints(path, now)
-    return ChainCheck(problem, tuple(path))
+    missing = tuple(c for c in path[1:-1] if c not in presented)
+    return ChainCheck(problem, tuple(path), missing)
 
 
 def _no_issuer(
@@ -161,8 +165,8 @@ def _no_issuer(
     issuer = describe_name(current.issuer)
     if current is leaf and not untrusted:
         return (
-            f"chain does not reach a trusted root: the issuer {issuer} is not trusted "
-            "and the server sends no intermediate certificate"
+            f"chain does not reach a trusted root: the server sends no intermediate "
+            f"certificate (issuer {issuer}); add it to ssl_cert_file"
         )
     return f"chain does not reach a trusted root: issuer {issuer} not found"
 

@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 from cryptography import x509
 
+from . import posture
 from .certs import CertFacts, load_chain
 from .names import host_matches_certificate
+from .posture import Finding, KeyFile
 from .probe import Observation
 from .text import safe
 from .trust import ChainCheck, check_chain
@@ -31,6 +33,16 @@ class Policy(NamedTuple):
     servername: str
     #: Trusted roots; None when nothing needs them.
     roots: tuple[x509.Certificate, ...] | None = None
+    #: Oldest acceptable protocol (libpq's default ssl_min_protocol_version).
+    min_tls_version: str = "TLSv1.2"
+    min_rsa_bits: int = 2048
+    min_ec_bits: int = 256
+    #: Severity of a SHA-1 or MD5 signature in the chain.
+    weak_signature: str = "critical"
+    #: ``--cert-file``: its path and the leaf certificate in it.
+    cert_file: tuple[str, x509.Certificate] | None = None
+    #: ``--key-file``: what was learnt about it.
+    key_file: KeyFile | None = None
 
     @property
     def verifies_chain(self) -> bool:
@@ -42,15 +54,6 @@ class Policy(NamedTuple):
     @property
     def verifies_name(self) -> bool:
         return self.sslmode == "verify-full"
-
-
-class Finding(NamedTuple):
-    """One yes/no judgement. ``problem`` is None when all is well."""
-
-    check: str
-    problem: str | None
-    #: What was judged, for the verbose output.
-    detail: str
 
 
 class Verdict(NamedTuple):
@@ -99,6 +102,16 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     relevant = _relevant(chain, chain_check)
     limiting = min(relevant, key=lambda i: chain[i].not_after)
     findings.append(_validity_finding(chain, relevant, now))
+    if chain_check is not None and chain_check.ok:
+        findings.append(posture.incomplete_chain_finding(chain_check.missing))
+    findings.append(posture.tls_version_finding(observation.tls_version, policy.min_tls_version))
+    findings.append(posture.key_strength_finding(chain[0], policy.min_rsa_bits, policy.min_ec_bits))
+    findings.append(posture.signature_finding(chain, relevant, policy.weak_signature))
+    if policy.cert_file is not None:
+        path, on_disk = policy.cert_file
+        findings.append(posture.reload_finding(chain[0], on_disk, path))
+    if policy.key_file is not None:
+        findings.extend(posture.key_file_findings(policy.key_file, chain[0]))
     return Verdict(
         chain=chain,
         relevant=relevant,

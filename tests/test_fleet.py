@@ -144,6 +144,7 @@ def test_json_document(server: ServerFactory, ca: Pki, fleet_file: Path, dead: i
     assert good["chain"][0]["ip_addresses"] == ["127.0.0.1", "::1"]
     assert targets[2]["checks"]["name"] == {
         "ok": False,
+        "severity": "critical",
         "message": "certificate is not valid for db.test (valid for ip-10-1-2-3.internal)",
     }
     assert targets[3]["error"] == "connection refused"

@@ -72,7 +72,8 @@ def check(cluster: Cluster, ca: Pki, *args: str):  # type: ignore[no-untyped-def
             "missing_intermediate",
             ["--servername", "db.test"],
             2,
-            "the server sends no intermediate certificate",
+            "the server sends no intermediate certificate (issuer "
+            "CN=check_pg_tls Test Intermediate,O=check_pg_tls tests); add it to ssl_cert_file",
         ),
         (
             "intermediate_expiring",
@@ -183,7 +184,7 @@ def test_self_signed_certificate_trusted_as_its_own_root(server: ServerFactory, 
     assert result.returncode == 0, result.stdout
 
 
-def test_intermediate_in_root_file_completes_chain(server: ServerFactory, ca: Pki) -> None:
+def test_intermediate_only_in_root_file_is_a_warning(server: ServerFactory, ca: Pki) -> None:
     both = ca.dir / "root-and-intermediate.crt"
     pki.write_pem(both, ca.root, ca.intermediate)
     result = run_plugin(
@@ -196,7 +197,13 @@ def test_intermediate_in_root_file_completes_chain(server: ServerFactory, ca: Pk
         "--sslrootcert",
         str(both),
     )
-    assert result.returncode == 0, result.stdout
+    # libpq connects (the trust store fills the gap), so not CRITICAL; but
+    # clients that trust only the root would fail: WARNING, and say why.
+    assert result.returncode == 1, result.stdout
+    assert "server sends no intermediate certificate (CN=check_pg_tls Test Intermediate" in (
+        result.status_line
+    )
+    assert "add it to ssl_cert_file" in result.status_line
 
 
 def test_verbose_lists_chain_and_session(server: ServerFactory, ca: Pki) -> None:

@@ -1,0 +1,235 @@
+"""What only a PostgreSQL-aware checker sees: pure judgements beyond expiry and trust.
+
+Weak protocol versions, keys and signatures; an intermediate the server does
+not send; a certificate renewed on disk but not reloaded; a private key file
+anyone can read, or one that does not match; unencrypted logins. Each
+function returns one :class:`Finding`; none does I/O.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
+from .certs import CertFacts, describe_name
+from .protocol import StartupReply, StartupReplyKind
+
+__all__ = [
+    "TLS_VERSIONS",
+    "Finding",
+    "KeyFile",
+    "PlaintextOutcome",
+    "incomplete_chain_finding",
+    "key_file_findings",
+    "key_strength_finding",
+    "plaintext_finding",
+    "reload_finding",
+    "signature_finding",
+    "tls_version_finding",
+]
+
+#: Protocol versions as Python's ssl names them, oldest first.
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+# Hashes no CA has used for a decade; a signature made with one can be forged.
+_WEAK_HASHES = (hashes.SHA1, hashes.MD5)
+
+
+class Finding(NamedTuple):
+    """One judgement. ``problem`` is None when all is well."""
+
+    check: str
+    problem: str | None
+    #: What was judged, for the verbose output.
+    detail: str
+    #: ``warning``, ``critical`` or ``unknown``: the state when there is a problem.
+    severity: str = "critical"
+
+
+class KeyFile(NamedTuple):
+    """What the check learnt about a private key file (never the key itself)."""
+
+    path: str
+    mode: int
+    #: DER SubjectPublicKeyInfo of the key's public half; None if unreadable.
+    public_key: bytes | None
+    #: Why the key could not be read, if it could not.
+    unreadable: str | None = None
+
+
+class PlaintextOutcome(NamedTuple):
+    """The answer to an unencrypted StartupMessage, or why there was none."""
+
+    user: str
+    database: str
+    reply: StartupReply | None
+    failure: str | None = None
+
+
+def tls_version_finding(version: str, minimum: str) -> Finding:
+    if version in TLS_VERSIONS and TLS_VERSIONS.index(version) < TLS_VERSIONS.index(minimum):
+        return Finding(
+            "tls_version",
+            f"server negotiated {version}, below the minimum {minimum}",
+            "protocol too old",
+        )
+    return Finding("tls_version", None, f"server negotiated {version}")
+
+
+def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:
+    key = leaf.certificate.public_key()
+    if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
+        kind, bits, minimum = (
+            "RSA" if isinstance(key, rsa.RSAPublicKey) else "DSA",
+            key.key_size,
+            min_rsa_bits,
+        )
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        kind, bits, minimum = f"EC {key.curve.name}", key.curve.key_size, min_ec_bits
+    else:
+        return Finding("key_strength", None, f"{type(key).__name__.replace('PublicKey', '')} key")
+    if bits < minimum:
+        return Finding(
+            "key_strength",
+            f"certificate has a weak {kind} key of {bits} bits (minimum {minimum})",
+            "weak key",
+            "warning",
+        )
+    return Finding("key_strength", None, f"{kind} key of {bits} bits")
+
+
+def signature_finding(
+    chain: tuple[CertFacts, ...], indexes: tuple[int, ...], severity: str
+) -> Finding:
+    """SHA-1 or MD5 signatures on the leaf or an intermediate (a root's own does not matter)."""
+    for index in indexes:
+        cert = chain[index].certificate
+        if index > 0 and cert.issuer == cert.subject:
+            continue
+        algorithm = cert.signature_hash_algorithm
+        if isinstance(algorithm, _WEAK_HASHES):
+            who = "certificate" if index == 0 else f"intermediate {describe_name(cert.subject)}"
+            return Finding(
+                "signature",
+                f"{who} is signed with {algorithm.name.upper()}, which can be forged",
+                "weak signature",
+                severity,
+            )
+    return Finding("signature", None, "signatures use strong hashes")
+
+
+def incomplete_chain_finding(missing: tuple[x509.Certificate, ...]) -> Finding:
+    """The chain verified only because the trust store held an intermediate."""
+    if not missing:
+        return Finding("intermediates", None, "server sends every intermediate certificate")
+    names = ", ".join(describe_name(cert.subject) for cert in missing)
+    return Finding(
+        "intermediates",
+        f"server sends no intermediate certificate ({names}); add it to ssl_cert_file: "
+        "clients that only trust the root cannot connect",
+        "incomplete chain",
+        "warning",
+    )
+
+
+def reload_finding(served: CertFacts, on_disk: x509.Certificate, path: str) -> Finding:
+    """Does the server serve the certificate that is on disk?"""
+    if served.certificate == on_disk:
+        return Finding("reload", None, f"server serves the certificate in {path}")
+    served_until = f"{served.not_after:%Y-%m-%d}"
+    disk_until = f"{on_disk.not_valid_after_utc:%Y-%m-%d}"
+    if on_disk.not_valid_after_utc > served.not_after:
+        problem = (
+            f"server still serves the old certificate (expires {served_until}); the file on "
+            f"disk expires {disk_until}; reload PostgreSQL"
+        )
+    else:
+        problem = (
+            f"server serves a different certificate (expires {served_until}) from {path} "
+            f"(expires {disk_until})"
+        )
+    return Finding("reload", problem, "certificate on disk differs", "warning")
+
+
+def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
+    """Permissions of the key file, and whether the key belongs to the served certificate."""
+    findings = []
+    loose = []
+    if key.mode & stat.S_IROTH:
+        loose.append("world-readable")
+    if key.mode & stat.S_IWOTH:
+        loose.append("world-writable")
+    if key.mode & stat.S_IWGRP:
+        loose.append("group-writable")
+    mode = f"{stat.S_IMODE(key.mode):04o}"
+    if loose:
+        findings.append(
+            Finding(
+                "key_permissions",
+                f"private key file {key.path} is {' and '.join(loose)} (mode {mode}); "
+                "make it 0600, or 0640 with a trusted group",
+                "key file too open",
+                "warning",
+            )
+        )
+    else:
+        findings.append(Finding("key_permissions", None, f"private key file mode {mode}"))
+    if key.unreadable is not None:
+        findings.append(
+            Finding(
+                "key_match",
+                f"cannot check private key file {key.path}: {key.unreadable}",
+                "key unreadable",
+                "unknown",
+            )
+        )
+    else:
+        served_key = served.certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if served_key != key.public_key:
+            findings.append(
+                Finding(
+                    "key_match",
+                    f"private key file {key.path} does not belong to the served certificate",
+                    "key mismatch",
+                )
+            )
+        else:
+            findings.append(Finding("key_match", None, "private key matches the certificate"))
+    return tuple(findings)
+
+
+def plaintext_finding(outcome: PlaintextOutcome, severity: str) -> Finding:
+    who = f"user {outcome.user}" + (
+        f" and database {outcome.database}" if outcome.database != outcome.user else ""
+    )
+    reply = outcome.reply
+    if reply is None:
+        return Finding(
+            "plaintext",
+            f"cannot tell whether unencrypted logins are allowed: {outcome.failure}",
+            "plaintext check failed",
+            "unknown",
+        )
+    if reply.kind is StartupReplyKind.AUTHENTICATION:
+        return Finding(
+            "plaintext",
+            f"server accepts unencrypted logins for {who} (pg_hba.conf has a host line where "
+            "hostssl belongs)",
+            "plaintext login possible",
+            severity,
+        )
+    if reply.sqlstate == "28000":
+        return Finding("plaintext", None, f"server refuses unencrypted logins for {who}")
+    return Finding(
+        "plaintext",
+        f"cannot tell whether unencrypted logins are allowed: the server answered with "
+        f"SQLSTATE {reply.sqlstate or 'unknown'}",
+        "plaintext check inconclusive",
+        "unknown",
+    )
