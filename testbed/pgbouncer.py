@@ -1,0 +1,182 @@
+"""pgbouncer on loopback in front of a test cluster.
+
+pgbouncer answers the SSLRequest itself: ``S`` and its own certificate chain
+(``client_tls_cert_file``) with ``client_tls_sslmode`` other than
+``disable``, else ``N``. It refuses to run as root, so under root it runs in
+the foreground as the cluster's user (``postgres``), from a directory of the
+cluster's workspace that user can read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .pgcluster import Cluster, free_port
+from .pki import Issued
+
+__all__ = ["PgBouncer", "find_pgbouncer"]
+
+
+def find_pgbouncer() -> Path:
+    """The pgbouncer binary (``PGBOUNCER`` in the environment wins)."""
+    env = os.environ.get("PGBOUNCER")
+    if env:
+        return Path(env)
+    # Debian installs it in /usr/sbin, which is not on every user's PATH.
+    found = shutil.which("pgbouncer") or shutil.which(
+        "pgbouncer", path="/usr/sbin:/usr/local/sbin:/usr/bin"
+    )
+    if found is None:
+        raise FileNotFoundError("pgbouncer not found (apt-get install pgbouncer)")
+    return Path(found)
+
+
+class PgBouncer:
+    """One pgbouncer, listening on ``host:port``, pooling for ``cluster``.
+
+    With ``chain`` and ``key`` it offers TLS to clients
+    (``client_tls_sslmode=require``, the whole chain, leaf first, in
+    ``client_tls_cert_file``); without, TLS is off and it answers ``N``.
+    ``settings`` are extra or overriding ``[pgbouncer]`` settings. Towards
+    the cluster it uses TLS (the test clusters accept only ``hostssl``), and
+    the user ``postgres`` gets in without a password, so psql can connect
+    through it.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        chain: Sequence[Issued | x509.Certificate] | None = None,
+        key: Issued | None = None,
+        settings: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        name: str = "pgbouncer",
+    ) -> None:
+        if (chain is None) != (key is None):
+            raise ValueError("give both chain and key, or neither")
+        self.cluster = cluster
+        self.host = host
+        self.tls = chain is not None
+        self.port = free_port(host)
+        workspace = cluster.workspace
+        self.user = workspace.user
+        self.dir = workspace.new_dir(name)
+        self.config_path = self.dir / "pgbouncer.ini"
+        self.log_path = self.dir / "pgbouncer.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+        self._write("userlist.txt", b'"postgres" ""\n', 0o600)
+        backend = cluster.settings["listen_addresses"].strip("'").split(",")[0].strip()
+        settings_out = {
+            "listen_addr": host,
+            "listen_port": str(self.port),
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "auth_file": str(self.dir / "userlist.txt"),
+            "pool_mode": "session",
+            "server_tls_sslmode": "require",
+            "client_tls_sslmode": "disable",
+            "log_connections": "1",
+            "log_disconnections": "1",
+        }
+        if chain is not None and key is not None:
+            pem = b"".join(
+                (c.cert if isinstance(c, Issued) else c).public_bytes(serialization.Encoding.PEM)
+                for c in chain
+            )
+            self._write("server.crt", pem, 0o644)
+            self._write("server.key", key.key_pem, 0o600)
+            settings_out.update(
+                client_tls_sslmode="require",
+                client_tls_cert_file=str(self.dir / "server.crt"),
+                client_tls_key_file=str(self.dir / "server.key"),
+            )
+        settings_out.update(settings or {})
+        lines = [
+            "[databases]",
+            f"* = host={backend} port={cluster.port}",
+            "",
+            "[pgbouncer]",
+            *(f"{k} = {v}" for k, v in settings_out.items()),
+        ]
+        self._write("pgbouncer.ini", ("\n".join(lines) + "\n").encode(), 0o644)
+
+    def _write(self, name: str, data: bytes, mode: int) -> None:
+        path = self.dir / name
+        path.write_bytes(data)
+        os.chmod(path, mode)
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def start(self, timeout: float = 10) -> PgBouncer:
+        """Start in the foreground; return once the port accepts connections."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(find_pgbouncer()), str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd="/",
+                user=self.user.pw_uid if self.user else None,
+                group=self.user.pw_gid if self.user else None,
+                extra_groups=[] if self.user else None,
+            )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"pgbouncer exited with {self.process.returncode}:\n{self.log()}"
+                )
+            with socket.socket(family) as sock:
+                sock.settimeout(1)
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return
+            time.sleep(0.002)
+        self.stop()
+        raise TimeoutError(f"pgbouncer not listening after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGINT is pgbouncer's "safe shutdown"; SIGTERM closes everything at once.
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> PgBouncer:
+        return self.start() if self.process is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
