@@ -20,6 +20,7 @@ from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .certs import describe_name
@@ -147,12 +148,33 @@ def check_chain(
         if issuer is None:
             issuer = _find_issuer(current, untrusted, now)
         if issuer is None:
-            return ChainCheck(_no_issuer(current, leaf, untrusted))
+            weak = _weakly_signed(current, [*roots, *untrusted])
+            return ChainCheck(weak or _no_issuer(current, leaf, untrusted))
         path.append(issuer)
         current = issuer
     problem = _constraints(path, now)
     missing = tuple(c for c in path[1:-1] if c not in presented)
     return ChainCheck(problem, tuple(path), missing)
+
+
+def _weakly_signed(
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> str | None:
+    # cryptography, like OpenSSL at the security level clients run with
+    # today, will not verify a SHA-1 or MD5 signature: the issuer is there,
+    # but the link cannot be trusted. Say so, rather than "issuer not found".
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    if not isinstance(algorithm, (hashes.SHA1, hashes.MD5)):
+        return None
+    if not any(candidate.subject == cert.issuer for candidate in candidates):
+        return None
+    return (
+        f"chain does not reach a trusted root: {describe_name(cert.subject)} is signed "
+        f"with {algorithm.name.upper()}, which clients refuse to verify"
+    )
 
 
 def _no_issuer(

@@ -130,11 +130,17 @@ class Workspace:
         key: Issued,
         settings: Mapping[str, str] | None = None,
         name: str = "pg",
+        hba: str | None = None,
     ) -> Cluster:
-        """A new, not yet started cluster serving ``chain`` (leaf first)."""
+        """A new, not yet started cluster serving ``chain`` (leaf first).
+
+        ``hba`` replaces pg_hba.conf (default: TLS-only logins without password).
+        """
         data = self.path / f"{name}-{self._count + 1}"
         self._count += 1
         subprocess.run(["cp", "-a", str(self.template()), str(data)], check=True)
+        if hba is not None:
+            (data / "pg_hba.conf").write_text(hba)
         cluster = Cluster(self, data, dict(settings or {}))
         cluster.install_certificate(chain, key)
         return cluster
@@ -181,11 +187,12 @@ class Cluster:
         self.settings.update(settings)
         self._write_settings()
 
-    def start(self, timeout: float = 30) -> Cluster:
+    def start(self, timeout: float = 30, env: Mapping[str, str] | None = None) -> Cluster:
+        """Start the server; ``env`` adds environment variables (e.g. OPENSSL_CONF)."""
         user = self.workspace.user
         with open(self.log_path, "ab") as log:
             self.process = _spawn(
-                user, [str(self.workspace.bindir / "postgres"), "-D", str(self.data)], log
+                user, [str(self.workspace.bindir / "postgres"), "-D", str(self.data)], log, env
             )
         self._wait_ready(timeout)
         return self
@@ -241,11 +248,15 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 def _spawn(
-    user: pwd.struct_passwd | None, argv: list[str], log: IO[bytes]
+    user: pwd.struct_passwd | None,
+    argv: list[str],
+    log: IO[bytes],
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     # The child execs the program directly, so the PID is the postmaster's.
     return subprocess.Popen(
         argv,
+        env={**os.environ, **env} if env else None,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -262,3 +273,30 @@ def _run_as(user: pwd.struct_passwd | None, argv: list[str]) -> None:
         if _spawn(user, argv, log).wait() != 0:
             log.seek(0)
             raise RuntimeError(f"{argv[0]} failed: {log.read().decode(errors='replace')}")
+
+
+_WEAK_OPENSSL_CONF = """\
+openssl_conf = check_pg_tls_tests
+[check_pg_tls_tests]
+ssl_conf = ssl_section
+[ssl_section]
+system_default = system_default_section
+[system_default_section]
+MinProtocol = TLSv1
+CipherString = ALL:@SECLEVEL=0
+"""
+
+
+def weak_openssl_conf(workspace: Workspace) -> dict[str, str]:
+    """Environment for a server that must load and offer weak crypto.
+
+    PostgreSQL loads its certificate before it applies ssl_ciphers, at the
+    system's security level (Debian: 2), which refuses SHA-1 signatures and
+    1024-bit RSA keys; servers that still have them run with an older or
+    laxer OpenSSL configuration, which this recreates.
+    """
+    path = workspace.path / "openssl-weak.cnf"
+    if not path.exists():
+        path.write_text(_WEAK_OPENSSL_CONF)
+        os.chmod(path, 0o644)
+    return {"OPENSSL_CONF": str(path)}

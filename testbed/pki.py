@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["Issued", "make_intermediate", "make_leaf", "make_root", "write_pem"]
@@ -27,12 +29,15 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
 @dataclass(frozen=True)
 class Issued:
     """A certificate and its private key."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: PrivateKey
 
     @property
     def cert_pem(self) -> bytes:
@@ -57,7 +62,7 @@ def _name(common_name: str | None) -> x509.Name:
 def _builder(
     subject: x509.Name,
     issuer_name: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
     not_before: dt.datetime,
     not_after: dt.datetime,
 ) -> x509.CertificateBuilder:
@@ -128,9 +133,17 @@ def make_leaf(
     days_after: float = 90,
     ca: bool = False,
     server_auth: bool = True,
+    rsa_bits: int | None = None,
 ) -> Issued:
-    """A server certificate; ``issuer=None`` makes it self-signed (snakeoil)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A server certificate; ``issuer=None`` makes it self-signed (snakeoil).
+
+    The key is EC P-256, or RSA of ``rsa_bits`` bits when given.
+    """
+    key: PrivateKey = (
+        rsa.generate_private_key(65537, rsa_bits)
+        if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     now = _now()
     subject = _name(common_name)
     issuer_name = subject if issuer is None else issuer.cert.subject
@@ -173,3 +186,51 @@ def write_pem(path: Path, *certs: Issued | x509.Certificate) -> Path:
     )
     path.write_bytes(data)
     return path
+
+
+def make_leaf_openssl(
+    issuer: Issued, dns: Sequence[str] = ("db.test",), digest: str = "sha1", days: int = 90
+) -> Issued:
+    """A leaf signed with a digest cryptography refuses to sign with (SHA-1, MD5).
+
+    Such certificates still exist in the wild; the openssl command line makes
+    one from a request, copying its subjectAltName.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(dns[0] if dns else None))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), False)
+        .sign(key, hashes.SHA256())
+    )
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        (folder / "leaf.csr").write_bytes(request.public_bytes(serialization.Encoding.PEM))
+        write_pem(folder / "ca.crt", issuer)
+        (folder / "ca.key").write_bytes(issuer.key_pem)
+        subprocess.run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(folder / "leaf.csr"),
+                "-CA",
+                str(folder / "ca.crt"),
+                "-CAkey",
+                str(folder / "ca.key"),
+                f"-{digest}",
+                "-days",
+                str(days),
+                "-copy_extensions",
+                "copyall",
+                "-set_serial",
+                str(x509.random_serial_number()),
+                "-out",
+                str(folder / "leaf.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        cert = x509.load_pem_x509_certificate((folder / "leaf.crt").read_bytes())
+    return Issued(cert, key)

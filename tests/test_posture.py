@@ -1,0 +1,329 @@
+"""What only a PostgreSQL-aware checker sees, against real PostgreSQL 15 servers.
+
+Weak protocols, keys and signatures; a renewed certificate that was never
+reloaded; private key files; unencrypted logins; direct TLS negotiation on a
+server too old for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+
+from testbed import pki
+from testbed.faults import FaultServer, tls_only
+from testbed.pgcluster import Cluster, Workspace, weak_openssl_conf
+
+from .conftest import Pki, Run, psql_connects, run_plugin
+
+WEAK_SERVER = {"ssl_ciphers": "'ALL:@SECLEVEL=0'"}
+
+
+@pytest.fixture
+def start(workspace: Workspace) -> Iterator[Callable[..., Cluster]]:
+    """Start a throwaway cluster for one test."""
+    started: list[Cluster] = []
+
+    def make(chain: list[pki.Issued], key: pki.Issued, weak: bool = False, **kw: object) -> Cluster:
+        env = weak_openssl_conf(workspace) if weak else None
+        cluster = workspace.cluster(chain, key, **kw).start(env=env)  # type: ignore[arg-type]
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()
+
+
+def check(cluster: Cluster, ca: Pki, *args: str) -> Run:
+    return run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(cluster.port),
+        "--servername",
+        "db.test",
+        "--sslrootcert",
+        str(ca.root_file),
+        *args,
+    )
+
+
+# --- weak crypto ---------------------------------------------------------------
+
+
+def test_old_protocol_is_critical_and_libpq_agrees(
+    start: Callable[..., Cluster], ca: Pki, psql_home: Path
+) -> None:
+    leaf = pki.make_leaf(ca.intermediate)
+    cluster = start(
+        [leaf, ca.intermediate],
+        leaf,
+        settings={
+            **WEAK_SERVER,
+            "ssl_min_protocol_version": "'TLSv1'",
+            "ssl_max_protocol_version": "'TLSv1.1'",
+        },
+    )
+    result = check(cluster, ca)
+    assert result.returncode == 2, result.stdout
+    assert "server negotiated TLSv1.1, below the minimum TLSv1.2" in result.status_line
+    # The certificate itself was still seen and judged.
+    assert "certificate expires in 89 days" in result.status_line
+    assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
+    relaxed = check(cluster, ca, "--min-tls-version", "TLSv1")
+    assert relaxed.returncode == 0, relaxed.stdout
+
+
+def test_small_rsa_key_is_a_warning(start: Callable[..., Cluster], ca: Pki) -> None:
+    leaf = pki.make_leaf(ca.intermediate, rsa_bits=1024)
+    cluster = start([leaf, ca.intermediate], leaf, weak=True, settings=WEAK_SERVER)
+    result = check(cluster, ca)
+    assert result.returncode == 1, result.stdout
+    assert "certificate has a weak RSA key of 1024 bits (minimum 2048)" in result.status_line
+    assert check(cluster, ca, "--min-rsa-bits", "1024").returncode == 0
+
+
+def test_strong_rsa_key_is_fine(start: Callable[..., Cluster], ca: Pki) -> None:
+    leaf = pki.make_leaf(ca.intermediate, rsa_bits=2048)
+    result = check(start([leaf, ca.intermediate], leaf), ca, "-v")
+    assert result.returncode == 0, result.stdout
+    assert "key_strength: RSA key of 2048 bits" in result.stdout
+
+
+def test_sha1_signature_is_critical(start: Callable[..., Cluster], ca: Pki) -> None:
+    leaf = pki.make_leaf_openssl(ca.intermediate, digest="sha1")
+    cluster = start([leaf, ca.intermediate], leaf, weak=True, settings=WEAK_SERVER)
+    result = check(cluster, ca)
+    assert result.returncode == 2, result.stdout
+    assert "certificate is signed with SHA1, which can be forged" in result.status_line
+    # Clients refuse to verify it too, so the chain is not trusted either.
+    assert "is signed with SHA1, which clients refuse to verify" in result.status_line
+    # Without chain verification, the weak signature alone decides.
+    downgraded = check(
+        cluster,
+        ca,
+        "--sslmode",
+        "require",
+        "--sslrootcert",
+        "system",
+        "--weak-signature-state",
+        "warning",
+    )
+    assert downgraded.returncode == 1, downgraded.stdout
+
+
+# --- incomplete chain ------------------------------------------------------------
+
+
+def test_missing_intermediate_filled_by_trust_store_is_a_warning(
+    server: Callable[[str], Cluster], ca: Pki, psql_home: Path
+) -> None:
+    store = ca.dir / "root-plus-intermediate.crt"
+    pki.write_pem(store, ca.root, ca.intermediate)
+    cluster = server("missing_intermediate")
+    result = check(cluster, ca, "--sslrootcert", str(store))
+    assert result.returncode == 1, result.stdout
+    assert "server sends no intermediate certificate" in result.status_line
+    assert "add it to ssl_cert_file" in result.status_line
+    # libpq with that store connects: not CRITICAL. With only the root it does not.
+    assert psql_connects(cluster, psql_home, "db.test", "verify-full", str(store))
+    assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
+    assert check(cluster, ca).returncode == 2
+
+
+# --- forgotten reload -------------------------------------------------------------
+
+
+def _wait_until_served(cluster: Cluster, ca: Pki, fingerprint: str) -> None:
+    # A reload takes effect within milliseconds; poll the server rather than sleep.
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        result = check(cluster, ca, "--json")
+        if fingerprint in result.stdout:
+            return
+    raise AssertionError("the server never served the new certificate")
+
+
+def test_renewed_certificate_not_reloaded(start: Callable[..., Cluster], ca: Pki) -> None:
+    old = pki.make_leaf(ca.intermediate, days_after=30)
+    new = pki.make_leaf(ca.intermediate, days_after=90)
+    cluster = start([old, ca.intermediate], old)
+    # certbot renews: the file on disk changes, PostgreSQL is not reloaded.
+    fullchain = cluster.data / "server.crt"
+    cluster.install_certificate([new, ca.intermediate], new)
+    result = check(cluster, ca, "--cert-file", str(fullchain))
+    assert result.returncode == 1, result.stdout
+    assert "server still serves the old certificate (expires " in result.status_line
+    assert "the file on disk expires " in result.status_line
+    assert "reload PostgreSQL" in result.status_line
+    cluster.reload()
+    _wait_until_served(cluster, ca, new.cert.fingerprint(hashes.SHA256()).hex())
+    after = check(cluster, ca, "--cert-file", str(fullchain))
+    assert after.returncode == 0, after.stdout
+
+
+def test_not_reloaded_and_served_one_nearly_expired_is_critical(
+    start: Callable[..., Cluster], ca: Pki
+) -> None:
+    old = pki.make_leaf(ca.intermediate, days_after=5)
+    new = pki.make_leaf(ca.intermediate, days_after=90)
+    cluster = start([old, ca.intermediate], old)
+    cluster.install_certificate([new, ca.intermediate], new)
+    result = check(cluster, ca, "--cert-file", str(cluster.data / "server.crt"))
+    assert result.returncode == 2, result.stdout
+    assert "server still serves the old certificate" in result.status_line
+    assert "certificate expires in 4 days" in result.status_line
+
+
+# --- key file audit ----------------------------------------------------------------
+
+
+def _key_file(tmp_path: Path, issued: pki.Issued, mode: int, name: str = "server.key") -> Path:
+    path = tmp_path / name
+    path.write_bytes(issued.key_pem)
+    os.chmod(path, mode)
+    return path
+
+
+def test_key_file_in_order(server: Callable[[str], Cluster], ca: Pki) -> None:
+    cluster = server("valid")
+    result = check(cluster, ca, "--key-file", str(cluster.data / "server.key"), "-v")
+    assert result.returncode == 0, result.stdout
+    assert "key_permissions: private key file mode 0600" in result.stdout
+    assert "key_match: private key matches the certificate" in result.stdout
+    assert "PRIVATE KEY" not in result.stdout
+
+
+def test_world_readable_key_is_a_warning(
+    server: Callable[[str], Cluster], ca: Pki, tmp_path: Path
+) -> None:
+    cluster = server("valid")
+    key = pki.Issued(
+        ca.root.cert,
+        serialization.load_pem_private_key((cluster.data / "server.key").read_bytes(), None),
+    )  # type: ignore[arg-type]
+    path = _key_file(tmp_path, key, 0o644)
+    result = check(cluster, ca, "--key-file", str(path))
+    assert result.returncode == 1, result.stdout
+    assert f"private key file {path} is world-readable (mode 0644)" in result.status_line
+    writable = _key_file(tmp_path, key, 0o662, "writable.key")
+    result = check(cluster, ca, "--key-file", str(writable))
+    assert "is world-writable and group-writable (mode 0662)" in result.status_line
+
+
+def test_key_of_another_certificate_is_critical(
+    server: Callable[[str], Cluster], ca: Pki, tmp_path: Path
+) -> None:
+    other = pki.make_leaf(ca.intermediate)
+    path = _key_file(tmp_path, other, 0o600)
+    result = check(server("valid"), ca, "--key-file", str(path))
+    assert result.returncode == 2, result.stdout
+    assert (
+        f"private key file {path} does not belong to the served certificate" in result.status_line
+    )
+    assert other.key_pem.decode().splitlines()[1] not in result.stdout
+
+
+def test_unreadable_key_is_unknown_not_a_crash(
+    server: Callable[[str], Cluster], ca: Pki, tmp_path: Path
+) -> None:
+    cluster = server("valid")
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        pki.make_leaf(None).key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    os.chmod(encrypted, 0o600)
+    result = check(cluster, ca, "--key-file", str(encrypted))
+    assert result.returncode == 3, result.stdout
+    assert "cannot check private key file" in result.status_line
+    assert "protected by a passphrase" in result.status_line
+    directory = check(cluster, ca, "--key-file", str(tmp_path))
+    assert directory.returncode == 3
+    assert "is a directory" in directory.status_line
+    missing = check(cluster, ca, "--key-file", str(tmp_path / "nope.key"))
+    assert missing.returncode == 3
+    assert missing.status_line == (
+        f"PG_TLS UNKNOWN - cannot read private key file "
+        f"{tmp_path / 'nope.key'}: No such file or directory"
+    )
+
+
+def test_cert_and_key_files_need_a_single_target(ca: Pki, tmp_path: Path) -> None:
+    result = run_plugin("db1", "db2", "--cert-file", str(ca.root_file))
+    assert result.returncode == 3
+    assert "give one target" in result.status_line
+
+
+# --- plaintext logins --------------------------------------------------------------
+
+
+def test_plaintext_refused_by_hostssl_only(server: Callable[[str], Cluster], ca: Pki) -> None:
+    result = check(server("valid"), ca, "--check-plaintext", "postgres", "-v")
+    assert result.returncode == 0, result.stdout
+    assert "plaintext: server refuses unencrypted logins for user postgres" in result.stdout
+
+
+@pytest.mark.parametrize("method", ["trust", "scram-sha-256"])
+def test_plaintext_accepted_by_host_line(
+    start: Callable[..., Cluster], ca: Pki, method: str
+) -> None:
+    leaf = pki.make_leaf(ca.intermediate)
+    cluster = start([leaf, ca.intermediate], leaf, hba=f"host all all 127.0.0.1/32 {method}\n")
+    result = check(cluster, ca, "--check-plaintext", "postgres@postgres")
+    assert result.returncode == 1, result.stdout
+    assert "server accepts unencrypted logins for user postgres (pg_hba.conf has a host line" in (
+        result.status_line
+    )
+    critical = check(cluster, ca, "--check-plaintext", "postgres", "--plaintext-state", "critical")
+    assert critical.returncode == 2
+    # No password was ever sent: the server never saw an authentication attempt fail.
+    assert "password authentication failed" not in cluster.log()
+
+
+def test_plaintext_check_with_a_bad_option_is_unknown() -> None:
+    result = run_plugin("-H", "127.0.0.1", "--check-plaintext", "@db")
+    assert result.returncode == 3
+    assert "invalid --check-plaintext '@db'" in result.status_line
+
+
+# --- direct TLS negotiation against servers that cannot do it -----------------------
+
+
+def test_direct_negotiation_on_postgresql_15_is_critical(
+    server: Callable[[str], Cluster], ca: Pki
+) -> None:
+    result = check(server("valid"), ca, "--negotiation", "direct", "-t", "5")
+    assert result.returncode == 2, result.stdout
+    assert "server does not support direct TLS negotiation" in result.status_line
+
+
+def test_direct_negotiation_without_alpn_is_critical(ca: Pki, tmp_path: Path) -> None:
+    leaf = pki.make_leaf(ca.intermediate)
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    pki.write_pem(cert, leaf, ca.intermediate)
+    key.write_bytes(leaf.key_pem)
+    with FaultServer(tls_only(cert, key)) as plain_tls:
+        result = run_plugin(
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(plain_tls.port),
+            "--negotiation",
+            "direct",
+            "--servername",
+            "db.test",
+            "--sslrootcert",
+            str(ca.root_file),
+        )
+    assert result.returncode == 2, result.stdout
+    assert "did not select ALPN postgresql" in result.status_line
