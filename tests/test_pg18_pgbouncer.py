@@ -1,0 +1,153 @@
+"""The plugin against PostgreSQL 18 (direct TLS negotiation) and pgbouncer."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import pki
+from testbed.pg18 import pg18_bindir
+from testbed.pgbouncer import PgBouncer
+from testbed.pgcluster import Cluster, Workspace
+
+from .conftest import Pki, Run, run_plugin
+
+NOISE = (
+    "could not accept SSL connection",
+    "invalid length of startup packet",
+    "could not receive data from client",
+    "unexpected eof",
+    "FATAL",
+    "ERROR",
+    "without ALPN",
+)
+
+
+@pytest.fixture(scope="module")
+def pg18(ca: Pki) -> Iterator[Cluster]:
+    leaf = pki.make_leaf(ca.intermediate, dns=("db18.test",))
+    space = Workspace(bindir=pg18_bindir())
+    cluster = space.cluster([leaf, ca.intermediate], leaf)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        space.cleanup()
+
+
+def check(port: int, ca: Pki, name: str, *args: str) -> Run:
+    return run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--servername",
+        name,
+        "--sslrootcert",
+        str(ca.root_file),
+        *args,
+    )
+
+
+def libpq18_connects(cluster: Cluster, ca: Pki, home: Path, negotiation: str) -> bool:
+    conninfo = (
+        f"host=db18.test hostaddr=127.0.0.1 port={cluster.port} sslmode=verify-full "
+        f"sslrootcert={ca.root_file} sslnegotiation={negotiation} user=postgres "
+        "dbname=postgres connect_timeout=10"
+    )
+    done = subprocess.run(
+        [str(pg18_bindir() / "psql"), "-X", "-At", "-c", "select 1", conninfo],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode == 0 and done.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("negotiation", ["postgres", "direct"])
+def test_postgresql_18_both_negotiations(
+    pg18: Cluster, ca: Pki, psql_home: Path, negotiation: str
+) -> None:
+    result = check(pg18.port, ca, "db18.test", "--negotiation", negotiation, "-v")
+    assert result.returncode == 0, result.stdout
+    assert result.status_line.startswith(f"PG_TLS OK - 127.0.0.1(db18.test):{pg18.port}: ")
+    # The server chose ALPN postgresql: proof that the direct path was taken.
+    assert "alpn postgresql" in result.stdout
+    # libpq 18 agrees, with the same negotiation.
+    assert libpq18_connects(pg18, ca, psql_home, negotiation)
+
+
+def test_postgresql_18_probes_leave_no_error_lines(pg18: Cluster, ca: Pki) -> None:
+    before = len(pg18.log().splitlines())
+    for args in (
+        ["--negotiation", "direct"],
+        ["--negotiation", "postgres"],
+        ["--negotiation", "direct", "--servername", "wrong.test"],
+    ):
+        assert run_plugin(
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(pg18.port),
+            "--sslrootcert",
+            str(ca.root_file),
+            "--servername",
+            "db18.test",
+            *args,
+        ).returncode in (0, 2)
+    new = pg18.log().splitlines()[before:]
+    assert sum("connection received" in line for line in new) == 3
+    for line in new:
+        assert not any(noise in line for noise in NOISE), line
+
+
+def test_postgresql_18_direct_with_wrong_name_is_critical(pg18: Cluster, ca: Pki) -> None:
+    result = check(pg18.port, ca, "db.test", "--negotiation", "direct")
+    assert result.returncode == 2
+    assert "certificate is not valid for db.test (valid for db18.test)" in result.status_line
+
+
+@pytest.fixture(scope="module")
+def bouncers(server: Callable[[str], Cluster], ca: Pki) -> Iterator[tuple[PgBouncer, PgBouncer]]:
+    leaf = pki.make_leaf(ca.intermediate, dns=("bouncer.test",))
+    with (
+        PgBouncer(server("valid"), [leaf, ca.intermediate], leaf) as tls,
+        PgBouncer(server("valid"), name="plain") as plain,
+    ):
+        yield tls, plain
+
+
+def test_pgbouncer_with_tls_serves_its_own_chain(
+    bouncers: tuple[PgBouncer, PgBouncer], ca: Pki
+) -> None:
+    tls, _ = bouncers
+    result = check(tls.port, ca, "bouncer.test", "-v")
+    assert result.returncode == 0, result.stdout
+    assert "names: bouncer.test" in result.stdout
+    # The database behind it has another certificate; the bouncer's is what clients see.
+    wrong = check(tls.port, ca, "db.test")
+    assert wrong.returncode == 2
+    assert "certificate is not valid for db.test (valid for bouncer.test)" in wrong.status_line
+    assert "TLS handshake error" not in tls.log()
+
+
+def test_pgbouncer_without_tls_is_critical(bouncers: tuple[PgBouncer, PgBouncer], ca: Pki) -> None:
+    _, plain = bouncers
+    result = check(plain.port, ca, "bouncer.test")
+    assert result.returncode == 2
+    assert result.status_line == (
+        f"PG_TLS CRITICAL - 127.0.0.1(bouncer.test):{plain.port}: "
+        "server does not offer TLS (it answered N to the SSLRequest)"
+    )
+
+
+def test_pgbouncer_does_not_do_direct_tls(bouncers: tuple[PgBouncer, PgBouncer], ca: Pki) -> None:
+    tls, _ = bouncers
+    result = check(tls.port, ca, "bouncer.test", "--negotiation", "direct")
+    assert result.returncode == 2, result.stdout
+    assert "server does not support direct TLS negotiation" in result.status_line
