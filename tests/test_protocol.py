@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import re
+import struct
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from check_pg_tls.protocol import (
+    MAX_MESSAGE,
     SSL_REQUEST,
     SSL_REQUEST_CODE,
     ProtocolViolation,
     Reply,
+    StartupReplyKind,
+    message_length,
     parse_reply,
+    parse_startup_reply,
+    startup_message,
 )
 
 # An ErrorResponse as a server sends it: 'E', Int32 length, then fields
@@ -144,3 +150,72 @@ def test_violation_message_never_depends_on_bytes_after_the_first(data: bytes) -
     assert message.isprintable()
     # At most the first byte, and only as hex.
     assert len(re.findall(r"0x[0-9a-f]{2}", message)) <= 1
+
+
+# --- the StartupMessage exchange (--check-plaintext) -------------------------------
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def test_startup_message_bytes() -> None:
+    assert startup_message("nagios", "postgres") == (
+        b"\x00\x00\x00\x27\x00\x03\x00\x00user\x00nagios\x00database\x00postgres\x00\x00"
+    )
+
+
+@pytest.mark.parametrize(("user", "database"), [("", "db"), ("a\x00b", "db"), ("u", "")])
+def test_startup_message_rejects_bad_names(user: str, database: str) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        startup_message(user, database)
+
+
+def test_authentication_request_is_kept_with_its_code() -> None:
+    reply = parse_startup_reply(_message(b"R", struct.pack("!I", 10) + b"SCRAM-SHA-256\x00\x00"))
+    assert reply.kind is StartupReplyKind.AUTHENTICATION
+    assert reply.auth_code == 10
+
+
+def test_error_keeps_only_the_sqlstate() -> None:
+    body = b"SFATAL\x00VFATAL\x00C28000\x00Mno pg_hba.conf entry for host\x00\x00"
+    reply = parse_startup_reply(_message(b"E", body))
+    assert reply.kind is StartupReplyKind.ERROR
+    assert reply.sqlstate == "28000"
+    assert "pg_hba" not in repr(reply)
+
+
+def test_error_with_a_malformed_sqlstate_keeps_none() -> None:
+    reply = parse_startup_reply(_message(b"E", b"C28\x1b[31m\x00Mx\x00\x00"))
+    assert reply.sqlstate is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"R\x00\x00",
+        b"X\x00\x00\x00\x08abcd",
+        b"E\x00\x00\x00\x02",
+        b"E\xff\xff\xff\xff",
+        _message(b"R", b"\x00\x00"),
+    ],
+)
+def test_malformed_startup_replies(data: bytes) -> None:
+    with pytest.raises(ProtocolViolation):
+        parse_startup_reply(data)
+
+
+def test_length_limit_protects_the_reader() -> None:
+    with pytest.raises(ProtocolViolation, match="impossible length"):
+        message_length(b"E" + struct.pack("!I", MAX_MESSAGE + 1))
+
+
+@given(st.binary(max_size=64))
+def test_startup_reply_parser_only_raises_protocol_violation(data: bytes) -> None:
+    try:
+        reply = parse_startup_reply(data)
+    except ProtocolViolation:
+        return
+    assert reply.kind in (StartupReplyKind.AUTHENTICATION, StartupReplyKind.ERROR)
+    assert reply.sqlstate is None or (len(reply.sqlstate) == 5 and reply.sqlstate.isalnum())
