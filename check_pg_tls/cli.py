@@ -14,9 +14,9 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 
@@ -234,46 +234,30 @@ def _parser() -> _Parser:
     return parser
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 1-65535")
-    return port
+def _bounded(
+    what: str, cast: Callable[[str], float], low: float, high: float
+) -> Callable[[str], Any]:
+    """An argparse type: a number of ``cast``'s kind within [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r}: must be {low:g} to {high:g}"
+            )
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(
-            f"invalid timeout {text!r}: must be between 0 and 3600 seconds"
-        )
-    return seconds
-
-
-def _bits(text: str) -> int:
-    try:
-        bits = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of bits {text!r}") from None
-    if not 0 <= bits <= 65536:
-        raise argparse.ArgumentTypeError(f"invalid number of bits {text!r}")
-    return bits
-
-
-def _workers(text: str) -> int:
-    try:
-        workers = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of workers {text!r}") from None
-    if not 1 <= workers <= 256:
-        raise argparse.ArgumentTypeError(f"invalid number of workers {text!r}: must be 1-256")
-    return workers
+_port = _bounded("port", int, 1, 65535)
+_bits = _bounded("number of bits", int, 0, 65536)
+_workers = _bounded("number of workers", int, 1, 256)
+# Float seconds; a zero timeout would give up before starting.
+_seconds = _bounded("timeout", float, 0.001, 3600)
 
 
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
@@ -389,7 +373,7 @@ def _run(args: argparse.Namespace) -> int:
     import nagiosplugin
 
     from .fleet import DEFAULT_WORKERS, run_all
-    from .local_files import LocalFileError
+    from .local_files import LocalFileError, load_roots
     from .plugin import (
         CertificateResource,
         CertificateSummary,
@@ -401,7 +385,6 @@ def _run(args: argparse.Namespace) -> int:
         reports,
     )
     from .thresholds import parse_threshold
-    from .trust import RootsError, load_roots
     from .verdict import Policy
 
     try:
@@ -425,7 +408,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.sslmode != "require" or args.sslrootcert != "system":
         try:
             roots = load_roots(args.sslrootcert)
-        except RootsError as exc:
+        except LocalFileError as exc:
             return _emit("unknown", str(exc))
 
     try:

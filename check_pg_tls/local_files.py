@@ -1,4 +1,4 @@
-"""Reading the server's certificate and key files, for checks run on the database host.
+"""Reading files named on the command line: trusted roots, the server's certificate and key.
 
 The only module besides the probe that does I/O. Key material is loaded only
 to derive its public half and is never printed, logged or kept.
@@ -7,6 +7,8 @@ to derive its public half and is never printed, logged or kept.
 from __future__ import annotations
 
 import os
+import ssl
+import warnings
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -14,24 +16,54 @@ from cryptography.hazmat.primitives import serialization
 
 from .posture import KeyFile
 
-__all__ = ["LocalFileError", "inspect_key_file", "read_cert_file"]
+__all__ = ["LocalFileError", "inspect_key_file", "load_roots", "read_cert_file"]
 
 
 class LocalFileError(Exception):
     """A file named on the command line cannot be used: UNKNOWN, with the reason."""
 
 
-def read_cert_file(path: str) -> x509.Certificate:
-    """The first certificate in a PEM file (a fullchain file starts with the leaf)."""
+def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
+    """Every certificate in a PEM file; ``what`` names the file in messages."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise LocalFileError(f"cannot read certificate file {path}: {exc.strerror}") from None
+        raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        return x509.load_pem_x509_certificates(data)[0]
+        # A few public roots have serial number 0, which cryptography warns
+        # about; a warning on stderr is noise to a monitoring system.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tuple(x509.load_pem_x509_certificates(data))
     except ValueError:
-        raise LocalFileError(f"no valid PEM certificate in certificate file {path}") from None
+        raise LocalFileError(f"no valid PEM certificate in {what} {path}") from None
+
+
+def load_roots(spec: str) -> tuple[x509.Certificate, ...]:
+    """Trusted roots like libpq's ``sslrootcert``: a PEM file, or ``system``."""
+    if spec != "system":
+        return read_certificates(spec, "root certificate file")
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and os.path.isfile(paths.cafile):
+        return read_certificates(paths.cafile, "system trust store")
+    if paths.capath and os.path.isdir(paths.capath):
+        roots: list[x509.Certificate] = []
+        for name in sorted(os.listdir(paths.capath)):
+            full = os.path.join(paths.capath, name)
+            if os.path.isfile(full):
+                try:
+                    roots.extend(read_certificates(full, "trusted certificate"))
+                except LocalFileError:
+                    continue
+        if roots:
+            return tuple(roots)
+    raise LocalFileError("no system trust store found (install ca-certificates)")
+
+
+def read_cert_file(path: str) -> x509.Certificate:
+    """The first certificate in a PEM file (a fullchain file starts with the leaf)."""
+    return read_certificates(path, "certificate file")[0]
 
 
 def inspect_key_file(path: str) -> KeyFile:

@@ -12,9 +12,6 @@ does not send.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import ssl
-import warnings
 from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
 
@@ -25,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .certs import describe_name
 
-__all__ = ["ChainCheck", "RootsError", "check_chain", "load_roots"]
+__all__ = ["ChainCheck", "check_chain"]
 
 # OpenSSL's verify depth is 100; real chains are 2-4 long.
 _MAX_DEPTH = 32
@@ -37,10 +34,6 @@ _SERVER_EKUS = {
     x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
     x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"),
 }
-
-
-class RootsError(Exception):
-    """The trusted roots could not be loaded: the check cannot judge trust."""
 
 
 class ChainCheck(NamedTuple):
@@ -56,49 +49,6 @@ class ChainCheck(NamedTuple):
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def load_roots(spec: str) -> tuple[x509.Certificate, ...]:
-    """Load the trusted roots like libpq's ``sslrootcert``: a PEM file or ``system``."""
-    if spec == "system":
-        paths = ssl.get_default_verify_paths()
-        if paths.cafile and os.path.isfile(paths.cafile):
-            return _load_file(paths.cafile)
-        if paths.capath and os.path.isdir(paths.capath):
-            return _load_dir(paths.capath)
-        raise RootsError("no system trust store found (install ca-certificates)")
-    return _load_file(spec)
-
-
-def _load_file(path: str) -> tuple[x509.Certificate, ...]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise RootsError(f"cannot read root certificate file {path}: {exc.strerror}") from None
-    try:
-        # A few public roots have serial number 0, which cryptography warns
-        # about; a warning on stderr is noise to a monitoring system.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            roots = tuple(x509.load_pem_x509_certificates(data))
-    except ValueError:
-        raise RootsError(f"no valid PEM certificate in root certificate file {path}") from None
-    return roots
-
-
-def _load_dir(path: str) -> tuple[x509.Certificate, ...]:
-    roots: list[x509.Certificate] = []
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if os.path.isfile(full):
-            try:
-                roots.extend(_load_file(full))
-            except RootsError:
-                continue
-    if not roots:
-        raise RootsError(f"no certificate in trust store directory {path}")
-    return tuple(roots)
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -157,9 +107,7 @@ def check_chain(
     return ChainCheck(problem, tuple(path), missing)
 
 
-def _weakly_signed(
-    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
-) -> str | None:
+def _weakly_signed(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:
     # cryptography, like OpenSSL at the security level clients run with
     # today, will not verify a SHA-1 or MD5 signature: the issuer is there,
     # but the link cannot be trusted. Say so, rather than "issuer not found".

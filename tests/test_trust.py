@@ -12,7 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from check_pg_tls.trust import ChainCheck, RootsError, check_chain, load_roots
+from check_pg_tls.local_files import LocalFileError, load_roots
+from check_pg_tls.trust import ChainCheck, check_chain
 from testbed.pki import Issued, make_intermediate, make_leaf, make_root, write_pem
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -162,7 +163,7 @@ def test_expired_copy_of_a_renewed_root_does_not_hide_the_valid_one() -> None:
 
 
 def one_line_roots_error(spec: str) -> str:
-    with pytest.raises(RootsError) as caught:
+    with pytest.raises(LocalFileError) as caught:
         load_roots(spec)
     message = str(caught.value)
     assert message
