@@ -22,7 +22,7 @@ from types import TracebackType
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .pgcluster import Cluster, free_port
+from .pgcluster import Cluster, ServerProcess, free_port, spawn_as
 from .pki import Issued
 
 __all__ = ["PgBouncer", "find_pgbouncer"]
@@ -42,7 +42,7 @@ def find_pgbouncer() -> Path:
     return Path(found)
 
 
-class PgBouncer:
+class PgBouncer(ServerProcess):
     """One pgbouncer, listening on ``host:port``, pooling for ``cluster``.
 
     With ``chain`` and ``key`` it offers TLS to clients
@@ -122,19 +122,12 @@ class PgBouncer:
     def start(self, timeout: float = 10) -> PgBouncer:
         """Start in the foreground; return once the port accepts connections."""
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(find_pgbouncer()), str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd="/",
-                user=self.user.pw_uid if self.user else None,
-                group=self.user.pw_gid if self.user else None,
-                extra_groups=[] if self.user else None,
-            )
+            self.process = spawn_as(self.user, [str(find_pgbouncer()), str(self.config_path)], log)
         self._wait_ready(timeout)
         return self
+
+    # SIGTERM closes everything at once (SIGINT would wait for clients).
+    stop_signal = signal.SIGTERM
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
@@ -152,23 +145,6 @@ class PgBouncer:
             time.sleep(0.002)
         self.stop()
         raise TimeoutError(f"pgbouncer not listening after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        # SIGINT is pgbouncer's "safe shutdown"; SIGTERM closes everything at once.
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
     def __enter__(self) -> PgBouncer:
         return self.start() if self.process is None else self

@@ -149,9 +149,37 @@ class Workspace:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-class Cluster:
+class ServerProcess:
+    """A server run in the foreground by a test: its process, its log, a way to stop it."""
+
+    #: The signal that shuts the server down without ceremony.
+    stop_signal = signal.SIGTERM
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(self.stop_signal)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Cluster(ServerProcess):
     """One PostgreSQL server. Settings go into postgresql.conf, so a reload
     picks up changed certificate files, as on a real server."""
+
+    # Immediate shutdown: these clusters hold nothing worth a checkpoint.
+    stop_signal = signal.SIGQUIT
 
     def __init__(self, workspace: Workspace, data: Path, settings: dict[str, str]) -> None:
         self.workspace = workspace
@@ -191,7 +219,7 @@ class Cluster:
         """Start the server; ``env`` adds environment variables (e.g. OPENSSL_CONF)."""
         user = self.workspace.user
         with open(self.log_path, "ab") as log:
-            self.process = _spawn(
+            self.process = spawn_as(
                 user, [str(self.workspace.bindir / "postgres"), "-D", str(self.data)], log, env
             )
         self._wait_ready(timeout)
@@ -223,23 +251,6 @@ class Cluster:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGHUP)
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        # Immediate shutdown: these clusters hold nothing worth a checkpoint.
-        self.process.send_signal(signal.SIGQUIT)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
 
 def _server_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
@@ -247,7 +258,7 @@ def _server_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam(os.environ.get("PG_USER", "postgres"))
 
 
-def _spawn(
+def spawn_as(
     user: pwd.struct_passwd | None,
     argv: list[str],
     log: IO[bytes],
@@ -270,7 +281,7 @@ def _spawn(
 
 def _run_as(user: pwd.struct_passwd | None, argv: list[str]) -> None:
     with tempfile.TemporaryFile() as log:
-        if _spawn(user, argv, log).wait() != 0:
+        if spawn_as(user, argv, log).wait() != 0:
             log.seek(0)
             raise RuntimeError(f"{argv[0]} failed: {log.read().decode(errors='replace')}")
 
