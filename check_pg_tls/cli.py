@@ -23,7 +23,7 @@ from . import __version__
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from .plugin import Plaintext
+    from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
     from .probe import Target
 
@@ -375,68 +375,40 @@ def _run(args: argparse.Namespace) -> int:
     from .fleet import DEFAULT_WORKERS, run_all
     from .local_files import LocalFileError, load_roots
     from .plugin import (
-        CertificateResource,
         CertificateSummary,
         ConnectionContext,
         DaysLeftContext,
         FindingContext,
         FleetSummary,
-        details,
-        reports,
     )
     from .thresholds import parse_threshold
-    from .verdict import Policy
 
     try:
         targets = _targets(args)
+    except UsageError as exc:
+        return _emit("unknown", f"{exc} (see --help)")
+    try:
         warning = parse_threshold(args.warning)
         critical = parse_threshold(args.critical)
-    except (UsageError, ValueError) as exc:
-        return _emit("unknown", f"{exc} (see --help)" if isinstance(exc, UsageError) else str(exc))
+    except ValueError as exc:
+        return _emit("unknown", str(exc))
     workers = args.workers or DEFAULT_WORKERS
     single = len(targets) == 1
-    rounds = math.ceil(len(targets) / workers)
     _arm_backstop(
-        args.timeout * rounds + (0 if single else 1),
+        args.timeout * math.ceil(len(targets) / workers) + (0 if single else 1),
         args.unreachable_state,
         str(targets[0]) if single else f"{len(targets)} servers",
     )
-    # libpq reads a root file only when it exists; with require and the
-    # default, nothing is loaded. An explicit file that cannot be read is a
-    # configuration error, whatever the sslmode.
-    roots = None
-    if args.sslmode != "require" or args.sslrootcert != "system":
-        try:
-            roots = load_roots(args.sslrootcert)
-        except LocalFileError as exc:
-            return _emit("unknown", str(exc))
-
     try:
-        local = _local_files(args, single)
-        plaintext = _plaintext(args)
+        # libpq reads a root file only when it exists; with require and the
+        # default, nothing is loaded. An explicit file that cannot be read
+        # is a configuration error, whatever the sslmode.
+        roots = None
+        if args.sslmode != "require" or args.sslrootcert != "system":
+            roots = load_roots(args.sslrootcert)
+        resources = _resources(args, targets, roots)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
-    seen: set[str] = set()
-    resources = [
-        CertificateResource(
-            t,
-            Policy(
-                args.sslmode,
-                t.checked_name,
-                roots,
-                args.min_tls_version,
-                args.min_rsa_bits,
-                args.min_ec_bits,
-                args.weak_signature_state,
-                *local,
-            ),
-            args.timeout,
-            "" if single else _label(t, seen),
-            args.negotiation == "direct",
-            plaintext,
-        )
-        for t in targets
-    ]
     if not single:
         # Probe and judge concurrently first; the check then only evaluates.
         run_all([r.collect for r in resources], workers)
@@ -445,17 +417,55 @@ def _run(args: argparse.Namespace) -> int:
         "warning": nagiosplugin.Warn,
         "unknown": nagiosplugin.Unknown,
     }[args.unreachable_state]
-    summary = CertificateSummary(resources[0]) if single else FleetSummary(resources)
     check = nagiosplugin.Check(
         *resources,
         DaysLeftContext(warning, critical),
         nagiosplugin.ScalarContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
-        summary,
+        CertificateSummary(resources[0]) if single else FleetSummary(resources),
         name=PREFIX,
     )
     check()
+    return _output(args, check, resources)
+
+
+def _resources(
+    args: argparse.Namespace, targets: list[Target], roots: tuple[x509.Certificate, ...] | None
+) -> list[CertificateResource]:
+    from .plugin import CertificateResource
+    from .verdict import Policy
+
+    single = len(targets) == 1
+    local = _local_files(args, single)
+    plaintext = _plaintext(args)
+    seen: set[str] = set()
+    return [
+        CertificateResource(
+            target,
+            Policy(
+                args.sslmode,
+                target.checked_name,
+                roots,
+                args.min_tls_version,
+                args.min_rsa_bits,
+                args.min_ec_bits,
+                args.weak_signature_state,
+                *local,
+            ),
+            args.timeout,
+            "" if single else _label(target, seen),
+            args.negotiation == "direct",
+            plaintext,
+        )
+        for target in targets
+    ]
+
+
+def _output(args: argparse.Namespace, check: Any, resources: list[CertificateResource]) -> int:
+    """Print the chosen format; the exit code is the worst state in every format."""
+    from .plugin import details, reports
+
     state = check.state
     per_target = reports(check.results, resources)
     if args.tap or args.json or args.quiet:
@@ -470,6 +480,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
         return int(state)
+    single = len(resources) == 1
     lines: list[str] = []
     if not single:
         from .formats import fleet_lines

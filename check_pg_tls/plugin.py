@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -81,6 +82,7 @@ class CertificateResource(nagiosplugin.Resource):
 
     def collect(self) -> None:
         self.collected = True
+        started = time.monotonic()
         try:
             self.observation = probe(self.target, self.timeout, self.direct)
         except ProbeError as exc:
@@ -94,11 +96,15 @@ class CertificateResource(nagiosplugin.Resource):
             return
         self.findings = self.verdict.findings
         if self.plaintext is not None:
-            self.findings += (self._plaintext_finding(self.plaintext),)
+            # Both probes share the one timeout of this target.
+            left = self.timeout - (time.monotonic() - started)
+            self.findings += (self._plaintext_finding(self.plaintext, left),)
 
-    def _plaintext_finding(self, plaintext: Plaintext) -> Finding:
+    def _plaintext_finding(self, plaintext: Plaintext, timeout: float) -> Finding:
         try:
-            reply = probe_plaintext(self.target, plaintext.user, plaintext.database, self.timeout)
+            if timeout < 0.1:
+                raise ProbeError("no time left within the timeout")
+            reply = probe_plaintext(self.target, plaintext.user, plaintext.database, timeout)
         except ProbeError as exc:
             outcome = PlaintextOutcome(plaintext.user, plaintext.database, None, str(exc))
         else:
