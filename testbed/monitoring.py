@@ -12,6 +12,7 @@ A missing daemon is an error, not a reason to skip: CI installs them
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import functools
 import grp
 import json
@@ -24,10 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from .pgcluster import free_port
 
@@ -39,8 +45,10 @@ __all__ = [
     "Nrpe",
     "PluginOutput",
     "check_nrpe",
+    "icinga_cluster_pki",
     "install_plugin",
     "installed_plugin",
+    "perfdata_fields",
     "program",
     "read_netstrings",
     "shared_dir",
@@ -109,7 +117,7 @@ def install_plugin(target: Path, python: str = "/usr/bin/python3") -> Path:
     """Install this checkout the README's way, for users other than ours.
 
     A virtualenv of the system Python (the test's own interpreter may live
-    where ``nagios`` cannot go, e.g. under /root) with the plugin
+    where ``nagios`` cannot go, e.g. in root's home) with the plugin
     pip-installed into it, all world-readable. The checkout is copied first
     so that building it writes nothing into the working tree. Returns the
     console script, ``bin/check_pg_tls``.
@@ -237,10 +245,19 @@ class IcingaTree:
     /etc, /var or /run is overridden with ``-D``.
     """
 
-    def __init__(self, path: Path, plugin_dir: Path, node: str = "master.test") -> None:
+    def __init__(
+        self,
+        path: Path,
+        plugin_dir: Path,
+        node: str = "master.test",
+        zone: str = "master",
+        parent: str | None = None,
+    ) -> None:
         self.path = path
         self.plugin_dir = plugin_dir
         self.node = node
+        self.zone = zone
+        self.parent = parent
         for sub in _ICINGA_DIRS.values():
             (path / sub).mkdir(parents=True, exist_ok=True)
         self.top = path / "top.conf"
@@ -257,10 +274,13 @@ class IcingaTree:
             f"const PluginContribDir = {_icinga_string(self.plugin_dir)}",
             f"const ManubulonPluginDir = {_icinga_string('/usr/lib/nagios/plugins')}",
             f"const NodeName = {_icinga_string(self.node)}",
-            'const ZoneName = "master"',
+            f"const ZoneName = {_icinga_string(self.zone)}",
             'const TicketSalt = ""',
             "object Endpoint NodeName { }",
-            "object Zone ZoneName { endpoints = [ NodeName ] }",
+            "object Zone ZoneName {",
+            "  endpoints = [ NodeName ]",
+            *([f"  parent = {_icinga_string(self.parent)}"] if self.parent else []),
+            "}",
             # The stock icinga2.conf's includes: ours must not clash with any.
             "include <itl>",
             "include <plugins>",
@@ -297,10 +317,9 @@ class IcingaTree:
 class IcingaDaemon:
     """A running ``icinga2 daemon``; its console log goes to a file."""
 
-    # Logged at notice level once a check result has been processed: the
-    # first result of a service always changes its state from the initial
-    # UNKNOWN (with max_check_attempts = 1, to a hard state).
-    _RESULT = re.compile(r"State Change: Checkable '([^']+)' hard state change")
+    # Logged at notice level when a processed check result changes a
+    # service's state; the first result of a service always does.
+    _CHANGE = re.compile(r"State Change: Checkable '([^']+)' \w+ state change from \w+ to (\w+)")
 
     def __init__(self, argv: list[str], log_path: Path, tree: Path) -> None:
         self.log_path = log_path
@@ -311,22 +330,40 @@ class IcingaDaemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_results(self, names: Collection[str], timeout: float = 30) -> set[str]:
-        """Wait until each named service (``host!service``) has a result.
-
-        Returns the names seen; the caller asserts on the results themselves,
-        so a timeout shows what Icinga did record rather than only "timed out".
-        """
-        seen: set[str] = set()
+    def wait_for_log(self, pattern: str, timeout: float = 30) -> None:
+        """Wait until the log has a line matching ``pattern``."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while not re.search(pattern, self.log()):
             if self.process.poll() is not None:
                 raise RuntimeError(f"icinga2 exited with {self.process.returncode}:\n{self.log()}")
-            seen = set(self._RESULT.findall(self.log())) & set(names)
-            if seen == set(names):
-                break
+            if time.monotonic() > end:
+                raise TimeoutError(
+                    f"no {pattern!r} in icinga2's log after {timeout} s:\n{self.log()}"
+                )
             time.sleep(0.05)
-        return seen
+
+    def wait_for_states(self, expected: Mapping[str, str], timeout: float = 30) -> dict[str, str]:
+        """Wait until each service (``host!service``) has reached its
+        expected state (``OK``, ``WARNING``, ...), or the timeout.
+
+        Returns the last state seen of each; the caller asserts on the
+        results themselves, so that a timeout shows what Icinga did record.
+        An intermediate state is fine: a check through an agent is UNKNOWN
+        until the agent is connected and knows the command.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"icinga2 exited with {self.process.returncode}:\n{self.log()}")
+            last: dict[str, str] = {}
+            reached: set[str] = set()
+            for name, state in self._CHANGE.findall(self.log()):
+                last[name] = state
+                if expected.get(name) == state:
+                    reached.add(name)
+            if reached >= set(expected) or time.monotonic() > end:
+                return last
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 30) -> dict[str, dict[str, Any]]:
         """SIGTERM; Icinga then writes its state file. Returns each
@@ -351,6 +388,52 @@ class IcingaDaemon:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def icinga_cluster_pki(trees: Sequence[IcingaTree]) -> None:
+    """A CA and a certificate for each node, where Icinga's ApiListener
+    looks for them (DataDir/certs/NodeName.crt and .key, ca.crt), as
+    ``icinga2 pki`` would make them but in milliseconds (RSA 2048, not 4096).
+    The certificates carry no extended key usage: each node is a TLS server
+    and a TLS client of the other."""
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def issue(
+        name: str, issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None
+    ) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer[0].subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        )
+        if issuer is not None:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
+            )
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+    ca = issue("check_pg_tls test Icinga CA", None)
+    pem = serialization.Encoding.PEM
+    for tree in trees:
+        cert, key = issue(tree.node, ca)
+        certs = tree.path / "lib" / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        (certs / "ca.crt").write_bytes(ca[0].public_bytes(pem))
+        (certs / f"{tree.node}.crt").write_bytes(cert.public_bytes(pem))
+        key_file = certs / f"{tree.node}.key"
+        key_file.write_bytes(
+            key.private_bytes(
+                pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            )
+        )
+        key_file.chmod(0o600)
 
 
 def _icinga_string(value: object) -> str:

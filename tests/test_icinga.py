@@ -22,11 +22,12 @@ from testbed.monitoring import (
     CONF,
     IcingaTree,
     PluginOutput,
+    icinga_cluster_pki,
     installed_plugin,
     perfdata_fields,
     shared_dir,
 )
-from testbed.pgcluster import Cluster
+from testbed.pgcluster import Cluster, free_port
 
 from .conftest import Pki
 
@@ -48,6 +49,8 @@ template Service "generic-service" {
   retry_interval = 1s
 }
 """
+
+STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
 # Plugin options the CheckCommand leaves out on purpose; command-pg_tls.conf
 # says why, in its header comment.
@@ -301,38 +304,136 @@ object CheckerComponent "checker" {{ }}
 
     daemon = tree.start()
     try:
-        daemon.wait_for_results(expected)
+        daemon.wait_for_states({name: STATES[e[0]] for name, e in expected.items()})
     finally:
         results = daemon.stop()
     assert _problems(daemon.log()) == [], daemon.log()
     assert set(results) == set(expected), daemon.log()
 
     for name, (state, port, address) in expected.items():
+        _assert_recorded(results[name], state, port, address, ca.root_file)
+
+
+def _assert_recorded(
+    result: dict[str, Any], state: int, port: int, address: str, root: Path
+) -> None:
+    """What Icinga recorded is what the plugin says, for the command line
+    our variables should have made."""
+    label = str(result)
+    options = _argv_options(result["command"])
+    assert options == {
+        "-H": address,
+        "-p": str(port),
+        "--servername": "db.test",
+        "--sslrootcert": str(root),
+        **({"-6": None} if address == "::1" else {}),
+    }, label
+    # The plugin's exit code as the state, its status text as output, its
+    # perfdata items unchanged.
+    assert result["exit_status"] == state and result["state"] == state, label
+    prefix = ("PG_TLS OK - ", "PG_TLS WARNING - ", "PG_TLS CRITICAL - ")[state]
+    assert result["output"].startswith(prefix), label
+    perf = perfdata_fields(result["performance_data"])
+    assert set(perf) == {"days_left", "time"}, label
+    assert perf["days_left"][1:] == ["20:", "15:"], label
+    # The same command run directly says the same (days_left moves on by a
+    # hundredth of a day at most meanwhile).
+    direct = subprocess.run(result["command"], capture_output=True, text=True, timeout=60)
+    again = PluginOutput.parse(direct.stdout)
+    assert direct.returncode == state, direct.stdout
+    assert again.text == result["output"].strip(), label
+    assert again.perfdata["days_left"][1:] == perf["days_left"][1:]
+    recorded = float(perf["days_left"][0])
+    assert abs(again.value("days_left") - recorded) <= 0.011, label
+
+
+def test_an_agent_runs_the_check_for_its_host(
+    tmp_path: Path, plugin_dir: Path, server: Callable[[str], Cluster], ca: Pki
+) -> None:
+    # The distributed case of services.conf, for real: a master and an
+    # agent, each an icinga2 daemon, connected over TLS on loopback. The
+    # host sets vars.agent_endpoint; the master schedules, the agent runs
+    # the plugin (command_endpoint) and sends the result back. The agent
+    # gets the CheckCommand as the README says: from the master's
+    # zones.d/global-templates/, by Icinga's config sync.
+    good, warn = server("valid"), server("expiring_warn")
+    master = IcingaTree(tmp_path / "master", plugin_dir, node="master.test")
+    agent = IcingaTree(
+        tmp_path / "agent", plugin_dir, node="db.test", zone="db.test", parent="master"
+    )
+    icinga_cluster_pki([master, agent])
+    master_port = free_port()
+
+    (master.path / "zones.d" / "global-templates").mkdir(parents=True)
+    shutil.copy(COMMAND_FILE, master.path / "zones.d" / "global-templates")
+    (master.path / "zones.d" / "master").mkdir(parents=True)
+    (master.path / "zones.d" / "master" / "hosts.conf").write_text(f"""
+object Host "db.test" {{
+  import "generic-host"
+  address = "127.0.0.1"
+  vars.agent_endpoint = name
+  vars.postgres_tls = true
+  vars.pg_tls_port = {good.port}
+  vars.pg_tls_servername = "db.test"
+  vars.pg_tls_sslrootcert = "{ca.root_file}"
+  vars.postgres_tls_instances["expiring"] = {{ pg_tls_port = {warn.port} }}
+}}
+""")
+    master.write(
+        TEMPLATES
+        + f"""
+object Endpoint "db.test" {{ }}
+object Zone "db.test" {{
+  endpoints = [ "db.test" ]
+  parent = "master"
+}}
+object Zone "global-templates" {{ global = true }}
+object ApiListener "api" {{
+  bind_host = "127.0.0.1"
+  bind_port = {master_port}
+}}
+object CheckerComponent "checker" {{ }}
+""",
+        [SERVICES_FILE],
+    )
+    # The agent connects to the master, so that it is back at once after
+    # the reload that the synced configuration triggers.
+    agent.write(f"""
+object Endpoint "master.test" {{
+  host = "127.0.0.1"
+  port = {master_port}
+}}
+object Zone "master" {{ endpoints = [ "master.test" ] }}
+object Zone "global-templates" {{ global = true }}
+object ApiListener "api" {{
+  bind_host = "127.0.0.1"
+  bind_port = {free_port()}
+  accept_commands = true
+  accept_config = true
+}}
+""")
+    for tree in (master, agent):
+        done = tree.validate()
+        assert done.returncode == 0 and _problems(done.stdout) == [], done.stdout
+
+    expected = {"db.test!pg_tls": (0, good.port), "db.test!pg_tls expiring": (1, warn.port)}
+    master_daemon = master.start()
+    agent_daemon = None
+    try:
+        master_daemon.wait_for_log(r"Started new listener on '\[127\.0\.0\.1\]")
+        agent_daemon = agent.start()
+        master_daemon.wait_for_states({n: STATES[state] for n, (state, _) in expected.items()})
+    finally:
+        results = master_daemon.stop()
+        if agent_daemon is not None:
+            agent_daemon.stop()
+    assert agent_daemon is not None
+    # Disconnect warnings are expected (the agent's reload, the shutdown).
+    for log in (master_daemon.log(), agent_daemon.log()):
+        assert "critical/" not in log, log
+    assert re.search(r"Received configuration for zone 'global-templates'", agent_daemon.log())
+    assert "command-pg_tls.conf" in agent_daemon.log()
+    for name, (state, port) in expected.items():
         result = results[name]
-        label = f"{name}: {result}"
-        # The command line Icinga built from our variables.
-        options = _argv_options(result["command"])
-        assert options == {
-            "-H": address,
-            "-p": str(port),
-            "--servername": "db.test",
-            "--sslrootcert": str(root),
-            **({"-6": None} if address == "::1" else {}),
-        }, label
-        # What Icinga recorded: the plugin's exit code as the state, its
-        # status text as output, its perfdata items unchanged.
-        assert result["exit_status"] == state and result["state"] == state, label
-        prefix = ("PG_TLS OK - ", "PG_TLS WARNING - ", "PG_TLS CRITICAL - ")[state]
-        assert result["output"].startswith(prefix), label
-        perf = perfdata_fields(result["performance_data"])
-        assert set(perf) == {"days_left", "time"}, label
-        assert perf["days_left"][1:] == ["20:", "15:"], label
-        # The same command run directly says the same (days_left moves on
-        # by a hundredth of a day at most meanwhile).
-        direct = subprocess.run(result["command"], capture_output=True, text=True, timeout=60)
-        again = PluginOutput.parse(direct.stdout)
-        assert direct.returncode == state, direct.stdout
-        assert again.text == result["output"].strip(), label
-        assert again.perfdata["days_left"][1:] == perf["days_left"][1:]
-        recorded = float(perf["days_left"][0])
-        assert abs(again.value("days_left") - recorded) <= 0.011, label
+        assert result["check_source"] == "db.test", result
+        _assert_recorded(result, state, port, "127.0.0.1", ca.root_file)

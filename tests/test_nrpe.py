@@ -133,7 +133,7 @@ def test_nrpe_passes_the_verdict_through_unchanged(
 
 
 def test_nrpe_runs_the_plugin_as_the_nagios_user(nrpe: tuple[Nrpe, dict[str, str]]) -> None:
-    # The point of installing the plugin outside /root: NRPE has dropped
+    # The point of installing the plugin outside root's home: NRPE dropped
     # root, and the plugin still ran (an unreadable interpreter would give
     # "NRPE: Unable to read output" or exit 126/127, not a verdict).
     daemon, _ = nrpe
