@@ -289,6 +289,7 @@ object Host "db-multi" {{
   vars.postgres_tls_instances["expiring"] = {{ pg_tls_port = {warn.port} }}
   vars.postgres_tls_instances["nearly-expired"] = {{ pg_tls_port = {crit.port} }}
   vars.postgres_tls_instances["over-ipv6"] = {{ pg_tls_port = {good.port}, pg_tls_ipv6 = true }}
+  vars.postgres_tls_instances["verbose"] = {{ pg_tls_port = {good.port}, pg_tls_verbose = true }}
 }}
 object CheckerComponent "checker" {{ }}
 """
@@ -300,6 +301,7 @@ object CheckerComponent "checker" {{ }}
         "db-multi!pg_tls expiring": (1, warn.port, "127.0.0.1"),
         "db-multi!pg_tls nearly-expired": (2, crit.port, "127.0.0.1"),
         "db-multi!pg_tls over-ipv6": (0, good.port, "::1"),
+        "db-multi!pg_tls verbose": (0, good.port, "127.0.0.1"),
     }
 
     daemon = tree.start()
@@ -311,11 +313,13 @@ object CheckerComponent "checker" {{ }}
     assert set(results) == set(expected), daemon.log()
 
     for name, (state, port, address) in expected.items():
-        _assert_recorded(results[name], state, port, address, ca.root_file)
+        verbose = name.endswith(" verbose")
+        _assert_recorded(results[name], state, port, address, ca.root_file, verbose)
+    assert results["db-multi!pg_tls verbose"]["output"].count("\n") > 3
 
 
 def _assert_recorded(
-    result: dict[str, Any], state: int, port: int, address: str, root: Path
+    result: dict[str, Any], state: int, port: int, address: str, root: Path, verbose: bool = False
 ) -> None:
     """What Icinga recorded is what the plugin says, for the command line
     our variables should have made."""
@@ -327,6 +331,7 @@ def _assert_recorded(
         "--servername": "db.test",
         "--sslrootcert": str(root),
         **({"-6": None} if address == "::1" else {}),
+        **({"-v": None} if verbose else {}),
     }, label
     # The plugin's exit code as the state, its status text as output, its
     # perfdata items unchanged.
@@ -341,7 +346,12 @@ def _assert_recorded(
     direct = subprocess.run(result["command"], capture_output=True, text=True, timeout=60)
     again = PluginOutput.parse(direct.stdout)
     assert direct.returncode == state, direct.stdout
-    assert again.text == result["output"].strip(), label
+    first, *long_output = result["output"].split("\n")
+    assert again.text == first.strip(), label
+    # With -v, Icinga keeps the long output lines (their timings differ).
+    assert [line.split(":")[0] for line in long_output] == [
+        line.split(":")[0] for line in again.long_output
+    ], label
     assert again.perfdata["days_left"][1:] == perf["days_left"][1:]
     recorded = float(perf["days_left"][0])
     assert abs(again.value("days_left") - recorded) <= 0.011, label
