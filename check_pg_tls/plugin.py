@@ -73,6 +73,8 @@ class CertificateResource(nagiosplugin.Resource):
         self.verdict: Verdict | None = None
         self.error: ProbeError | None = None
         self.checked_at: dt.datetime | None = None
+        #: Seconds to the end of the handshake, or to the failure.
+        self.seconds = 0.0
         #: Every finding: the verdict's, then the plaintext login check's.
         self.findings: tuple[Finding, ...] = ()
 
@@ -87,7 +89,9 @@ class CertificateResource(nagiosplugin.Resource):
             self.observation = probe(self.target, self.timeout, self.direct)
         except ProbeError as exc:
             self.error = exc
+            self.seconds = time.monotonic() - started
             return
+        self.seconds = self.observation.handshake_seconds
         self.checked_at = dt.datetime.now(dt.timezone.utc)
         try:
             self.verdict = judge(self.observation, self.policy, self.checked_at)
@@ -117,6 +121,10 @@ class CertificateResource(nagiosplugin.Resource):
     def probe(self) -> Iterator[Metric]:
         if not self.collected:
             self.collect()
+        # Time is reported even when the probe failed, so that every run has
+        # perfdata (a timeout shows as a spike, and Sensu's nagios_perfdata
+        # extraction does not fail on an outage).
+        yield self._metric("time", round(self.seconds, 6), "time", uom="s", min=0)
         if self.error is not None:
             yield self._metric("connection", self.error, "connection")
             return
@@ -124,8 +132,6 @@ class CertificateResource(nagiosplugin.Resource):
         # Floored like the status line's whole days, so the two never disagree.
         days = math.floor(self.verdict.days_left * 100) / 100
         yield self._metric("days_left", days, "days_left")
-        seconds = round(self.observation.handshake_seconds, 6)
-        yield self._metric("time", seconds, "time", uom="s", min=0)
         for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 from collections.abc import Iterator
@@ -115,7 +116,10 @@ def test_connection_refused_is_critical() -> None:
         port = closed.port
         result = run_plugin("-H", "127.0.0.1", "-p", str(port))
     assert result.returncode == 2
-    assert result.status_line == f"PG_TLS CRITICAL - 127.0.0.1:{port}: connection refused"
+    text, _, perfdata = result.status_line.partition(" | ")
+    assert text == f"PG_TLS CRITICAL - 127.0.0.1:{port}: connection refused"
+    # Every run has perfdata, an outage too: the time to the failure.
+    assert re.fullmatch(r"time=[0-9.]+s;;;0", perfdata), perfdata
 
 
 def test_connection_refused_can_be_unknown() -> None:
@@ -124,7 +128,7 @@ def test_connection_refused_can_be_unknown() -> None:
             "-H", "127.0.0.1", "-p", str(closed.port), "--unreachable-state", "unknown"
         )
     assert result.returncode == 3
-    assert result.status_line.endswith(": connection refused")
+    assert result.status_line.split(" | ")[0].endswith(": connection refused")
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
