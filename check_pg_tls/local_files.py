@@ -12,7 +12,6 @@ import warnings
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from .posture import KeyFile
 
@@ -81,6 +80,10 @@ def inspect_key_file(path: str) -> KeyFile:
             data = handle.read()
     except OSError as exc:
         return KeyFile(path, mode, None, (exc.strerror or "cannot read it").lower())
+    # Imported here: serialization costs a check ~10 ms of start-up, and only
+    # --key-file needs it.
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

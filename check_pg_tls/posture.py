@@ -12,7 +12,7 @@ import stat
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
@@ -188,6 +188,10 @@ def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
             )
         )
     else:
+        # Imported here: serialization costs a check ~10 ms of start-up, and
+        # only --key-file needs it.
+        from cryptography.hazmat.primitives import serialization
+
         served_key = served.certificate.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
