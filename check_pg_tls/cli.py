@@ -14,11 +14,11 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__
+from .options import UsageError, parser
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -31,233 +31,6 @@ __all__ = ["main", "run"]
 
 PREFIX = "PG_TLS"
 _STATES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-
-
-class UsageError(Exception):
-    """A bad option: UNKNOWN, with a one-line reason."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(
-        prog="check_pg_tls",
-        usage="%(prog)s [options] -H HOST | TARGET... | --targets-file FILE",
-        description=(
-            "Check the TLS certificate a PostgreSQL server presents: would a client "
-            "with the given sslmode accept it, and how many days are left? "
-            "The check sends an SSLRequest, completes a TLS handshake without "
-            "sending any credentials, and closes cleanly."
-        ),
-        epilog=(
-            "Targets: host, host:port, host(servername):port, [ipv6]:port. "
-            "Thresholds: a number N means fewer than N days left; Nagios ranges "
-            "(10:, @0:30) are accepted; N%% is a share of the leaf certificate's "
-            "lifetime. Exit codes, in every output format: the worst state over all "
-            "targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
-        ),
-    )
-    add = parser.add_argument
-    add("targets", nargs="*", metavar="TARGET", help="servers to check, as host[:port]")
-    add(
-        "-H",
-        "--host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="server name or address to connect to (repeatable; may be a target spec)",
-    )
-    add(
-        "--targets-file",
-        metavar="FILE",
-        help="read targets from FILE, one a line; # starts a comment",
-    )
-    add(
-        "-p",
-        "--port",
-        type=_port,
-        default=5432,
-        help="TCP port for targets that name none (default: %(default)s)",
-    )
-    add(
-        "--servername",
-        metavar="NAME",
-        help="name the certificate must carry and SNI to send, when it differs from "
-        "the host (libpq's host, with the host as hostaddr)",
-    )
-    add(
-        "-w",
-        "--warning",
-        default="20",
-        metavar="THRESHOLD",
-        help="warn below this many days left (default: %(default)s)",
-    )
-    add(
-        "-c",
-        "--critical",
-        default="15",
-        metavar="THRESHOLD",
-        help="critical below this many days left (default: %(default)s)",
-    )
-    add(
-        "--min-days",
-        dest="critical",
-        metavar="DAYS",
-        help="the same as -c, spelt as in the cron tool this plugin grew out of",
-    )
-    add(
-        "--sslmode",
-        default="verify-full",
-        choices=("require", "verify-ca", "verify-full"),
-        help="what a client demands, as in libpq (default: %(default)s)",
-    )
-    add(
-        "--sslrootcert",
-        default="system",
-        metavar="FILE|system",
-        help="trusted root certificates: a PEM file, or 'system' for the system "
-        "trust store (default: %(default)s)",
-    )
-    add(
-        "-t",
-        "--timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up on a server after this many seconds (default: %(default)g)",
-    )
-    add(
-        "--workers",
-        type=_workers,
-        default=None,
-        metavar="N",
-        help="servers checked at once (default: 16)",
-    )
-    family = parser.add_mutually_exclusive_group()
-    family.add_argument(
-        "-4", dest="family", action="store_const", const=4, default=0, help="connect over IPv4 only"
-    )
-    family.add_argument(
-        "-6", dest="family", action="store_const", const=6, help="connect over IPv6 only"
-    )
-    add(
-        "--unreachable-state",
-        default="critical",
-        choices=("critical", "warning", "unknown"),
-        help="state when a server cannot be reached or does not answer in time "
-        "(default: %(default)s)",
-    )
-    add(
-        "--negotiation",
-        default="postgres",
-        choices=("postgres", "direct"),
-        help="postgres: SSLRequest first (every version); direct: TLS at once with ALPN "
-        "postgresql, as libpq's sslnegotiation=direct (PostgreSQL 17+) "
-        "(default: %(default)s)",
-    )
-    posture = parser.add_argument_group("posture checks")
-    posture.add_argument(
-        "--min-tls-version",
-        default="TLSv1.2",
-        choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
-        help="CRITICAL below this protocol version (default: %(default)s)",
-    )
-    posture.add_argument(
-        "--min-rsa-bits",
-        type=_bits,
-        default=2048,
-        metavar="BITS",
-        help="WARNING for a smaller RSA key (default: %(default)s)",
-    )
-    posture.add_argument(
-        "--min-ec-bits",
-        type=_bits,
-        default=256,
-        metavar="BITS",
-        help="WARNING for a smaller EC key (default: %(default)s)",
-    )
-    posture.add_argument(
-        "--weak-signature-state",
-        default="critical",
-        choices=("critical", "warning", "ok"),
-        help="state for a SHA-1 or MD5 signature on the leaf or an "
-        "intermediate (default: %(default)s)",
-    )
-    posture.add_argument(
-        "--cert-file",
-        metavar="FILE",
-        help="the certificate file the server should serve (e.g. a "
-        "fullchain.pem): WARNING when the server still serves another "
-        "one, i.e. was not reloaded",
-    )
-    posture.add_argument(
-        "--key-file",
-        metavar="FILE",
-        help="the server's private key file: WARNING when group-writable or "
-        "readable/writable by others, CRITICAL when it does not match the "
-        "served certificate, UNKNOWN when unreadable; never printed",
-    )
-    posture.add_argument(
-        "--check-plaintext",
-        metavar="USER[@DATABASE]",
-        help="also send an unencrypted StartupMessage for USER and report "
-        "whether the server would proceed to authentication; never sends "
-        "a password, but leaves a line in the server's log",
-    )
-    posture.add_argument(
-        "--plaintext-state",
-        default="warning",
-        choices=("warning", "critical"),
-        help="state when unencrypted logins are possible (default: %(default)s)",
-    )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--tap", action="store_true", help="print a TAP version 13 report")
-    output.add_argument("--json", action="store_true", help="print one JSON document")
-    output.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="cron mode: print nothing when all is well, else one line "
-        "per server that needs attention",
-    )
-    add(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more output: -v lists the chain and the TLS session; -vvv shows tracebacks",
-    )
-    add("-V", "--version", action="version", version=f"check_pg_tls {__version__}")
-    return parser
-
-
-def _bounded(
-    what: str, cast: Callable[[str], float], low: float, high: float
-) -> Callable[[str], Any]:
-    """An argparse type: a number of ``cast``'s kind within [low, high]."""
-
-    def parse(text: str) -> float:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"invalid {what} {text!r}: must be {low:g} to {high:g}"
-            )
-        return value
-
-    return parse
-
-
-_port = _bounded("port", int, 1, 65535)
-_bits = _bounded("number of bits", int, 0, 65536)
-_workers = _bounded("number of workers", int, 1, 256)
-# Float seconds; a zero timeout would give up before starting.
-_seconds = _bounded("timeout", float, 0.001, 3600)
 
 
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
@@ -289,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = 0
     try:
         try:
-            args = _parser().parse_args(argv)
+            args = parser().parse_args(argv)
         except UsageError as exc:
             return _emit("unknown", f"{exc} (see --help)")
         verbose = args.verbose
