@@ -62,39 +62,53 @@ def bench_python() -> Path:
     return python
 
 
-def measure(argv: list[str], runs: int) -> tuple[list[float], list[float], set[int]]:
-    """Wall time and peak RSS of ``argv`` over ``runs`` runs.
+Row = tuple[str, list[float], list[float], list[float], set[int]]
 
-    Peak RSS comes from GNU time: a child forked by this (large) Python
-    process would start with this process's pages counted in its own peak,
-    while GNU time is small, so what it reports is the command's own.
+
+def measure(commands: dict[str, list[str]], runs: int) -> list[Row]:
+    """Wall time and peak RSS of each command over ``runs`` rounds.
+
+    The commands take turns within each round, so that whatever else the
+    machine is doing weighs on all of them alike. Peak RSS comes from GNU
+    time: a child forked by this (large) Python process would start with
+    this process's pages counted in its own peak, while GNU time is small, so
+    what it reports is the command's own.
     """
-    walls, rss, codes = [], [], set()
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, list[float]] = {name: [] for name in commands}
+    codes: dict[str, set[int]] = {name: set() for name in commands}
     with tempfile.NamedTemporaryFile("r") as report:
         for _ in range(runs):
-            start = time.perf_counter()
-            done = subprocess.run(
-                [GNU_TIME, "-q", "-o", report.name, "-f", "%M", *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            walls.append((time.perf_counter() - start) * 1000)
-            report.seek(0)
-            rss.append(int(report.read().split()[-1]) / 1024)
-            codes.add(done.returncode)
-    return walls, rss, codes
+            for name, argv in commands.items():
+                start = time.perf_counter()
+                done = subprocess.run(
+                    [GNU_TIME, "-q", "-o", report.name, "-f", "%M %U %S", *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                walls[name].append((time.perf_counter() - start) * 1000)
+                report.seek(0)
+                peak, user, system = report.read().split()[-3:]
+                rss[name].append(int(peak) / 1024)
+                cpu[name].append((float(user) + float(system)) * 1000)
+                codes[name].add(done.returncode)
+    return [(name, walls[name], cpu[name], rss[name], codes[name]) for name in commands]
 
 
 def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def table(title: str, rows: list[tuple[str, list[float], list[float], set[int]]]) -> None:
+def table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}\n")
-    print(f"{'command':44} {'wall ms':>26} {'peak RSS MB':>20}  exit")
-    for name, walls, rss, codes in rows:
-        print(f"{name:44} {fmt(walls):>26} {fmt(rss):>20}  {','.join(map(str, sorted(codes)))}")
+    print(f"{'command':38} {'wall ms':>24} {'CPU ms':>22} {'peak RSS MB':>18}  exit")
+    for name, walls, cpu, rss, codes in rows:
+        print(
+            f"{name:38} {fmt(walls):>24} {fmt(cpu):>22} {fmt(rss):>18}  "
+            f"{','.join(map(str, sorted(codes)))}"
+        )
 
 
 def main() -> int:
@@ -152,10 +166,8 @@ def main() -> int:
                 print(f"check_ssl_cert skipped: {trial.stdout.strip()[:120]}")
             else:
                 single["check_ssl_cert -P postgres"] = argv
-        rows = []
-        for name, argv in single.items():
-            measure(argv, 2)  # warm the page cache
-            rows.append((name, *measure(argv, args.runs)))
+        measure(single, 2)  # warm the page cache
+        rows = measure(single, args.runs)
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; median (min-max)")
         table(f"One check, {args.runs} runs each", rows)
 
@@ -186,8 +198,7 @@ def main() -> int:
                         str(plain),
                     ],
                 }
-                for name, argv in fleet.items():
-                    rows.append((name, *measure(argv, args.fleet_runs)))
+                rows += measure(fleet, args.fleet_runs)
             table(f"Fleets, {args.fleet_runs} runs each, 16 at a time", rows)
     finally:
         for cluster in clusters:
