@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .pgcluster import free_port
+from .pgcluster import ServerProcess, free_port, spawn_as
 
 __all__ = [
     "CONF",
@@ -442,22 +442,14 @@ def _icinga_string(value: object) -> str:
 
 
 def _spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    # A session of its own, so a hung daemon and its workers can be killed
-    # as one group without touching anything else.
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd="/",
-    )
+    # As the invoking user, in a session of its own (see ServerProcess.stop).
+    return spawn_as(None, argv, log)
 
 
 # --- Nagios 4 -----------------------------------------------------------------
 
 
-class NagiosTree:
+class NagiosTree(ServerProcess):
     """A Nagios Core 4 main config that reads only the given object files and
     keeps every file Nagios writes inside ``path``.
 
@@ -523,7 +515,8 @@ class NagiosTree:
         )
 
     def start(self) -> NagiosTree:
-        with open(self.path / "daemon.log", "wb") as log:
+        self.log_path = self.path / "daemon.log"
+        with open(self.log_path, "wb") as log:
             self.process = _spawn([program("nagios4"), str(self.main)], log)
         return self
 
@@ -547,29 +540,18 @@ class NagiosTree:
         end = time.monotonic() + timeout
         while True:
             if self.process is not None and self.process.poll() is not None:
-                log = (self.path / "daemon.log").read_text(errors="replace")
-                raise RuntimeError(f"nagios4 exited with {self.process.returncode}:\n{log}")
+                raise RuntimeError(f"nagios4 exited with {self.process.returncode}:\n{self.log()}")
             services = self.services()
             checked = {n for n, f in services.items() if f.get("has_been_checked") == "1"}
             if checked >= set(names) or time.monotonic() > end:
                 return services
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
 
 # --- NRPE ---------------------------------------------------------------------
 
 
-class Nrpe:
+class Nrpe(ServerProcess):
     """``nrpe -f`` on 127.0.0.1 with the given ``command[...]`` file.
 
     Started as root, NRPE drops to ``nrpe_user`` (it refuses to run commands
@@ -618,19 +600,6 @@ class Nrpe:
             if time.monotonic() > end:
                 raise TimeoutError(f"nrpe not answering after {timeout} s:\n{self.log()}")
             time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def check_nrpe(

@@ -170,7 +170,9 @@ class ServerProcess:
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            # Every server runs in a session of its own (spawn_as): a hung one
+            # goes with all its workers, and nothing else.
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
 
