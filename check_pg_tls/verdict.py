@@ -19,10 +19,7 @@ from .probe import Observation
 from .text import safe
 from .trust import ChainCheck, check_chain
 
-__all__ = ["SSLMODES", "Finding", "Policy", "Verdict", "describe_days", "judge"]
-
-#: The sslmodes that promise TLS, weakest first; the weaker ones promise nothing.
-SSLMODES = ("require", "verify-ca", "verify-full")
+__all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
 
 
 class Policy(NamedTuple):
