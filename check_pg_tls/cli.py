@@ -132,12 +132,16 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     if not args.check_plaintext:
         return None
     from .plugin import Plaintext
+    from .protocol import startup_message
 
     user, _, database = args.check_plaintext.partition("@")
-    if not user or "\x00" in args.check_plaintext:
+    try:
+        # The message is built again when sent; this only proves it can be.
+        startup_message(user, database or user)
+    except ValueError:
         raise UsageError(
             f"invalid --check-plaintext {args.check_plaintext!r}: give USER[@DATABASE]"
-        )
+        ) from None
     return Plaintext(user, database or user, args.plaintext_state)
 
 
