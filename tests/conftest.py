@@ -58,6 +58,14 @@ def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> R
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def check_local(port: int, root_file: Path, *args: str, servername: str | None = None) -> Run:
+    """The plugin against a test server on 127.0.0.1, trusting the test root."""
+    name = ["--servername", servername] if servername else []
+    return run_plugin(
+        "-H", "127.0.0.1", "-p", str(port), *name, "--sslrootcert", str(root_file), *args
+    )
+
+
 @dataclass
 class Pki:
     root: pki.Issued

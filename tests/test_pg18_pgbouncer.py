@@ -13,7 +13,7 @@ from testbed.pg18 import pg18_bindir
 from testbed.pgbouncer import PgBouncer
 from testbed.pgcluster import Cluster, Workspace
 
-from .conftest import Pki, Run, run_plugin
+from .conftest import Pki, Run, check_local, run_plugin
 
 NOISE = (
     "could not accept SSL connection",
@@ -39,17 +39,7 @@ def pg18(ca: Pki) -> Iterator[Cluster]:
 
 
 def check(port: int, ca: Pki, name: str, *args: str) -> Run:
-    return run_plugin(
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "--servername",
-        name,
-        "--sslrootcert",
-        str(ca.root_file),
-        *args,
-    )
+    return check_local(port, ca.root_file, *args, servername=name)
 
 
 def libpq18_connects(cluster: Cluster, ca: Pki, home: Path, negotiation: str) -> bool:

@@ -19,7 +19,7 @@ from testbed import pki
 from testbed.faults import FaultServer, tls_only
 from testbed.pgcluster import Cluster, Workspace, weak_openssl_conf
 
-from .conftest import Pki, Run, psql_connects, run_plugin
+from .conftest import Pki, Run, check_local, psql_connects, run_plugin
 
 WEAK_SERVER = {"ssl_ciphers": "'ALL:@SECLEVEL=0'"}
 
@@ -41,17 +41,7 @@ def start(workspace: Workspace) -> Iterator[Callable[..., Cluster]]:
 
 
 def check(cluster: Cluster, ca: Pki, *args: str) -> Run:
-    return run_plugin(
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(cluster.port),
-        "--servername",
-        "db.test",
-        "--sslrootcert",
-        str(ca.root_file),
-        *args,
-    )
+    return check_local(cluster.port, ca.root_file, *args, servername="db.test")
 
 
 # --- weak crypto ---------------------------------------------------------------

@@ -9,15 +9,13 @@ import pytest
 from testbed import pki
 from testbed.pgcluster import Cluster
 
-from .conftest import Pki, run_plugin
+from .conftest import Pki, Run, check_local, run_plugin
 
 ServerFactory = Callable[[str], Cluster]
 
 
-def check(cluster: Cluster, ca: Pki, *args: str):  # type: ignore[no-untyped-def]
-    return run_plugin(
-        "-H", "127.0.0.1", "-p", str(cluster.port), "--sslrootcert", str(ca.root_file), *args
-    )
+def check(cluster: Cluster, ca: Pki, *args: str) -> Run:
+    return check_local(cluster.port, ca.root_file, *args)
 
 
 @pytest.mark.parametrize(
