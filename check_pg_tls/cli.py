@@ -23,9 +23,10 @@ from .options import UsageError, parser
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from .model import Target
+    from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
-    from .probe import Target
 
 __all__ = ["main", "run"]
 
@@ -149,8 +150,9 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
+    from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .local_files import LocalFileError, load_roots
+    from .openssl_client import client_contexts
     from .plugin import (
         CertificateSummary,
         ConnectionContext,
@@ -180,10 +182,10 @@ def _run(args: argparse.Namespace) -> int:
         # libpq reads a root file only when it exists; with require and the
         # default, nothing is loaded. An explicit file that cannot be read
         # is a configuration error, whatever the sslmode.
-        roots = None
+        sslrootcert = None
         if args.sslmode != "require" or args.sslrootcert != "system":
-            roots = load_roots(args.sslrootcert)
-        resources = _resources(args, targets, roots)
+            sslrootcert = args.sslrootcert
+        resources = _resources(args, targets, client_contexts(sslrootcert))
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
     if not single:
@@ -208,32 +210,34 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resources(
-    args: argparse.Namespace, targets: list[Target], roots: tuple[x509.Certificate, ...] | None
+    args: argparse.Namespace, targets: list[Target], contexts: ClientContexts
 ) -> list[CertificateResource]:
     from .plugin import CertificateResource
     from .verdict import Policy
 
     single = len(targets) == 1
-    local = _local_files(args, single)
+    cert_file, key_file = _local_files(args, single)
     plaintext = _plaintext(args)
     seen: set[str] = set()
     return [
         CertificateResource(
             target,
             Policy(
-                args.sslmode,
-                target.checked_name,
-                roots,
-                args.min_tls_version,
-                args.min_rsa_bits,
-                args.min_ec_bits,
-                args.weak_signature_state,
-                *local,
+                sslmode=args.sslmode,
+                servername=target.checked_name,
+                sslrootcert=contexts.sslrootcert,
+                min_tls_version=args.min_tls_version,
+                min_rsa_bits=args.min_rsa_bits,
+                min_ec_bits=args.min_ec_bits,
+                weak_signature=args.weak_signature_state,
+                cert_file=cert_file,
+                key_file=key_file,
             ),
+            contexts,
             args.timeout,
-            "" if single else _label(target, seen),
-            args.negotiation == "direct",
-            plaintext,
+            label="" if single else _label(target, seen),
+            direct=args.negotiation == "direct",
+            plaintext=plaintext,
         )
         for target in targets
     ]

@@ -6,7 +6,6 @@ Each takes the evaluated per-target reports and returns the whole text.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,16 +126,12 @@ def _target(report: TargetReport) -> dict[str, Any]:
             {
                 "subject": cert.subject,
                 "issuer": cert.issuer,
-                "serial": format(cert.certificate.serial_number, "x"),
+                "serial": cert.serial,
                 "not_before": _time(cert.not_before),
                 "not_after": _time(cert.not_after),
                 "days_left": round(cert.days_left(now), 4),
-                "dns_names": [safe(name, 100) for name in cert.dns_names],
-                "ip_addresses": [
-                    str(ipaddress.ip_address(raw))
-                    for raw in cert.ip_addresses
-                    if len(raw) in (4, 16)
-                ],
+                "dns_names": list(cert.dns_names),
+                "ip_addresses": list(cert.ip_addresses),
                 "sha256": cert.sha256,
                 "used_by_clients": index in verdict.relevant,
             }

@@ -13,13 +13,10 @@ import warnings
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from .errors import LocalFileError
 from .posture import KeyFile
 
 __all__ = ["LocalFileError", "inspect_key_file", "load_roots", "read_cert_file"]
-
-
-class LocalFileError(Exception):
-    """A file named on the command line cannot be used: UNKNOWN, with the reason."""
 
 
 def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:

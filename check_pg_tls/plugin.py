@@ -17,8 +17,10 @@ import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .model import Observation, Target
+from .openssl_client import ClientContexts
 from .posture import PlaintextOutcome, plaintext_finding
-from .probe import Observation, Target, probe, probe_plaintext
+from .probe import probe, probe_plaintext
 from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
@@ -56,6 +58,7 @@ class CertificateResource(nagiosplugin.Resource):
         self,
         target: Target,
         policy: Policy,
+        contexts: ClientContexts,
         timeout: float,
         label: str = "",
         direct: bool = False,
@@ -63,6 +66,7 @@ class CertificateResource(nagiosplugin.Resource):
     ) -> None:
         self.target = target
         self.policy = policy
+        self.contexts = contexts
         self.timeout = timeout
         #: Prefix of this target's metric names ("" for a single target).
         self.label = label
@@ -86,7 +90,7 @@ class CertificateResource(nagiosplugin.Resource):
         self.collected = True
         started = time.monotonic()
         try:
-            self.observation = probe(self.target, self.timeout, self.direct)
+            self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
             self.error = exc
             self.seconds = time.monotonic() - started
@@ -316,6 +320,8 @@ def details(resource: CertificateResource) -> list[str]:
     if mode == "require" and policy.verifies_chain:
         mode = "require (as verify-ca, because a root certificate file is given)"
     lines.append(f"sslmode: {mode}")
+    for complaint in verdict.complaints:
+        lines.append(f"openssl: {complaint}")
     for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
     return lines

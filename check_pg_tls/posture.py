@@ -12,10 +12,12 @@ import stat
 from typing import NamedTuple
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
+from .model import Observation
 from .protocol import StartupReply, StartupReplyKind
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "incomplete_chain_finding",
     "key_file_findings",
     "key_strength_finding",
+    "legacy_finding",
     "plaintext_finding",
     "reload_finding",
     "signature_finding",
@@ -80,8 +83,39 @@ def tls_version_finding(version: str, minimum: str) -> Finding:
     return Finding("tls_version", None, f"server negotiated {version}")
 
 
+def legacy_finding(observation: Observation, min_tls_version: str) -> Finding:
+    """Only a handshake with legacy settings succeeded: libpq clients cannot connect.
+
+    Unless the admin declared, with a lower ``--min-tls-version``, that their
+    clients are configured for the old protocol the server speaks.
+    """
+    version = observation.tls_version
+    if (
+        TLS_VERSIONS.index(min_tls_version) < TLS_VERSIONS.index("TLSv1.2")
+        and version in TLS_VERSIONS
+        and TLS_VERSIONS.index(version) >= TLS_VERSIONS.index(min_tls_version)
+    ):
+        return Finding(
+            "handshake",
+            None,
+            f"only a legacy handshake succeeds ({version}); accepted by --min-tls-version "
+            f"{min_tls_version}",
+        )
+    return Finding(
+        "handshake",
+        f"libpq clients cannot connect: a handshake as they make it (TLS 1.2 or newer, "
+        f"OpenSSL's default security level) fails ({observation.legacy_reason}); the server "
+        f"only completes one with legacy settings ({observation.tls_version}, "
+        f"{observation.cipher})",
+        "legacy handshake only",
+    )
+
+
 def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:
-    key = leaf.certificate.public_key()
+    try:
+        key = leaf.certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return Finding("key_strength", None, "key of a type the check does not know")
     if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
         kind, bits, minimum = (
             "RSA" if isinstance(key, rsa.RSAPublicKey) else "DSA",
@@ -110,7 +144,10 @@ def signature_finding(
         cert = chain[index].certificate
         if index > 0 and cert.issuer == cert.subject:
             continue
-        algorithm = cert.signature_hash_algorithm
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except (ValueError, UnsupportedAlgorithm):
+            continue
         if isinstance(algorithm, _WEAK_HASHES):
             who = "certificate" if index == 0 else f"intermediate {describe_name(cert.subject)}"
             return Finding(
@@ -122,11 +159,11 @@ def signature_finding(
     return Finding("signature", None, "signatures use strong hashes")
 
 
-def incomplete_chain_finding(missing: tuple[x509.Certificate, ...]) -> Finding:
+def incomplete_chain_finding(missing: tuple[CertFacts, ...]) -> Finding:
     """The chain verified only because the trust store held an intermediate."""
     if not missing:
         return Finding("intermediates", None, "server sends every intermediate certificate")
-    names = ", ".join(describe_name(cert.subject) for cert in missing)
+    names = ", ".join(cert.subject for cert in missing)
     return Finding(
         "intermediates",
         f"server sends no intermediate certificate ({names}); add it to ssl_cert_file: "

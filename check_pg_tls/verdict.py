@@ -13,11 +13,11 @@ from cryptography import x509
 
 from . import posture
 from .certs import CertFacts, load_chain
-from .names import host_matches_certificate
+from .model import Observation
+from .names import check_name
 from .posture import Finding, KeyFile
-from .probe import Observation
 from .text import safe
-from .trust import ChainCheck, check_chain
+from .trust import ChainCheck, describe_verification
 
 __all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
 
@@ -28,8 +28,9 @@ class Policy(NamedTuple):
     sslmode: str
     #: The name checked under verify-full (libpq's ``host``).
     servername: str
-    #: Trusted roots; None when nothing needs them.
-    roots: tuple[x509.Certificate, ...] | None = None
+    #: libpq's ``sslrootcert`` when roots are loaded (a file or ``system``);
+    #: None when nothing is verified.
+    sslrootcert: str | None = None
     #: Oldest acceptable protocol (libpq's default ssl_min_protocol_version).
     min_tls_version: str = "TLSv1.2"
     min_rsa_bits: int = 2048
@@ -46,7 +47,7 @@ class Policy(NamedTuple):
         # libpq: "if a root CA file exists, the behavior of sslmode=require
         # will be the same as that of verify-ca". Roots given with require
         # therefore mean verify-ca, as they do to psql.
-        return self.sslmode != "require" or self.roots is not None
+        return self.sslmode != "require" or self.sslrootcert is not None
 
     @property
     def verifies_name(self) -> bool:
@@ -62,8 +63,10 @@ class Verdict(NamedTuple):
     #: Index into ``chain`` of that certificate.
     limiting: int
     findings: tuple[Finding, ...]
-    #: The verified path, leaf first, when the chain was verified.
-    path: tuple[x509.Certificate, ...] = ()
+    #: The verified path, leaf first, as DER, when the chain was verified.
+    path: tuple[bytes, ...] = ()
+    #: Every complaint of OpenSSL's verification, worded (for -v and JSON).
+    complaints: tuple[str, ...] = ()
 
     @property
     def leaf(self) -> CertFacts:
@@ -83,9 +86,12 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     chain = load_chain(observation.chain)
     findings: list[Finding] = []
     chain_check: ChainCheck | None = None
+    if observation.legacy_reason is not None:
+        findings.append(posture.legacy_finding(observation, policy.min_tls_version))
     if policy.verifies_chain:
-        assert policy.roots is not None
-        chain_check = check_chain([c.certificate for c in chain], policy.roots, now)
+        chain_check = describe_verification(
+            chain, observation.verify_errors, observation.verified_chain
+        )
         findings.append(
             Finding(
                 "trust",
@@ -116,6 +122,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         limiting=limiting,
         findings=tuple(findings),
         path=chain_check.path if chain_check else (),
+        complaints=chain_check.complaints if chain_check else (),
     )
 
 
@@ -124,14 +131,19 @@ def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[i
     # (an old cross-signed root, say) do not affect clients: ignore them.
     if check is None or not check.ok:
         return tuple(range(len(chain)))
-    used = [i for i, c in enumerate(chain) if c.certificate in check.path]
+    used = [i for i, c in enumerate(chain) if c.der in check.path]
     return tuple(used) or (0,)
 
 
 def _name_finding(leaf: CertFacts, name: str) -> Finding:
     shown = safe(name, 100)
-    if host_matches_certificate(leaf, name):
+    check = check_name(leaf.names, name)
+    if check.matches:
         return Finding("name", None, f"certificate is valid for {shown}")
+    if check.malformed is not None:
+        return Finding(
+            "name", f"certificate is not valid for {shown}: {check.malformed}", "bad name"
+        )
     names = leaf.names_for_display()
     valid_for = (
         f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""

@@ -1,0 +1,141 @@
+"""OpenSSL client contexts, configured the way libpq configures its own.
+
+libpq does not validate certificate chains: it hands the trusted roots to
+OpenSSL, turns on peer verification, and lets OpenSSL decide. So does this
+module, with one difference: the verify callback records every complaint
+and lets the handshake finish. A client that aborted would send an alert
+(an error line in the server's log) and would never learn how many days a
+bad certificate has left.
+
+Built once per run and shared by every probe: loading a trust store is the
+costly part, a handshake only reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from OpenSSL import SSL, crypto
+
+from .errors import LocalFileError
+
+__all__ = ["ALPN_PROTOCOL", "ClientContexts", "client_contexts", "verify_error_message"]
+
+#: Offered like libpq 17+ does; older servers ignore it.
+ALPN_PROTOCOL = b"postgresql"
+
+# What clients refuse today: libpq's default minimum protocol (its
+# ssl_min_protocol_version), and OpenSSL's default security level 2 as
+# today's distributions build it (112-bit keys and signatures at least).
+# Stated explicitly: the OpenSSL this module is linked against may have been
+# built with another default, and the verdict must not depend on that.
+_CURRENT_CIPHERS = b"DEFAULT:@SECLEVEL=2"
+# Everything an old server may still speak, so that it is seen and named.
+_LEGACY_CIPHERS = b"ALL:@SECLEVEL=0"
+
+
+class ClientContexts:
+    """The two handshakes a probe may try, and whether they verify."""
+
+    def __init__(self, sslrootcert: str | None) -> None:
+        self.sslrootcert = sslrootcert
+        #: libpq's settings: TLS 1.2 or newer at the default security level.
+        self.current = _context(_CURRENT_CIPHERS, SSL.TLS1_2_VERSION, sslrootcert)
+        self._legacy: SSL.Context | None = None
+
+    @property
+    def verifies(self) -> bool:
+        """Whether trusted roots were loaded and the chain is verified."""
+        return self.sslrootcert is not None
+
+    @property
+    def legacy(self) -> SSL.Context:
+        """Any protocol version and cipher at security level 0.
+
+        Only for a server with which ``current`` cannot complete a handshake,
+        to name what it speaks; built on first use (two threads that race
+        here merely build it twice).
+        """
+        if self._legacy is None:
+            self._legacy = _context(_LEGACY_CIPHERS, SSL.TLS1_VERSION, self.sslrootcert)
+        return self._legacy
+
+
+def _record(connection: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
+    # OpenSSL resets the verification result when the callback says yes, so
+    # complaints are kept here, as they come (one certificate may raise
+    # several). The body cannot raise: an exception would abort the
+    # handshake and surface from do_handshake().
+    if not ok:
+        connection.get_app_data().append((depth, code, cert))
+    return True
+
+
+def _context(ciphers: bytes, minimum: int, sslrootcert: str | None) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(minimum)
+    context.set_cipher_list(ciphers)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
+    context.set_alpn_protos([ALPN_PROTOCOL])
+    context.set_verify(SSL.VERIFY_PEER, _record)
+    if sslrootcert is not None:
+        _load_roots(context, sslrootcert)
+    return context
+
+
+def _load_roots(context: SSL.Context, sslrootcert: str) -> None:
+    if sslrootcert == "system":
+        # libpq 16+ calls SSL_CTX_set_default_verify_paths for "system";
+        # pyOpenSSL's version also finds the distribution's store when the
+        # OpenSSL inside the wheel was built for other paths.
+        context.set_default_verify_paths()
+        return
+    # The file goes through OpenSSL's own loader, as libpq's does, so every
+    # form OpenSSL reads works (PEM, TRUSTED CERTIFICATE, text around the
+    # PEM blocks, CRLs beside the certificates). Reading it first only makes
+    # a missing or unreadable file say so in plain words.
+    if os.path.isdir(sslrootcert):
+        raise LocalFileError(f"cannot read root certificate file {sslrootcert}: it is a directory")
+    try:
+        with open(sslrootcert, "rb"):
+            pass
+    except OSError as exc:
+        raise LocalFileError(
+            f"cannot read root certificate file {sslrootcert}: {exc.strerror}"
+        ) from None
+    try:
+        context.load_verify_locations(sslrootcert)
+    except SSL.Error as exc:
+        raise LocalFileError(
+            f"OpenSSL cannot use root certificate file {sslrootcert} "
+            f"({openssl_reason(exc) or 'no certificate found'}); libpq cannot either"
+        ) from None
+
+
+def client_contexts(sslrootcert: str | None) -> ClientContexts:
+    """Contexts for a run; ``sslrootcert`` is a file, ``system``, or None (no verification).
+
+    Raises:
+        LocalFileError: the root certificate file cannot be used.
+    """
+    return ClientContexts(sslrootcert)
+
+
+def openssl_reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason (``tlsv1 alert protocol version``): its words, never the peer's."""
+    details: Any = exc.args[0] if exc.args else None
+    if isinstance(details, list) and details and isinstance(details[-1], tuple):
+        return str(details[-1][-1])
+    return str(details or "")
+
+
+def verify_error_message(code: int) -> str:
+    """OpenSSL's words for a verification error code."""
+    try:
+        from OpenSSL._util import ffi, lib
+
+        text = ffi.string(lib.X509_verify_cert_error_string(code))
+        return text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+    except (ImportError, AttributeError):
+        return f"verification error {code}"
