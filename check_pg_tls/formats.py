@@ -12,7 +12,6 @@ from typing import Any
 import nagiosplugin
 
 from .plugin import TargetReport
-from .text import safe
 
 __all__ = ["fleet_lines", "json_document", "quiet", "tap"]
 

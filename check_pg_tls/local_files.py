@@ -1,13 +1,12 @@
-"""Reading files named on the command line: trusted roots, the server's certificate and key.
+"""Reading files named on the command line: the server's certificate and key.
 
-The only module besides the probe that does I/O. Key material is loaded only
+Trusted roots are read by OpenSSL itself (:mod:`.openssl_client`). Key material is loaded only
 to derive its public half and is never printed, logged or kept.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 import warnings
 
 from cryptography import x509
@@ -16,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from .errors import LocalFileError
 from .posture import KeyFile
 
-__all__ = ["LocalFileError", "inspect_key_file", "load_roots", "read_cert_file"]
+__all__ = ["LocalFileError", "inspect_key_file", "read_cert_file"]
 
 
 def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
@@ -34,27 +33,6 @@ def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
             return tuple(x509.load_pem_x509_certificates(data))
     except ValueError:
         raise LocalFileError(f"no valid PEM certificate in {what} {path}") from None
-
-
-def load_roots(spec: str) -> tuple[x509.Certificate, ...]:
-    """Trusted roots like libpq's ``sslrootcert``: a PEM file, or ``system``."""
-    if spec != "system":
-        return read_certificates(spec, "root certificate file")
-    paths = ssl.get_default_verify_paths()
-    if paths.cafile and os.path.isfile(paths.cafile):
-        return read_certificates(paths.cafile, "system trust store")
-    if paths.capath and os.path.isdir(paths.capath):
-        roots: list[x509.Certificate] = []
-        for name in sorted(os.listdir(paths.capath)):
-            full = os.path.join(paths.capath, name)
-            if os.path.isfile(full):
-                try:
-                    roots.extend(read_certificates(full, "trusted certificate"))
-                except LocalFileError:
-                    continue
-        if roots:
-            return tuple(roots)
-    raise LocalFileError("no system trust store found (install ca-certificates)")
 
 
 def read_cert_file(path: str) -> x509.Certificate:
