@@ -98,6 +98,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         "not_after": None,
         "expires_first": None,
         "checks": {},
+        "openssl": [],
         "chain": [],
     }
     if observation is not None:
@@ -107,6 +108,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
             "alpn": observation.alpn,
             "connect_ms": round(observation.connect_seconds * 1000, 3),
             "handshake_ms": round(observation.handshake_seconds * 1000, 3),
+            "legacy_handshake": observation.legacy_reason,
         }
     if verdict is not None:
         now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
@@ -121,6 +123,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
             }
             for f in resource.findings
         }
+        entry["openssl"] = list(verdict.complaints)
         entry["chain"] = [
             {
                 "subject": cert.subject,

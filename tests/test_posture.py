@@ -7,6 +7,7 @@ server too old for it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,12 @@ def test_old_protocol_is_critical_and_libpq_agrees(
     # The certificate itself was still seen and judged.
     assert "certificate expires in 89 days" in result.status_line
     assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
+    assert "libpq clients cannot connect" in result.status_line
+    document = json.loads(check(cluster, ca, "--json").stdout)
+    (target,) = document["targets"]
+    assert target["tls"]["version"] == "TLSv1.1"
+    assert "protocol version" in target["tls"]["legacy_handshake"]
+    assert target["checks"]["handshake"]["severity"] == "critical"
     relaxed = check(cluster, ca, "--min-tls-version", "TLSv1")
     assert relaxed.returncode == 0, relaxed.stdout
 
