@@ -86,6 +86,16 @@ def test_intermediate_from_the_root_file_fills_the_gap_with_a_warning(files: Pat
     )
 
 
+def test_trusted_intermediate_without_its_root_is_not_enough(files: Path) -> None:
+    # libpq does not allow partial chains: the path must end in a root.
+    result = verdict(files, [LEAF, INTERMEDIATE], LEAF, [INTERMEDIATE])
+    assert problem(result) == (
+        "chain does not reach a trusted root: issuer CN=check_pg_tls Test Root,O=check_pg_tls "
+        "tests of intermediate CN=check_pg_tls Test Intermediate,O=check_pg_tls tests is "
+        "neither sent by the server nor a trusted root"
+    )
+
+
 def test_self_signed_leaf_is_called_self_signed(files: Path) -> None:
     snakeoil = make_leaf(None)
     result = verdict(files, [snakeoil], snakeoil, [ROOT])
