@@ -129,6 +129,44 @@ def _local_files(
     return cert, key
 
 
+def _crls(args: argparse.Namespace, contexts: ClientContexts) -> dict[str, Any]:
+    """The CRL part of the policy: what to judge, and what libpq would ignore."""
+    if not (args.sslcrl or args.sslcrldir or args.audit_crl):
+        return {}
+    from .certs import facts
+    from .errors import LocalFileError
+    from .local_files import read_certificates, read_crl_dir, read_crls
+
+    crls = [crl for path in args.audit_crl for crl in read_crls(path)]
+    ignored = None
+    if contexts.checks_crls:
+        if args.sslcrl:
+            crls += read_crls(args.sslcrl)
+        if args.sslcrldir:
+            crls += read_crl_dir(args.sslcrldir)
+    elif args.sslcrl or args.sslcrldir:
+        ignored = (
+            "libpq ignores sslcrl and sslcrldir without a root certificate file (here: "
+            f"sslrootcert={contexts.sslrootcert or 'none'}): clients set up like this "
+            "check no revocation"
+        )
+    issuers: tuple[Any, ...] = ()
+    if contexts.sslrootcert not in (None, "system"):
+        # Only to check CRL signatures; OpenSSL has read the file for trust
+        # already, including forms cryptography does not read.
+        try:
+            roots = read_certificates(contexts.sslrootcert, "root certificate file")
+        except LocalFileError:
+            roots = ()
+        issuers = tuple(facts(cert) for cert in roots)
+    return {
+        "crls": tuple(crls),
+        "checks_crls": contexts.checks_crls,
+        "crl_issuers": issuers,
+        "crls_ignored": ignored,
+    }
+
+
 def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     if not args.check_plaintext:
         return None
@@ -156,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plugin import (
         CertificateSummary,
         ConnectionContext,
+        CrlDaysLeftContext,
         DaysLeftContext,
         FindingContext,
         FleetSummary,
@@ -185,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         sslrootcert = None
         if args.sslmode != "require" or args.sslrootcert != "system":
             sslrootcert = args.sslrootcert
-        resources = _resources(args, targets, client_contexts(sslrootcert))
+        contexts = client_contexts(sslrootcert, args.sslcrl, args.sslcrldir)
+        resources = _resources(args, targets, contexts)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
     if not single:
@@ -199,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     check = nagiosplugin.Check(
         *resources,
         DaysLeftContext(warning, critical),
+        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
         nagiosplugin.ScalarContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
@@ -217,6 +258,7 @@ def _resources(
 
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)
+    crl_policy = _crls(args, contexts)
     plaintext = _plaintext(args)
     seen: set[str] = set()
     return [
@@ -232,6 +274,7 @@ def _resources(
                 weak_signature=args.weak_signature_state,
                 cert_file=cert_file,
                 key_file=key_file,
+                **crl_policy,
             ),
             contexts,
             args.timeout,

@@ -1,4 +1,4 @@
-"""Reading files named on the command line: the server's certificate and key.
+"""Reading files named on the command line: the server's certificate and key, CRLs.
 
 Trusted roots are read by OpenSSL itself (:mod:`.openssl_client`). Key material is loaded only
 to derive its public half and is never printed, logged or kept.
@@ -12,10 +12,18 @@ import warnings
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from .crls import CrlFacts
 from .errors import LocalFileError
 from .posture import KeyFile
 
-__all__ = ["LocalFileError", "inspect_key_file", "read_cert_file"]
+__all__ = [
+    "LocalFileError",
+    "inspect_key_file",
+    "read_cert_file",
+    "read_certificates",
+    "read_crl_dir",
+    "read_crls",
+]
 
 
 def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
@@ -69,3 +77,36 @@ def inspect_key_file(path: str) -> KeyFile:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyFile(path, mode, public)
+
+
+_PEM_CRL = b"-----BEGIN X509 CRL-----"
+
+
+def read_crls(path: str, what: str = "CRL file") -> tuple[CrlFacts, ...]:
+    """Every CRL in a file: PEM (one or more blocks), or one DER CRL."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        if _PEM_CRL in data:
+            blocks = [_PEM_CRL + part for part in data.split(_PEM_CRL)[1:]]
+            return tuple(CrlFacts(x509.load_pem_x509_crl(block), path) for block in blocks)
+        return (CrlFacts(x509.load_der_x509_crl(data), path),)
+    except ValueError:
+        raise LocalFileError(f"no valid CRL in {what} {path}") from None
+
+
+def read_crl_dir(path: str) -> tuple[CrlFacts, ...]:
+    """The CRLs of a directory prepared for OpenSSL (``openssl rehash``: ``HASH.rN``)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read CRL directory {path}: {exc.strerror}") from None
+    crls: list[CrlFacts] = []
+    for name in names:
+        stem, _, suffix = name.rpartition(".r")
+        if stem and suffix.isdigit():
+            crls.extend(read_crls(os.path.join(path, name), "CRL file"))
+    return tuple(crls)

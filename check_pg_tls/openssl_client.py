@@ -38,11 +38,29 @@ _LEGACY_CIPHERS = b"ALL:@SECLEVEL=0"
 class ClientContexts:
     """The two handshakes a probe may try, and whether they verify."""
 
-    def __init__(self, sslrootcert: str | None) -> None:
+    def __init__(
+        self, sslrootcert: str | None, sslcrl: str | None = None, sslcrldir: str | None = None
+    ) -> None:
         self.sslrootcert = sslrootcert
+        # libpq loads CRLs only together with a root certificate file, not
+        # with sslrootcert=system (nor without verification).
+        loads_crls = sslrootcert not in (None, "system") and bool(sslcrl or sslcrldir)
+        self.sslcrl = sslcrl if loads_crls else None
+        self.sslcrldir = sslcrldir if loads_crls else None
         #: libpq's settings: TLS 1.2 or newer at the default security level.
-        self.current = _context(_CURRENT_CIPHERS, SSL.TLS1_2_VERSION, sslrootcert)
+        self.current = self._context(_CURRENT_CIPHERS, SSL.TLS1_2_VERSION)
         self._legacy: SSL.Context | None = None
+
+    def _context(self, ciphers: bytes, minimum: int) -> SSL.Context:
+        context = _context(ciphers, minimum, self.sslrootcert)
+        if self.sslcrl or self.sslcrldir:
+            _load_crls(context, self.sslcrl, self.sslcrldir)
+        return context
+
+    @property
+    def checks_crls(self) -> bool:
+        """Whether CRLs are loaded and every CA in the chain needs a current one."""
+        return bool(self.sslcrl or self.sslcrldir)
 
     @property
     def verifies(self) -> bool:
@@ -58,7 +76,7 @@ class ClientContexts:
         here merely build it twice).
         """
         if self._legacy is None:
-            self._legacy = _context(_LEGACY_CIPHERS, SSL.TLS1_VERSION, self.sslrootcert)
+            self._legacy = self._context(_LEGACY_CIPHERS, SSL.TLS1_VERSION)
         return self._legacy
 
 
@@ -113,13 +131,36 @@ def _load_roots(context: SSL.Context, sslrootcert: str) -> None:
         ) from None
 
 
-def client_contexts(sslrootcert: str | None) -> ClientContexts:
+def _load_crls(context: SSL.Context, sslcrl: str | None, sslcrldir: str | None) -> None:
+    # libpq: X509_STORE_load_locations(store, sslcrl, sslcrldir), then
+    # CRL_CHECK | CRL_CHECK_ALL: every certificate of the chain needs a
+    # current CRL from its issuer. libpq silently ignores a CRL file it
+    # cannot load, and then checks no revocation at all; an admin who names
+    # one to this check wants to hear about that instead.
+    for path, kind in ((sslcrl, "file"), (sslcrldir, "directory")):
+        if path is not None and not os.access(path, os.R_OK):
+            raise LocalFileError(f"cannot read CRL {kind} {path}")
+    store = context.get_cert_store()
+    assert store is not None
+    try:
+        store.load_locations(sslcrl, sslcrldir)
+    except crypto.Error:
+        raise LocalFileError(
+            f"OpenSSL cannot load CRL file {sslcrl} (PEM expected); libpq would silently "
+            "ignore it and check no revocation at all"
+        ) from None
+    store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+
+
+def client_contexts(
+    sslrootcert: str | None, sslcrl: str | None = None, sslcrldir: str | None = None
+) -> ClientContexts:
     """Contexts for a run; ``sslrootcert`` is a file, ``system``, or None (no verification).
 
     Raises:
-        LocalFileError: the root certificate file cannot be used.
+        LocalFileError: the root certificate or CRL file cannot be used.
     """
-    return ClientContexts(sslrootcert)
+    return ClientContexts(sslrootcert, sslcrl, sslcrldir)
 
 
 def openssl_reason(exc: SSL.Error) -> str:

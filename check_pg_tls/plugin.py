@@ -138,6 +138,11 @@ class CertificateResource(nagiosplugin.Resource):
         yield self._metric("days_left", days, "days_left")
         for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
+        timed = [c for c in self.verdict.crls if c.days_left is not None]
+        if timed:
+            soonest = timed[0].days_left
+            assert soonest is not None
+            yield self._metric("crl_days_left", math.floor(soonest * 100) / 100, "crl_days_left")
 
 
 class ConnectionContext(nagiosplugin.Context):
@@ -197,6 +202,45 @@ class DaysLeftContext(nagiosplugin.Context):
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
         return Performance(metric.name, metric.value, "", warning, critical)
+
+
+class CrlDaysLeftContext(nagiosplugin.Context):
+    """Days until the first CRL's nextUpdate, against --crl-warning/--crl-critical.
+
+    A CRL past its nextUpdate breaks every client that checks it; the finding
+    already says so, so this context only warns before that happens.
+    """
+
+    def __init__(self, warning: float, critical: float) -> None:
+        super().__init__("crl_days_left")
+        self.warning = nagiosplugin.Range(f"{warning:g}:")
+        self.critical = nagiosplugin.Range(f"{critical:g}:")
+
+    def evaluate(self, metric: Metric, resource: Any) -> Result:
+        soonest = resource.verdict.crls[0]
+        crl = soonest.crl
+        when = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "never"
+        days = soonest.days_left if soonest.days_left is not None else metric.value
+        hint = f"CRL of {crl.issuer} expires in {_crl_span(days)} ({when})"
+        if metric.value < 0:
+            return Result(Ok, "", metric)  # the crl finding names it as expired
+        if not self.critical.match(metric.value):
+            return Result(Critical, hint, metric)
+        if not self.warning.match(metric.value):
+            return Result(Warn, hint, metric)
+        return Result(Ok, hint, metric)
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        return Performance(metric.name, metric.value, "", self.warning, self.critical)
+
+
+def _crl_span(days: float) -> str:
+    if days >= 2:
+        return f"{int(days)} days"
+    hours = int(days * 24)
+    if hours >= 1:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{int(days * 1440)} minutes"
 
 
 class TargetReport(NamedTuple):

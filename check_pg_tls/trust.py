@@ -15,13 +15,19 @@ from typing import NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from .certs import CertFacts, facts_from_der
+from .certs import CertFacts, describe_name, facts_from_der
+from .crls import CrlFacts, crl_for, revocation_of
 from .model import VerifyError
 
 __all__ = ["ChainCheck", "describe_verification"]
 
 # OpenSSL's X509_V_ERR_* codes that need our own words.
 _UNABLE_TO_GET_ISSUER_CERT = 2
+_UNABLE_TO_GET_CRL = 3
+_CRL_SIGNATURE_FAILURE = 8
+_CRL_NOT_YET_VALID = 11
+_CRL_HAS_EXPIRED = 12
+_CERT_REVOKED = 23
 _UNABLE_TO_DECRYPT_CERT_SIGNATURE = 4
 _UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY = 6
 _CERT_SIGNATURE_FAILURE = 7
@@ -85,6 +91,7 @@ def describe_verification(
     presented: Sequence[CertFacts],
     errors: Sequence[VerifyError],
     verified_chain: Sequence[bytes],
+    crls: Sequence[CrlFacts] = (),
 ) -> ChainCheck:
     """Word OpenSSL's complaints about the chain ``presented`` (leaf first).
 
@@ -106,7 +113,7 @@ def describe_verification(
         path = tuple(verified_chain)
         missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
         return ChainCheck(None, (), path, missing)
-    complaints = tuple(_word(error, presented, sent, verified_chain) for error in relevant)
+    complaints = tuple(_word(error, presented, sent, verified_chain, crls) for error in relevant)
     return ChainCheck(complaints[0], complaints)
 
 
@@ -132,10 +139,13 @@ def _word(
     presented: Sequence[CertFacts],
     sent: set[bytes],
     verified_chain: Sequence[bytes],
+    crls: Sequence[CrlFacts],
 ) -> str:
     code, who = error.code, _who(error, sent, verified_chain)
     cert = _facts(error.certificate)
     openssl = f"OpenSSL: {error.message}"
+    if code in _CRL_CODES:
+        return _word_crl(code, who, cert, crls, openssl)
     if code in _NO_ISSUER_CODES:
         issuer = cert.issuer if cert is not None else "unknown"
         if error.depth == 0 and len(presented) == 1:
@@ -194,6 +204,40 @@ def _word(
     if code == _CERT_CHAIN_TOO_LONG:
         return f"certificate chain is too long ({openssl})"
     return f"{who}: {error.message}"
+
+
+_CRL_CODES = frozenset(
+    {
+        _UNABLE_TO_GET_CRL,
+        _CRL_SIGNATURE_FAILURE,
+        _CRL_NOT_YET_VALID,
+        _CRL_HAS_EXPIRED,
+        _CERT_REVOKED,
+    }
+)
+
+
+def _word_crl(
+    code: int, who: str, cert: CertFacts | None, crls: Sequence[CrlFacts], openssl: str
+) -> str:
+    if cert is None:
+        return f"{who}: {openssl}"
+    issuer = describe_name(cert.certificate.issuer)
+    crl = crl_for(cert.certificate, crls)
+    if code == _CERT_REVOKED:
+        revoked = revocation_of(cert.certificate, crl) if crl is not None else None
+        return f"{who} {revoked or 'revoked'} (by {issuer})"
+    if code == _UNABLE_TO_GET_CRL:
+        return (
+            f"no CRL of {issuer} is loaded, needed to check {who}: with CRLs, libpq requires "
+            "a current one from every CA in the chain"
+        )
+    if code == _CRL_HAS_EXPIRED:
+        when = f" on {crl.next_update:%Y-%m-%d %H:%M} UTC" if crl and crl.next_update else ""
+        return f"CRL of {issuer} expired{when}: libpq refuses every certificate it covers"
+    if code == _CRL_NOT_YET_VALID:
+        return f"CRL of {issuer} is not valid yet ({openssl})"
+    return f"CRL of {issuer} does not verify ({openssl})"
 
 
 def _facts(der: bytes) -> CertFacts | None:

@@ -12,7 +12,8 @@ from typing import NamedTuple
 from cryptography import x509
 
 from . import posture
-from .certs import CertFacts, load_chain
+from .certs import CertFacts, facts_from_der, load_chain
+from .crls import CrlFacts, CrlStatus, judge_crl
 from .model import Observation
 from .names import check_name
 from .posture import Finding, KeyFile
@@ -41,6 +42,16 @@ class Policy(NamedTuple):
     cert_file: tuple[str, x509.Certificate] | None = None
     #: ``--key-file``: what was learnt about it.
     key_file: KeyFile | None = None
+    #: Every CRL to judge: those OpenSSL checks against (``--sslcrl``,
+    #: ``--sslcrldir``), and those given only for their freshness.
+    crls: tuple[CrlFacts, ...] = ()
+    #: Whether OpenSSL checks revocation against the loaded CRLs.
+    checks_crls: bool = False
+    #: Certificates that may have signed a CRL besides the presented chain
+    #: (the root certificate file's).
+    crl_issuers: tuple[CertFacts, ...] = ()
+    #: Why CRLs given on the command line do not count, as for libpq.
+    crls_ignored: str | None = None
 
     @property
     def verifies_chain(self) -> bool:
@@ -67,6 +78,8 @@ class Verdict(NamedTuple):
     path: tuple[bytes, ...] = ()
     #: Every complaint of OpenSSL's verification, worded (for -v and JSON).
     complaints: tuple[str, ...] = ()
+    #: Every CRL judged, soonest to expire first.
+    crls: tuple[CrlStatus, ...] = ()
 
     @property
     def leaf(self) -> CertFacts:
@@ -90,7 +103,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings.append(posture.legacy_finding(observation, policy.min_tls_version))
     if policy.verifies_chain:
         chain_check = describe_verification(
-            chain, observation.verify_errors, observation.verified_chain
+            chain, observation.verify_errors, observation.verified_chain, policy.crls
         )
         findings.append(
             Finding(
@@ -115,6 +128,9 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings.append(posture.reload_finding(chain[0], on_disk, path))
     if policy.key_file is not None:
         findings.extend(posture.key_file_findings(policy.key_file, chain[0]))
+    crls = _judge_crls(policy, chain, observation.verified_chain, now)
+    if crls or policy.crls_ignored:
+        findings.append(_crl_finding(crls, policy.crls_ignored))
     return Verdict(
         chain=chain,
         relevant=relevant,
@@ -123,7 +139,33 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings=tuple(findings),
         path=chain_check.path if chain_check else (),
         complaints=chain_check.complaints if chain_check else (),
+        crls=crls,
     )
+
+
+def _judge_crls(
+    policy: Policy, chain: tuple[CertFacts, ...], verified: tuple[bytes, ...], now: dt.datetime
+) -> tuple[CrlStatus, ...]:
+    if not policy.crls:
+        return ()
+    issuers = [*chain, *policy.crl_issuers]
+    known = {cert.der for cert in issuers}
+    for der in verified:
+        if der not in known:
+            issuers.append(facts_from_der(der))
+    judged = [judge_crl(crl, issuers, now) for crl in policy.crls]
+    far = float("inf")
+    return tuple(sorted(judged, key=lambda j: far if j.days_left is None else j.days_left))
+
+
+def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
+    if ignored is not None:
+        return Finding("crl", ignored, "CRLs ignored", "warning")
+    problems = [c.problem for c in crls if c.problem is not None]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Finding("crl", problems[0] + more, "CRL unusable")
+    return Finding("crl", None, f"{len(crls)} CRL{'s' if len(crls) != 1 else ''} current")
 
 
 def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:

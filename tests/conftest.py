@@ -157,9 +157,14 @@ def psql_home(workspace: Workspace) -> Path:
 
 
 def psql_connects(
-    cluster: Cluster, home: Path, host: str, sslmode: str, sslrootcert: str | None
+    cluster: Cluster,
+    home: Path,
+    host: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    extra: tuple[str, ...] = (),
 ) -> bool:
-    """The oracle: does libpq (psql) with these settings connect?"""
+    """The oracle: does libpq (psql) with these settings (and ``extra`` keywords) connect?"""
     conninfo = [
         f"host={host}",
         "hostaddr=127.0.0.1",
@@ -171,6 +176,7 @@ def psql_connects(
     ]
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
+    conninfo.extend(extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
     done = subprocess.run(
         [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
