@@ -167,6 +167,21 @@ def _crls(args: argparse.Namespace, contexts: ClientContexts) -> dict[str, Any]:
     }
 
 
+def _client_certificate(args: argparse.Namespace) -> dict[str, Any]:
+    """The client certificate to judge, and its key file's mode (libpq's rule)."""
+    if not args.sslcert:
+        return {}
+    from .certs import facts
+    from .local_files import read_certificates
+
+    key = args.sslkey or args.sslcert
+    status = os.stat(key)
+    return {
+        "client_cert": facts(read_certificates(args.sslcert, "client certificate file")[0]),
+        "client_key_mode": (key, status.st_mode, status.st_uid == 0 and os.geteuid() != 0),
+    }
+
+
 def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     if not args.check_plaintext:
         return None
@@ -193,6 +208,7 @@ def _run(args: argparse.Namespace) -> int:
     from .openssl_client import client_contexts
     from .plugin import (
         CertificateSummary,
+        ClientDaysLeftContext,
         ConnectionContext,
         CrlDaysLeftContext,
         DaysLeftContext,
@@ -224,7 +240,11 @@ def _run(args: argparse.Namespace) -> int:
         sslrootcert = None
         if args.sslmode != "require" or args.sslrootcert != "system":
             sslrootcert = args.sslrootcert
-        contexts = client_contexts(sslrootcert, args.sslcrl, args.sslcrldir)
+        if args.sslkey and not args.sslcert:
+            raise UsageError("--sslkey needs --sslcert")
+        contexts = client_contexts(
+            sslrootcert, args.sslcrl, args.sslcrldir, args.sslcert, args.sslkey
+        )
         resources = _resources(args, targets, contexts)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
@@ -240,6 +260,7 @@ def _run(args: argparse.Namespace) -> int:
         *resources,
         DaysLeftContext(warning, critical),
         CrlDaysLeftContext(args.crl_warning, args.crl_critical),
+        ClientDaysLeftContext(warning, critical),
         nagiosplugin.ScalarContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
@@ -259,6 +280,7 @@ def _resources(
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)
     crl_policy = _crls(args, contexts)
+    client_policy = _client_certificate(args)
     plaintext = _plaintext(args)
     seen: set[str] = set()
     return [
@@ -275,6 +297,7 @@ def _resources(
                 cert_file=cert_file,
                 key_file=key_file,
                 **crl_policy,
+                **client_policy,
             ),
             contexts,
             args.timeout,

@@ -68,3 +68,10 @@ class Observation(NamedTuple):
     #: Why a handshake with libpq's settings (TLS 1.2 or newer, OpenSSL's
     #: default security level) failed, when only a legacy one succeeded.
     legacy_reason: str | None = None
+    #: Whether the server asked for a client certificate, whether one was
+    #: sent, and the server's refusal (OpenSSL's words for its alert) if it
+    #: refused the connection over it: in the handshake (TLS 1.2) or on the
+    #: first read after it (TLS 1.3).
+    certificate_requested: bool = False
+    client_certificate_sent: bool = False
+    client_refusal: str | None = None

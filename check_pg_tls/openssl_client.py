@@ -20,7 +20,14 @@ from OpenSSL import SSL, crypto
 
 from .errors import LocalFileError
 
-__all__ = ["ALPN_PROTOCOL", "ClientContexts", "client_contexts", "verify_error_message"]
+__all__ = [
+    "ALPN_PROTOCOL",
+    "ClientContexts",
+    "HandshakeLog",
+    "client_contexts",
+    "openssl_reason",
+    "verify_error_message",
+]
 
 #: Offered like libpq 17+ does; older servers ignore it.
 ALPN_PROTOCOL = b"postgresql"
@@ -39,9 +46,17 @@ class ClientContexts:
     """The two handshakes a probe may try, and whether they verify."""
 
     def __init__(
-        self, sslrootcert: str | None, sslcrl: str | None = None, sslcrldir: str | None = None
+        self,
+        sslrootcert: str | None,
+        sslcrl: str | None = None,
+        sslcrldir: str | None = None,
+        sslcert: str | None = None,
+        sslkey: str | None = None,
     ) -> None:
         self.sslrootcert = sslrootcert
+        #: The client certificate (and key) presented when a server asks.
+        self.sslcert = sslcert
+        self.sslkey = sslkey or sslcert
         # libpq loads CRLs only together with a root certificate file, not
         # with sslrootcert=system (nor without verification).
         loads_crls = sslrootcert not in (None, "system") and bool(sslcrl or sslcrldir)
@@ -55,6 +70,8 @@ class ClientContexts:
         context = _context(ciphers, minimum, self.sslrootcert)
         if self.sslcrl or self.sslcrldir:
             _load_crls(context, self.sslcrl, self.sslcrldir)
+        if self.sslcert is not None and self.sslkey is not None:
+            _load_client_certificate(context, self.sslcert, self.sslkey)
         return context
 
     @property
@@ -80,14 +97,31 @@ class ClientContexts:
         return self._legacy
 
 
+class HandshakeLog:
+    """What the callbacks saw during one handshake (a connection's app data)."""
+
+    def __init__(self) -> None:
+        #: (depth, X509_V_ERR code, certificate) of each complaint, in order.
+        self.complaints: list[tuple[int, int, crypto.X509]] = []
+        #: Whether the server sent a CertificateRequest.
+        self.certificate_requested = False
+
+
 def _record(connection: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
     # OpenSSL resets the verification result when the callback says yes, so
     # complaints are kept here, as they come (one certificate may raise
     # several). The body cannot raise: an exception would abort the
     # handshake and surface from do_handshake().
     if not ok:
-        connection.get_app_data().append((depth, code, cert))
+        connection.get_app_data().complaints.append((depth, code, cert))
     return True
+
+
+def _watch(connection: SSL.Connection, where: int, ret: int) -> None:
+    # libpq notices a CertificateRequest through a certificate callback;
+    # the state machine's own name for that step tells the same.
+    if where & SSL.SSL_CB_LOOP and b"certificate request" in connection.get_state_string():
+        connection.get_app_data().certificate_requested = True
 
 
 def _context(ciphers: bytes, minimum: int, sslrootcert: str | None) -> SSL.Context:
@@ -97,6 +131,7 @@ def _context(ciphers: bytes, minimum: int, sslrootcert: str | None) -> SSL.Conte
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
     context.set_alpn_protos([ALPN_PROTOCOL])
     context.set_verify(SSL.VERIFY_PEER, _record)
+    context.set_info_callback(_watch)
     if sslrootcert is not None:
         _load_roots(context, sslrootcert)
     return context
@@ -152,15 +187,51 @@ def _load_crls(context: SSL.Context, sslcrl: str | None, sslcrldir: str | None) 
     store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
 
 
+def _no_passphrase(max_length: int, prompt_twice: bool, userdata: object) -> bytes:
+    # Without a callback OpenSSL would ask on the terminal; a check never
+    # types passwords.
+    return b""
+
+
+def _load_client_certificate(context: SSL.Context, sslcert: str, sslkey: str) -> None:
+    # As libpq: the certificate file may hold the chain to send; the key must match.
+    for path, what in ((sslcert, "client certificate file"), (sslkey, "client key file")):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    context.set_passwd_cb(_no_passphrase)
+    try:
+        context.use_certificate_chain_file(sslcert)
+    except SSL.Error as exc:
+        raise LocalFileError(
+            f"OpenSSL cannot use client certificate file {sslcert} ({openssl_reason(exc)})"
+        ) from None
+    try:
+        context.use_privatekey_file(sslkey)
+        context.check_privatekey()
+    except SSL.Error as exc:
+        reason = openssl_reason(exc)
+        if "bad decrypt" in reason or "bad password" in reason or "decrypt" in reason:
+            reason = "it is protected by a passphrase"
+        raise LocalFileError(f"OpenSSL cannot use client key file {sslkey} ({reason})") from None
+
+
 def client_contexts(
-    sslrootcert: str | None, sslcrl: str | None = None, sslcrldir: str | None = None
+    sslrootcert: str | None,
+    sslcrl: str | None = None,
+    sslcrldir: str | None = None,
+    sslcert: str | None = None,
+    sslkey: str | None = None,
 ) -> ClientContexts:
     """Contexts for a run; ``sslrootcert`` is a file, ``system``, or None (no verification).
 
     Raises:
-        LocalFileError: the root certificate or CRL file cannot be used.
+        LocalFileError: the root certificate, CRL, client certificate or key
+            file cannot be used.
     """
-    return ClientContexts(sslrootcert, sslcrl, sslcrldir)
+    return ClientContexts(sslrootcert, sslcrl, sslcrldir, sslcert, sslkey)
 
 
 def openssl_reason(exc: SSL.Error) -> str:

@@ -140,6 +140,20 @@ def parser() -> _Parser:
         "postgresql, as libpq's sslnegotiation=direct (PostgreSQL 17+) "
         "(default: %(default)s)",
     )
+    client = parser.add_argument_group("client certificate")
+    client.add_argument(
+        "--sslcert",
+        metavar="FILE",
+        help="client certificate (PEM, may hold its chain) to present when the server "
+        "asks, as libpq's sslcert; its days left are judged with -w/-c too. Without it, "
+        "no client certificate is ever sent",
+    )
+    client.add_argument(
+        "--sslkey",
+        metavar="FILE",
+        help="the client certificate's private key (PEM, not encrypted), as libpq's sslkey "
+        "(default: the --sslcert file)",
+    )
     revocation = parser.add_argument_group("revocation")
     revocation.add_argument(
         "--sslcrl",

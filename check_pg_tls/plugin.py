@@ -138,6 +138,10 @@ class CertificateResource(nagiosplugin.Resource):
         yield self._metric("days_left", days, "days_left")
         for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
+        client = self.policy.client_cert
+        if client is not None and self.checked_at is not None:
+            left = math.floor(client.days_left(self.checked_at) * 100) / 100
+            yield self._metric("client_days_left", left, "client_days_left")
         timed = [c for c in self.verdict.crls if c.days_left is not None]
         if timed:
             soonest = timed[0].days_left
@@ -198,6 +202,39 @@ class DaysLeftContext(nagiosplugin.Context):
         if not warning.match(days):
             return Result(Warn, hint, metric)
         return Result(Ok, hint, metric)
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        warning, critical = self._ranges(resource)
+        return Performance(metric.name, metric.value, "", warning, critical)
+
+
+class ClientDaysLeftContext(nagiosplugin.Context):
+    """The client certificate's days left, against the same -w/-c as the server's."""
+
+    def __init__(self, warning: Threshold, critical: Threshold) -> None:
+        super().__init__("client_days_left")
+        self.warning = warning
+        self.critical = critical
+
+    def _ranges(self, resource: Any) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
+        lifetime = resource.policy.client_cert.lifetime_days
+        return self.warning.resolve(lifetime), self.critical.resolve(lifetime)
+
+    def evaluate(self, metric: Metric, resource: Any) -> Result:
+        warning, critical = self._ranges(resource)
+        cert = resource.policy.client_cert
+        days = cert.days_left(resource.checked_at)
+        when = f"{cert.not_after:%Y-%m-%d}"
+        if days < 0:
+            return Result(
+                Critical, f"client certificate expired {_crl_span(-days)} ago ({when})", metric
+            )
+        hint = f"client certificate expires in {_crl_span(days)} ({when})"
+        if not critical.match(metric.value):
+            return Result(Critical, hint, metric)
+        if not warning.match(metric.value):
+            return Result(Warn, hint, metric)
+        return Result(Ok, "", metric)
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)

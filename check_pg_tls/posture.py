@@ -25,6 +25,8 @@ __all__ = [
     "Finding",
     "KeyFile",
     "PlaintextOutcome",
+    "client_certificate_finding",
+    "client_key_mode_finding",
     "incomplete_chain_finding",
     "key_file_findings",
     "key_strength_finding",
@@ -109,6 +111,65 @@ def legacy_finding(observation: Observation, min_tls_version: str) -> Finding:
         f"{observation.cipher})",
         "legacy handshake only",
     )
+
+
+# What a server's alert means for the client certificate, in OpenSSL's words.
+_REFUSALS = (
+    ("unknown ca", "the server does not trust its CA"),
+    ("unsupported certificate", "it is not for client use (extended key usage)"),
+    ("certificate revoked", "the server says it is revoked"),
+    ("certificate expired", "the server says it has expired"),
+    ("bad certificate", "the server calls it a bad certificate"),
+    ("access denied", "the server denies access"),
+)
+
+
+def client_certificate_finding(observation: Observation, configured: bool) -> Finding | None:
+    """Does the server want a client certificate, and does it take ours?
+
+    None when no certificate was asked for and none is configured.
+    """
+    refusal = observation.client_refusal
+    if refusal is not None:
+        if not observation.client_certificate_sent:
+            return Finding(
+                "client_certificate",
+                f"server requires a client certificate (give --sslcert and --sslkey): {refusal}",
+                "client certificate required",
+            )
+        meaning = next((text for alert, text in _REFUSALS if alert in refusal), None)
+        return Finding(
+            "client_certificate",
+            f"server refuses the client certificate: {meaning + ' (' if meaning else ''}"
+            f"{refusal}{')' if meaning else ''}",
+            "client certificate refused",
+        )
+    if observation.client_certificate_sent:
+        return Finding("client_certificate", None, "server accepted the client certificate")
+    if observation.certificate_requested:
+        return Finding(
+            "client_certificate",
+            None,
+            "server asks for a client certificate but does not require one",
+        )
+    if configured:
+        return Finding("client_certificate", None, "server did not ask for a client certificate")
+    return None
+
+
+def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Finding:
+    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root."""
+    loose = mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO if owned_by_root else 0o077)
+    shown = f"{stat.S_IMODE(mode):04o}"
+    if loose:
+        return Finding(
+            "client_key_permissions",
+            f"libpq refuses client key file {path}: it has group or world access (mode "
+            f"{shown}); make it 0600, or 0640 owned by root",
+            "client key file too open",
+            "warning",
+        )
+    return Finding("client_key_permissions", None, f"client key file mode {shown}")
 
 
 def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:

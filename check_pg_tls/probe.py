@@ -23,7 +23,13 @@ from OpenSSL import SSL, crypto
 from .errors import ServerMisbehaved, Unreachable
 from .model import Observation, Target, VerifyError
 from .names import ip_literal
-from .openssl_client import ALPN_PROTOCOL, ClientContexts, openssl_reason, verify_error_message
+from .openssl_client import (
+    ALPN_PROTOCOL,
+    ClientContexts,
+    HandshakeLog,
+    openssl_reason,
+    verify_error_message,
+)
 from .protocol import (
     SSL_REQUEST,
     ProtocolViolation,
@@ -314,23 +320,28 @@ def _handshake(
     name = target.checked_name
     sock.setblocking(False)
     tls = SSL.Connection(context, sock)
-    complaints: list[tuple[int, int, crypto.X509]] = []
-    tls.set_app_data(complaints)
+    log = HandshakeLog()
+    tls.set_app_data(log)
     # libpq sends SNI unless the host is an IP literal (sslsni=1); OpenSSL
     # itself would send an IP literal too.
     sni = name.encode("utf-8", "surrogateescape")
     if ip_literal(name) is None and 0 < len(sni) <= 255:
         tls.set_tlsext_host_name(sni)
     tls.set_connect_state()
+    refusal = None
     try:
         _drive(tls.do_handshake, sock, deadline, "TLS handshake")
-    except SSL.SysCallError as exc:
-        raise _HandshakeFailed(_syscall_reason(exc)) from None
-    except SSL.Error as exc:
-        raise _HandshakeFailed(openssl_reason(exc) or "unknown error") from None
+    except (SSL.SysCallError, SSL.Error) as exc:
+        reason = _failure_reason(exc)
+        if not (log.certificate_requested and tls.get_peer_cert_chain()):
+            raise _HandshakeFailed(reason) from None
+        # TLS 1.2: the server refuses the client (no certificate, or one it
+        # does not trust) at the end of the handshake, after it has sent its
+        # own chain. That chain is still worth its verdict.
+        refusal = reason
     handshake_done = deadline.elapsed()
     alpn = tls.get_alpn_proto_negotiated() or None
-    if direct and alpn != ALPN_PROTOCOL:
+    if refusal is None and direct and alpn != ALPN_PROTOCOL:
         # PostgreSQL 18 completes a handshake without ALPN and only then
         # hangs up: a finished handshake alone proves nothing.
         _close_politely(tls, sock, deadline)
@@ -342,6 +353,12 @@ def _handshake(
     if not chain:
         _close_politely(tls, sock, deadline)
         raise ServerMisbehaved("server presented no certificate")
+    sent = tls.get_certificate() is not None
+    if refusal is None and log.certificate_requested:
+        # TLS 1.3: the client's handshake is over before the server has
+        # judged the client, so its refusal comes as an alert on the first
+        # read. Wait for it only as long as the server took to answer.
+        refusal = _refusal_after_handshake(tls, sock, deadline, max(0.1, 3 * connected))
     observation = Observation(
         address=address,
         chain=chain,
@@ -352,12 +369,44 @@ def _handshake(
         handshake_seconds=handshake_done,
         verify_errors=tuple(
             VerifyError(depth, code, verify_error_message(code), _der(cert))
-            for depth, code, cert in complaints
+            for depth, code, cert in log.complaints
         ),
         verified_chain=tuple(_der(cert) for cert in tls.get_verified_chain() or ()),
+        certificate_requested=log.certificate_requested,
+        client_certificate_sent=sent and log.certificate_requested,
+        client_refusal=refusal,
     )
-    _close_politely(tls, sock, deadline)
+    if refusal is None:
+        _close_politely(tls, sock, deadline)
     return observation
+
+
+def _failure_reason(exc: SSL.Error) -> str:
+    if isinstance(exc, SSL.SysCallError):
+        return _syscall_reason(exc)
+    return openssl_reason(exc) or "unknown error"
+
+
+def _refusal_after_handshake(
+    tls: SSL.Connection, sock: socket.socket, deadline: _Deadline, patience: float
+) -> str | None:
+    """The server's alert after a finished handshake, or None if it says nothing in time."""
+    end = min(deadline.end, time.monotonic() + patience)
+    while True:
+        try:
+            tls.recv(1)
+        except SSL.WantReadError:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                return None
+            continue
+        except SSL.ZeroReturnError:
+            return "server closed the connection after the handshake"
+        except (SSL.SysCallError, SSL.Error) as exc:
+            # pgbouncer sometimes resets the connection instead of alerting.
+            return _failure_reason(exc)
+        # Data before any StartupMessage: not PostgreSQL's way, but no refusal.
+        return None
 
 
 def _der(cert: crypto.X509) -> bytes:

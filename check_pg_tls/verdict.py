@@ -52,6 +52,10 @@ class Policy(NamedTuple):
     crl_issuers: tuple[CertFacts, ...] = ()
     #: Why CRLs given on the command line do not count, as for libpq.
     crls_ignored: str | None = None
+    #: ``--sslcert``: the client certificate presented when asked.
+    client_cert: CertFacts | None = None
+    #: ``--sslkey``: its path, mode and whether root owns it (libpq's rule).
+    client_key_mode: tuple[str, int, bool] | None = None
 
     @property
     def verifies_chain(self) -> bool:
@@ -128,6 +132,11 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings.append(posture.reload_finding(chain[0], on_disk, path))
     if policy.key_file is not None:
         findings.extend(posture.key_file_findings(policy.key_file, chain[0]))
+    client = posture.client_certificate_finding(observation, policy.client_cert is not None)
+    if client is not None:
+        findings.append(client)
+    if policy.client_key_mode is not None:
+        findings.append(posture.client_key_mode_finding(*policy.client_key_mode))
     crls = _judge_crls(policy, chain, observation.verified_chain, now)
     if crls or policy.crls_ignored:
         findings.append(_crl_finding(crls, policy.crls_ignored))
