@@ -282,6 +282,12 @@ def _resources(
     crl_policy = _crls(args, contexts)
     client_policy = _client_certificate(args)
     plaintext = _plaintext(args)
+    revocation = None
+    if args.check_revocation:
+        from .crl_fetch import CrlFetcher
+        from .plugin import Revocation
+
+        revocation = Revocation(CrlFetcher(), args.revocation_unknown_state)
     seen: set[str] = set()
     return [
         CertificateResource(
@@ -304,6 +310,7 @@ def _resources(
             label="" if single else _label(target, seen),
             direct=args.negotiation == "direct",
             plaintext=plaintext,
+            revocation=revocation,
         )
         for target in targets
     ]

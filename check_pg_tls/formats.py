@@ -12,6 +12,7 @@ from typing import Any
 import nagiosplugin
 
 from .plugin import TargetReport
+from .text import safe
 
 __all__ = ["fleet_lines", "json_document", "quiet", "tap"]
 
@@ -99,6 +100,8 @@ def _target(report: TargetReport) -> dict[str, Any]:
         "expires_first": None,
         "checks": {},
         "openssl": [],
+        "crls": [],
+        "client_certificate": None,
         "chain": [],
     }
     if observation is not None:
@@ -124,6 +127,23 @@ def _target(report: TargetReport) -> dict[str, Any]:
             for f in resource.findings
         }
         entry["openssl"] = list(verdict.complaints)
+        entry["crls"] = [
+            {
+                "issuer": status.crl.issuer,
+                "source": safe(status.crl.source),
+                "next_update": _time(status.crl.next_update) if status.crl.next_update else None,
+                "days_left": None if status.days_left is None else round(status.days_left, 4),
+                "problem": status.problem,
+            }
+            for status in verdict.crls
+        ]
+        client = resource.policy.client_cert
+        if client is not None:
+            entry["client_certificate"] = {
+                "subject": client.subject,
+                "not_after": _time(client.not_after),
+                "days_left": round(client.days_left(now), 4),
+            }
         entry["chain"] = [
             {
                 "subject": cert.subject,

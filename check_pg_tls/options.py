@@ -175,6 +175,18 @@ def parser() -> _Parser:
         "e.g. the server's own ssl_crl_file (repeatable)",
     )
     revocation.add_argument(
+        "--check-revocation",
+        action="store_true",
+        help="fetch each certificate's CRL from its CRL Distribution Point (http only, "
+        "within -t) and check its signature, freshness and entries: CRITICAL when revoked",
+    )
+    revocation.add_argument(
+        "--revocation-unknown-state",
+        default="warning",
+        choices=("ok", "warning", "critical", "unknown"),
+        help="state when --check-revocation cannot fetch or believe a CRL (default: %(default)s)",
+    )
+    revocation.add_argument(
         "--crl-warning",
         type=_days,
         default=2.0,

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
@@ -25,6 +25,10 @@ from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
 
+if TYPE_CHECKING:
+    # urllib costs 30 ms of start-up: only --check-revocation imports it.
+    from .crl_fetch import CrlFetcher
+
 __all__ = [
     "CertificateResource",
     "CertificateSummary",
@@ -33,9 +37,17 @@ __all__ = [
     "FindingContext",
     "FleetSummary",
     "Plaintext",
+    "Revocation",
     "TargetReport",
     "reports",
 ]
+
+
+class Revocation(NamedTuple):
+    """``--check-revocation``: the run's shared fetcher and how bad "unknown" is."""
+
+    fetcher: CrlFetcher
+    unknown_severity: str = "warning"
 
 
 class Plaintext(NamedTuple):
@@ -63,6 +75,7 @@ class CertificateResource(nagiosplugin.Resource):
         label: str = "",
         direct: bool = False,
         plaintext: Plaintext | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
@@ -72,6 +85,7 @@ class CertificateResource(nagiosplugin.Resource):
         self.label = label
         self.direct = direct
         self.plaintext = plaintext
+        self.revocation = revocation
         self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
@@ -103,6 +117,19 @@ class CertificateResource(nagiosplugin.Resource):
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
             return
         self.findings = self.verdict.findings
+        if self.revocation is not None:
+            from .revocation import revocation_finding
+
+            self.findings += (
+                revocation_finding(
+                    self.verdict.chain,
+                    self.verdict.path or self.observation.verified_chain,
+                    self.revocation.fetcher,
+                    started + self.timeout * 0.9,
+                    self.checked_at,
+                    self.revocation.unknown_severity,
+                ),
+            )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
             left = self.timeout - (time.monotonic() - started)
