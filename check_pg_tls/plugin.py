@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
-from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .errors import CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
 from .openssl_client import ClientContexts
 from .posture import PlaintextOutcome, plaintext_finding
@@ -104,6 +104,18 @@ class CertificateResource(nagiosplugin.Resource):
         self.collected = True
         started = time.monotonic()
         try:
+            self._collect(started)
+        except Exception as exc:  # noqa: BLE001 - one server's oddity must not cost the others
+            self.verdict = None
+            self.findings = ()
+            self.error = CheckFailed(
+                f"internal error while checking this server: {type(exc).__name__}: "
+                f"{safe(str(exc), 150)}"
+            )
+            self.seconds = time.monotonic() - started
+
+    def _collect(self, started: float) -> None:
+        try:
             self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
             self.error = exc
@@ -185,6 +197,8 @@ class ConnectionContext(nagiosplugin.Context):
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         error = metric.value
+        if isinstance(error, CheckFailed):
+            return Result(nagiosplugin.Unknown, str(error), metric)
         state = self.unreachable_state if isinstance(error, Unreachable) else Critical
         return Result(state, str(error), metric)
 
@@ -394,7 +408,7 @@ class FleetSummary(nagiosplugin.Summary):
         bad = [r for r in reports(results, self.resources) if r.state != Ok]
         bad.sort(key=lambda r: int(r.state), reverse=True)
         listed = "; ".join(f"{r.target}: {', '.join(r.problems)}" for r in bad)
-        noun = "server needs" if len(bad) == 1 else "servers need"
+        noun = "servers needs" if len(bad) == 1 else "servers need"
         return f"{len(bad)} of {len(self.resources)} {noun} attention: {listed}"
 
     def verbose(self, results: nagiosplugin.Results) -> list[str]:
