@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from types import FrameType
@@ -31,9 +32,31 @@ __all__ = ["main", "run"]
 
 PREFIX = "PG_TLS"
 _STATES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
+#: Time left, after the probe, to judge, print and exit.
+_RESERVE = 0.03
+
+_IMPORTED = time.monotonic()
+_output_claimed = False
+
+
+def _claim_output() -> bool:
+    """Whether the caller is the one to print the result; disarms the backstop.
+
+    The backstop's handler runs between two steps of the main code: whoever
+    claims first prints, the other stays silent, and no alarm is left to kill
+    the process (signal 14, exit 142) once the result is out.
+    """
+    global _output_claimed
+    if _output_claimed:
+        return False
+    _output_claimed = True
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    return True
 
 
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
+    if not _claim_output():
+        return _STATES[state]
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
         status += f" | {perfdata}"
@@ -43,18 +66,64 @@ def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") 
     return _STATES[state]
 
 
-def _arm_backstop(seconds: float, state: str, what: str) -> None:
+def _arm_backstop(seconds: float, left: float, state: str, what: str) -> None:
     # Every network step has its own deadline; this alarm only guards against
     # anything else that might hang, so the run always ends in time.
     def fire(signum: int, frame: FrameType | None) -> None:
+        if _output_claimed:
+            return
         code = _emit(state, f"{what}: no result within {seconds:g} seconds")
         os._exit(code)
 
     signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, max(0.001, left))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _process_age() -> float:
+    """Seconds since this process started, start-up and imports included.
+
+    A monitoring system times the plugin from fork to exit; the kernel's
+    record of the process's start (in clock ticks since boot) says how much
+    of -t the interpreter has already spent. Without /proc, the time since
+    this module was imported.
+    """
+    since_import = time.monotonic() - _IMPORTED
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            # The command name may hold spaces and parentheses: count the
+            # fields after its closing one (starttime is field 22).
+            fields = stat.read().rpartition(b")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return since_import
+    # A start-up longer than a minute is a clock that cannot be trusted.
+    return age if since_import <= age <= since_import + 60 else since_import
+
+
+class _Budget(float):
+    """Seconds left of -t for a probe, worded as the user's -t in messages.
+
+    The probe names its timeout in what it reports ("did not answer within
+    5 seconds"); the user should read the number they set, not what was left
+    of it after start-up.
+    """
+
+    shown: float
+
+    def __new__(cls, left: float, shown: float) -> _Budget:
+        budget = super().__new__(cls, left)
+        budget.shown = shown
+        return budget
+
+    def __format__(self, spec: str) -> str:
+        return format(self.shown, spec)
+
+
+def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
+    """Run the plugin; ``age``: seconds of -t already spent when it was called."""
+    global _output_claimed
+    _output_claimed = False
     # A monitoring system reads stdout and the exit code only; a library's
     # deprecation warning about an odd certificate (a zero serial number, say)
     # on stderr would only confuse it.
@@ -66,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as exc:
             return _emit("unknown", f"{exc} (see --help)")
         verbose = args.verbose
-        return _run(args)
+        return _run(args, time.monotonic() - age)
     except KeyboardInterrupt:
         return _emit("unknown", "interrupted")
     except Exception as exc:  # noqa: BLE001 - the last guard: never a traceback, never exit 1
@@ -80,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """Console-script entry point."""
-    raise SystemExit(main())
+    raise SystemExit(main(age=_process_age()))
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
@@ -145,7 +214,8 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     return Plaintext(user, database or user, args.plaintext_state)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, started: float) -> int:
+    """The check; ``started``: the monotonic time -t counts from."""
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
@@ -171,8 +241,10 @@ def _run(args: argparse.Namespace) -> int:
         return _emit("unknown", str(exc))
     workers = args.workers or DEFAULT_WORKERS
     single = len(targets) == 1
+    limit = args.timeout * math.ceil(len(targets) / workers) + (0 if single else 1)
     _arm_backstop(
-        args.timeout * math.ceil(len(targets) / workers) + (0 if single else 1),
+        limit,
+        started + limit - time.monotonic() - _RESERVE / 3,
         args.unreachable_state,
         str(targets[0]) if single else f"{len(targets)} servers",
     )
@@ -183,7 +255,11 @@ def _run(args: argparse.Namespace) -> int:
         roots = None
         if args.sslmode != "require" or args.sslrootcert != "system":
             roots = load_roots(args.sslrootcert)
-        resources = _resources(args, targets, roots)
+        timeout = args.timeout
+        if single:
+            left = started + args.timeout - time.monotonic() - _RESERVE
+            timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
+        resources = _resources(args, targets, roots, timeout)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
     if not single:
@@ -208,7 +284,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resources(
-    args: argparse.Namespace, targets: list[Target], roots: tuple[x509.Certificate, ...] | None
+    args: argparse.Namespace,
+    targets: list[Target],
+    roots: tuple[x509.Certificate, ...] | None,
+    timeout: float,
 ) -> list[CertificateResource]:
     from .plugin import CertificateResource
     from .verdict import Policy
@@ -230,7 +309,7 @@ def _resources(
                 args.weak_signature_state,
                 *local,
             ),
-            args.timeout,
+            timeout,
             "" if single else _label(target, seen),
             args.negotiation == "direct",
             plaintext,
@@ -254,6 +333,8 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
             text = formats.json_document(per_target, state)
         else:
             text = formats.quiet(per_target)
+        if not _claim_output():
+            return int(state)
         sys.stdout.write(text)
         sys.stdout.flush()
         return int(state)
