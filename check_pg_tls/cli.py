@@ -227,6 +227,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         DaysLeftContext,
         FindingContext,
         FleetSummary,
+        SecondsContext,
     )
     from .thresholds import parse_threshold
 
@@ -273,7 +274,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
     check = nagiosplugin.Check(
         *resources,
         DaysLeftContext(warning, critical),
-        nagiosplugin.ScalarContext("time"),
+        SecondsContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
         CertificateSummary(resources[0]) if single else FleetSummary(resources),

@@ -17,6 +17,7 @@ import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import Observation, Target, probe, probe_plaintext
 from .text import safe
@@ -31,6 +32,7 @@ __all__ = [
     "FindingContext",
     "FleetSummary",
     "Plaintext",
+    "SecondsContext",
     "TargetReport",
     "reports",
 ]
@@ -192,7 +194,16 @@ class DaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
-        return Performance(metric.name, metric.value, "", warning, critical)
+        return Performance(
+            metric.name, number(metric.value), "", range_text(warning), range_text(critical)
+        )
+
+
+class SecondsContext(nagiosplugin.ScalarContext):
+    """A duration: never a state of its own, perfdata in plain decimal."""
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        return Performance(metric.name, number(metric.value), metric.uom, min=number(metric.min))
 
 
 class TargetReport(NamedTuple):
