@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .options import UsageError, parser
+from .text import printable
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -60,7 +61,8 @@ def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") 
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
         status += f" | {perfdata}"
-    out = "\n".join([status, *(line.replace("|", "!") for line in lines)]) + "\n"
+    out = "\n".join(printable(line) for line in [status, *(ln.replace("|", "!") for ln in lines)])
+    out += "\n"
     sys.stdout.write(out)
     sys.stdout.flush()
     return _STATES[state]
@@ -152,23 +154,40 @@ def run() -> NoReturn:
     raise SystemExit(main(age=_process_age()))
 
 
-def _targets(args: argparse.Namespace) -> list[Target]:
-    from .targets import parse_target, read_targets_file
+def _targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
+    """Each target, and None; a line of the targets file that names none: a stand-in and why."""
+    from .targets import Line, Unparsed, name_problem, parse_target, read_targets_file
+    from .text import safe
 
-    specs = [*args.host, *args.targets]
+    lines: list[Line] = []
     if args.targets_file:
         try:
-            specs += read_targets_file(args.targets_file)
+            lines = read_targets_file(args.targets_file)
         except OSError as exc:
             raise UsageError(
                 f"cannot read targets file {args.targets_file}: {exc.strerror}"
             ) from None
-    if not specs:
+    if not (args.host or args.targets or lines):
         raise UsageError("no server to check: give -H HOST, TARGET or --targets-file FILE")
+    problem = args.servername is not None and name_problem(args.servername)
+    if problem:
+        raise UsageError(f"invalid --servername '{safe(args.servername, 100)}': {problem}")
+    targets: list[tuple[Target, str | None]] = []
     try:
-        return [parse_target(s, args.port, args.servername, args.family) for s in specs]
+        for spec in [*args.host, *args.targets]:
+            targets.append((parse_target(spec, args.port, args.servername, args.family), None))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    # One bad line of a list is that line's own UNKNOWN; the others are checked.
+    for line in lines:
+        try:
+            if line.problem:
+                raise ValueError(f"invalid target '{safe(line.text, 100)}': {line.problem}")
+            target = parse_target(line.text, args.port, args.servername, args.family)
+            targets.append((target, None))
+        except ValueError as exc:
+            targets.append((Unparsed(f"line {line.number}"), str(exc)))
+    return targets
 
 
 def _label(target: Target, seen: set[str]) -> str:
@@ -247,7 +266,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         limit,
         started + limit - time.monotonic() - _RESERVE / 3,
         args.unreachable_state,
-        str(targets[0]) if single else f"{len(targets)} servers",
+        str(targets[0][0]) if single else f"{len(targets)} servers",
     )
     try:
         # libpq reads a root file only when it exists; with require and the
@@ -286,11 +305,11 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
 def _resources(
     args: argparse.Namespace,
-    targets: list[Target],
+    targets: list[tuple[Target, str | None]],
     roots: tuple[x509.Certificate, ...] | None,
     timeout: float,
 ) -> list[CertificateResource]:
-    from .plugin import CertificateResource
+    from .plugin import CertificateResource, UncheckedResource
     from .verdict import Policy
 
     single = len(targets) == 1
@@ -298,7 +317,9 @@ def _resources(
     plaintext = _plaintext(args)
     seen: set[str] = set()
     return [
-        CertificateResource(
+        UncheckedResource(target, problem, "" if single else _label(target, seen))
+        if problem
+        else CertificateResource(
             target,
             Policy(
                 args.sslmode,
@@ -315,7 +336,7 @@ def _resources(
             args.negotiation == "direct",
             plaintext,
         )
-        for target in targets
+        for target, problem in targets
     ]
 
 
@@ -336,7 +357,7 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
             text = formats.quiet(per_target)
         if not _claim_output():
             return int(state)
-        sys.stdout.write(text)
+        sys.stdout.write("\n".join(printable(line) for line in text.split("\n")))
         sys.stdout.flush()
         return int(state)
     single = len(resources) == 1

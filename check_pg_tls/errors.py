@@ -6,7 +6,7 @@ boundary; everything above it deals only with these types.
 
 from __future__ import annotations
 
-__all__ = ["ProbeError", "ServerMisbehaved", "Unreachable"]
+__all__ = ["BadTarget", "ProbeError", "ServerMisbehaved", "Unreachable"]
 
 
 class ProbeError(Exception):
@@ -27,4 +27,11 @@ class ServerMisbehaved(ProbeError):
 
     It refused TLS, sent an error, broke the protocol or failed the
     handshake. Always CRITICAL: a client could not connect securely.
+    """
+
+
+class BadTarget(ProbeError):
+    """There was nothing to probe: a line of a targets file names no server.
+
+    UNKNOWN, as for any bad input; the other targets are still checked.
     """

@@ -13,6 +13,7 @@ from typing import Any
 import nagiosplugin
 
 from .plugin import TargetReport
+from .targets import Unparsed
 from .text import safe
 
 __all__ = ["fleet_lines", "json_document", "quiet", "tap"]
@@ -102,6 +103,9 @@ def _target(report: TargetReport) -> dict[str, Any]:
         "checks": {},
         "chain": [],
     }
+    if isinstance(target, Unparsed):
+        # A line of the targets file that names no server.
+        entry.update(host=None, port=None, servername=None, sslmode=None)
     if observation is not None:
         entry["tls"] = {
             "version": observation.tls_version,

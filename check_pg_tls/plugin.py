@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
-from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .errors import BadTarget, ProbeError, ServerMisbehaved, Unreachable
 from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import Observation, Target, probe, probe_plaintext
@@ -34,6 +34,7 @@ __all__ = [
     "Plaintext",
     "SecondsContext",
     "TargetReport",
+    "UncheckedResource",
     "reports",
 ]
 
@@ -138,8 +139,24 @@ class CertificateResource(nagiosplugin.Resource):
             yield self._metric(finding.check, finding, "finding")
 
 
+class UncheckedResource(CertificateResource):
+    """A target that names no server (a bad line of a targets file): never probed."""
+
+    def __init__(self, target: Target, problem: str, label: str = "") -> None:
+        super().__init__(target, Policy("require", target.checked_name), 0, label)
+        self.collected = True
+        self.error = BadTarget(problem)
+
+    def collect(self) -> None:
+        pass
+
+    def probe(self) -> Iterator[Metric]:
+        yield self._metric("connection", self.error, "connection")
+
+
 class ConnectionContext(nagiosplugin.Context):
-    """A probe that got no certificate: CRITICAL, or the user's choice when unreachable."""
+    """A probe that got no certificate: CRITICAL, or the user's choice when
+    unreachable; UNKNOWN when there was nothing to probe."""
 
     def __init__(self, unreachable_state: nagiosplugin.state.ServiceState) -> None:
         super().__init__("connection")
@@ -148,6 +165,8 @@ class ConnectionContext(nagiosplugin.Context):
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         error = metric.value
         state = self.unreachable_state if isinstance(error, Unreachable) else Critical
+        if isinstance(error, BadTarget):
+            state = nagiosplugin.Unknown
         return Result(state, str(error), metric)
 
 

@@ -8,7 +8,7 @@ non-ASCII and the perfdata separator ``|`` are escaped, and length is capped.
 
 from __future__ import annotations
 
-__all__ = ["safe"]
+__all__ = ["printable", "safe"]
 
 _LIMIT = 200
 
@@ -22,9 +22,26 @@ def safe(text: str, limit: int = _LIMIT) -> str:
             out.append(char)
         elif code <= 0xFF:
             out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:
+            # A byte that was not UTF-8, kept by the surrogateescape handler.
+            out.append(f"\\x{code - 0xDC00:02x}")
         else:
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
     result = "".join(out)
     if len(result) > limit:
         result = result[: limit - 3] + "..."
     return result
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable ASCII escaped as by :func:`safe`.
+
+    For whole lines of output, the last step before stdout: text already made
+    safe passes unchanged (``\\`` and ``|`` included, and at any length),
+    while anything else that reached the line, such as a name from an option
+    or a targets file, is escaped. Output is then ASCII, whatever the
+    encoding of stdout.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(char if 0x20 <= ord(char) < 0x7F else safe(char) for char in text)

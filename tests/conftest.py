@@ -46,7 +46,13 @@ def plugin_argv() -> list[str]:
     return [sys.executable, "-m", "check_pg_tls"]
 
 
-def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> Run:
+def run_plugin(
+    *args: str,
+    guard: float = 60,
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Run:
+    """Run the plugin; ``env`` adds environment variables."""
     # ``guard`` only stops a hung test run; it is not what a test asserts.
     done = subprocess.run(
         [*prefix, *plugin_argv(), *args],
@@ -54,6 +60,7 @@ def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> R
         text=True,
         timeout=guard,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls import __version__
+from testbed.faults import RefusedPort
 from testbed.pgcluster import Cluster
 
 from .conftest import Pki, run_plugin
@@ -155,3 +156,62 @@ def test_option_order_does_not_matter(server: Callable[[str], Cluster], ca: Pki)
     )
     assert ordered.returncode == shuffled.returncode == 1
     assert ordered.status_line.split(" | ")[0] == shuffled.status_line.split(" | ")[0]
+
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-H", "a..b"], "invalid target 'a..b': empty label in host name"),
+        (["-H", ".db.test"], "invalid target '.db.test': empty label in host name"),
+        (
+            ["-H", f"{LONG_LABEL}.test"],
+            f"invalid target '{LONG_LABEL}.test': host name label longer than 63 characters",
+        ),
+        (["-H", f"{'a.' * 127}b"], "host name longer than 253 characters"),
+        (
+            ["-H", "db\u202e.test"],
+            "invalid target 'db\\u202e.test': host name label 'db\\u202e' is not "
+            "a valid internationalized name",
+        ),
+        (
+            ["-H", "db.test", "--servername", ".example.test"],
+            "invalid --servername '.example.test': empty label in host name",
+        ),
+        (
+            ["-H", "db.test", "--servername", "\u00e4..b"],
+            "invalid --servername '\\xe4..b': empty label in host name",
+        ),
+        (["-H", "127.0.0.1(a..b):5432"], "invalid target '127.0.0.1(a..b):5432': empty label"),
+    ],
+    ids=[
+        "double-dot",
+        "leading-dot",
+        "64-char-label",
+        "254-char-name",
+        "idna-rejects",
+        "servername-leading-dot",
+        "servername-non-ascii",
+        "spec-servername",
+    ],
+)
+def test_bad_name_is_unknown(args: list[str], message: str) -> None:
+    assert_unknown(args, message)
+
+
+@pytest.mark.parametrize(
+    "env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C"}], ids=["pythonioencoding", "lc-all-c"]
+)
+def test_non_ascii_servername_is_escaped_for_any_stdout(env: dict[str, str]) -> None:
+    with RefusedPort() as closed:
+        result = run_plugin(
+            "-H", "127.0.0.1", "-p", str(closed.port), "--servername", "d\u00e9.test", env=env
+        )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.status_line.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1(d\\xe9.test):{closed.port}: connection refused | time="
+    )
+    assert result.stdout.isascii()
+    assert result.stderr == ""

@@ -237,3 +237,54 @@ def test_empty_targets_file_is_unknown(tmp_path: Path) -> None:
     result = run_plugin("--targets-file", str(path))
     assert result.returncode == 3
     assert "no server to check" in result.status_line
+
+
+def test_bad_lines_of_a_targets_file_are_unknown_and_the_rest_is_checked(
+    server: ServerFactory, ca: Pki, tmp_path: Path
+) -> None:
+    good = server("valid").port
+    path = tmp_path / "targets"
+    path.write_bytes(
+        f"127.0.0.1(db.test):{good}\n".encode()
+        + b"bad\xffname:5432\n"
+        + b"nul\x00name:5432\n"
+        + b"# a comment\n"
+        + b"a..b:5432\n"
+        + f"127.0.0.1(db2.test):{good}\n".encode()
+    )
+    result = fleet(ca, path)
+    assert result.returncode == 3, result.stdout
+    assert result.stdout.isascii() and "\x00" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("PG_TLS UNKNOWN - 3 of 5 servers need attention: line 2: ")
+    assert lines[1:] == [
+        f"OK 127.0.0.1(db.test):{good}: " + lines[1].split(": ", 1)[1],
+        "UNKNOWN line 2: invalid target 'bad\\xffname:5432': not UTF-8",
+        "UNKNOWN line 3: invalid target 'nul\\x00name:5432': control character in host name",
+        "UNKNOWN line 5: invalid target 'a..b:5432': empty label in host name",
+        f"OK 127.0.0.1(db2.test):{good}: " + lines[5].split(": ", 1)[1],
+    ]
+    assert lines[1].endswith("; chain trusted; valid for db.test")
+    assert lines[5].endswith("; chain trusted; valid for db2.test")
+    # Perfdata only for the servers that were checked.
+    labels = [item.split("=")[0] for item in lines[0].split(" | ")[1].split()]
+    assert sorted(labels) == sorted(
+        f"db{n}_test_{good}_{metric}" for n in ("", "2") for metric in ("days_left", "time")
+    )
+
+
+def test_a_bad_line_in_json_and_tap(ca: Pki, tmp_path: Path) -> None:
+    path = tmp_path / "targets"
+    path.write_bytes(b"a..b\n")
+    document = json.loads(fleet(ca, path, "--json").stdout)
+    assert document["state"] == "UNKNOWN" and document["exit_code"] == 3
+    (entry,) = document["targets"]
+    assert entry["target"] == "line 1"
+    assert entry["host"] is entry["port"] is entry["servername"] is entry["sslmode"] is None
+    assert entry["state"] == "UNKNOWN"
+    assert entry["error"] == "invalid target 'a..b': empty label in host name"
+    tap = fleet(ca, path, "--tap")
+    assert tap.returncode == 3
+    assert tap.stdout.splitlines()[2] == (
+        "not ok 1 - line 1 invalid target 'a..b': empty label in host name"
+    )
