@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ def tap(reports: Sequence[TargetReport]) -> str:
         lines.extend(f"    - {_yaml_string(p)}" for p in report.problems)
         verdict = report.resource.verdict
         if verdict is not None:
-            lines.append(f"  days_left: {verdict.days_left:.2f}")
+            lines.append(f"  days_left: {_floor(verdict.days_left, 2):.2f}")
             lines.append(f"  not_after: {verdict.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
         lines.append("  ...")
     return "\n".join(lines) + "\n"
@@ -76,6 +77,13 @@ def json_document(reports: Sequence[TargetReport], state: nagiosplugin.state.Ser
         "targets": [_target(r) for r in reports],
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+def _floor(days: float, places: int) -> float:
+    # Days are rounded down everywhere, so that no output says a day more
+    # than the status line.
+    scale = 10.0**places
+    return math.floor(days * scale) / scale
 
 
 def _time(moment: dt.datetime) -> str:
@@ -116,7 +124,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         }
     if verdict is not None:
         now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
-        entry["days_left"] = round(verdict.days_left, 4)
+        entry["days_left"] = _floor(verdict.days_left, 4)
         entry["not_after"] = _time(verdict.limiting_cert.not_after)
         entry["expires_first"] = verdict.limiting
         entry["checks"] = {
@@ -134,7 +142,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
                 "serial": format(cert.certificate.serial_number, "x"),
                 "not_before": _time(cert.not_before),
                 "not_after": _time(cert.not_after),
-                "days_left": round(cert.days_left(now), 4),
+                "days_left": _floor(cert.days_left(now), 4),
                 "dns_names": [safe(name, 100) for name in cert.dns_names],
                 "ip_addresses": [
                     str(ipaddress.ip_address(raw))

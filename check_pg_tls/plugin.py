@@ -332,7 +332,8 @@ def details(resource: CertificateResource) -> list[str]:
         lines.append(
             f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
             f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
-            f"({cert.days_left(now):.1f} days left){unused}"
+            # Rounded down, as the status line's whole days are.
+            f"({math.floor(cert.days_left(now) * 10) / 10:.1f} days left){unused}"
         )
     lines.append(f"names: {', '.join(verdict.leaf.names_for_display()) or '(none)'}")
     lines.append(

@@ -54,6 +54,11 @@ def parse_target(
     """
     text = spec.strip()
     shown = f"invalid target '{safe(spec, 100)}'"
+    if "://" in text:
+        raise ValueError(
+            f"{shown}: a connection URI is not a target spec; give host[:port], "
+            "host(servername):port or [ipv6]:port"
+        )
     # A bare IPv6 address has colons of its own; only brackets add a port.
     if text.count(":") > 1 and not text.startswith("["):
         host, name, port = text, None, None

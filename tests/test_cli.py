@@ -215,3 +215,70 @@ def test_non_ascii_servername_is_escaped_for_any_stdout(env: dict[str, str]) -> 
     )
     assert result.stdout.isascii()
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-H", "db", "-t", "-1"], "invalid timeout '-1': must be 0.001 to 3600"),
+        (["-H", "db", "--timeout", "-0.5"], "invalid timeout '-0.5': must be 0.001 to 3600"),
+        (["-H", "db", "-t", "-4"], "invalid timeout '-4': must be 0.001 to 3600"),
+        (["-H", "db", "--min-rsa-bits", "-5"], "invalid number of bits '-5': must be 0 to 65536"),
+        (["-H", "db", "--min-ec-bits", "-256"], "invalid number of bits '-256': must be 0 to"),
+        (["-H", "db", "-p", "-5432"], "invalid port '-5432': must be 1 to 65535"),
+        (["-H", "db", "--workers", "-2"], "invalid number of workers '-2': must be 1 to 256"),
+        (
+            ["-H", "postgresql://h:5432/db"],
+            "invalid target 'postgresql://h:5432/db': a connection URI is not a target spec; "
+            "give host[:port]",
+        ),
+        (["postgres://h/db"], "invalid target 'postgres://h/db': a connection URI is not"),
+    ],
+    ids=[
+        "t-negative",
+        "timeout-negative-fraction",
+        "t-looks-like-ipv4-option",
+        "rsa-bits-negative",
+        "ec-bits-negative",
+        "port-negative",
+        "workers-negative",
+        "uri-host",
+        "uri-target",
+    ],
+)
+def test_bad_value_is_named(args: list[str], message: str) -> None:
+    assert_unknown(args, message)
+
+
+def test_negative_threshold_reaches_the_threshold_parser(
+    server: Callable[[str], Cluster], ca: Pki
+) -> None:
+    # -c -5 is the Nagios range "-5:": alert only five days after expiry;
+    # the expired certificate is CRITICAL anyway, the option is accepted.
+    port = str(server("valid").port)
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", port, "--servername", "db.test", "--sslrootcert",
+        str(ca.root_file), "-w", "-5", "-c", "-10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert result.perfdata["days_left"].split(";")[1:] == ["-5:", "-10:"]
+
+
+def test_help_shows_percent_once() -> None:
+    result = run_plugin("--help")
+    assert result.returncode == 0
+    assert "%%" not in result.stdout
+    assert "N% is a share" in " ".join(result.stdout.split())
+
+
+def test_verbose_days_agree_with_the_status_line(server: Callable[[str], Cluster], ca: Pki) -> None:
+    # 90 days from issue, a moment ago: 89 whole days and a fraction left.
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", str(server("valid").port), "--servername", "db.test",
+        "--sslrootcert", str(ca.root_file), "-v",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "certificate expires in 89 days" in result.status_line
+    leaf = next(line for line in result.stdout.splitlines() if line.startswith("leaf: "))
+    assert leaf.endswith("UTC (89.9 days left)"), leaf
+    assert float(result.perfdata["days_left"].split(";")[0]) == 89.99

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from check_pg_tls.text import printable, safe
+from check_pg_tls.text import printable, safe, span
 
 LIMIT = 200
 
@@ -95,3 +95,26 @@ def test_printable_escapes_only_what_is_not_printable_ascii() -> None:
 
 def test_bytes_kept_by_surrogateescape_show_as_bytes() -> None:
     assert safe(b"bad\xffname".decode("utf-8", "surrogateescape")) == "bad\\xffname"
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [
+        (400.7, "400 days"),
+        (2.0, "2 days"),
+        (1.99, "47 hours"),
+        (1 / 24, "1 hour"),
+        (1 / 24 - 1e-9, "59 minutes"),
+        (2 / 1440, "2 minutes"),
+        (1 / 1440, "1 minute"),
+        (1 / 1440 - 1e-9, "less than a minute"),
+        (0.0, "less than a minute"),
+    ],
+)
+def test_span_says_the_largest_whole_unit(days: float, text: str) -> None:
+    assert span(days) == text
+
+
+@given(st.floats(min_value=0, max_value=1e6))
+def test_span_never_says_zero(days: float) -> None:
+    assert not span(days).startswith("0 ")
