@@ -78,9 +78,9 @@ def parser() -> _Parser:
         epilog=(
             "Targets: host, host:port, host(servername):port, [ipv6]:port. "
             "Thresholds: a number N means fewer than N days left; Nagios ranges "
-            "(10:, @0:30) are accepted; N% is a share of the leaf certificate's "
-            "lifetime. Exit codes, in every output format: the worst state over all "
-            "targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+            "(10:, @0:30) are accepted; N% is a share of the lifetime of the "
+            "certificate that expires first. Exit codes, in every output format: "
+            "the worst state over all targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
         ),
     )
     add = parser.add_argument

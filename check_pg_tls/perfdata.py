@@ -26,13 +26,20 @@ def number(value: float) -> str:
     return text
 
 
-def range_text(bounds: Range) -> str:
-    """A threshold range in the plugin API's syntax, its numbers in plain decimal."""
+def range_text(bounds: Range, places: int | None = None) -> str:
+    """A threshold range in the plugin API's syntax, its numbers in plain decimal.
+
+    ``places``: round to that many decimals, for display only.
+    """
+
+    def shown(value: float) -> str:
+        return number(value if places is None else round(value, places))
+
     parts = ["@" if bounds.invert else ""]
     if bounds.start == float("-inf"):
         parts.append("~:")
     elif bounds.start != 0:
-        parts.append(f"{number(bounds.start)}:")
+        parts.append(f"{shown(bounds.start)}:")
     if bounds.end != float("inf"):
-        parts.append(number(bounds.end))
+        parts.append(shown(bounds.end))
     return "".join(parts)

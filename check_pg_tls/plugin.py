@@ -198,12 +198,15 @@ class DaysLeftContext(nagiosplugin.Context):
         self, resource: CertificateResource
     ) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
         assert resource.verdict is not None
-        lifetime = resource.verdict.leaf.lifetime_days
+        # A share (N%) is of the lifetime of the certificate compared: the
+        # one that expires first, which may be an intermediate.
+        lifetime = resource.verdict.limiting_cert.lifetime_days
         return self.warning.resolve(lifetime), self.critical.resolve(lifetime)
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         warning, critical = self._ranges(resource)
-        days = metric.value
+        # Compared unrounded: the metric is rounded down for perfdata only.
+        days = resource.verdict.days_left
         hint = describe_days(resource.verdict)
         if days < 0 or not critical.match(days):
             return Result(Critical, hint, metric)
@@ -213,9 +216,13 @@ class DaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
-        return Performance(
-            metric.name, number(metric.value), "", range_text(warning), range_text(critical)
-        )
+        # A share resolved to days is shown to 1/10000 day (9 seconds); a
+        # range the user wrote, as written.
+        shown = [
+            range_text(bounds, 4 if given.percent is not None else None)
+            for bounds, given in ((warning, self.warning), (critical, self.critical))
+        ]
+        return Performance(metric.name, number(metric.value), "", *shown)
 
 
 class SecondsContext(nagiosplugin.ScalarContext):
