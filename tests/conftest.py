@@ -19,6 +19,8 @@ import pytest
 from testbed import pki
 from testbed.pgcluster import Cluster, Workspace
 
+pytest_plugins = ["tests.no_skips"]
+
 
 @dataclass(frozen=True)
 class Run:
@@ -164,9 +166,18 @@ def psql_home(workspace: Workspace) -> Path:
 
 
 def psql_connects(
-    cluster: Cluster, home: Path, host: str, sslmode: str, sslrootcert: str | None
+    cluster: Cluster,
+    home: Path,
+    host: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> bool:
-    """The oracle: does libpq (psql) with these settings connect?"""
+    """The oracle: does libpq (psql) with these settings connect?
+
+    ``extra``: more conninfo settings; ``env``: more environment variables.
+    """
     conninfo = [
         f"host={host}",
         "hostaddr=127.0.0.1",
@@ -178,7 +189,8 @@ def psql_connects(
     ]
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    conninfo += extra
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **(env or {})}
     done = subprocess.run(
         [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
         capture_output=True,
