@@ -7,6 +7,7 @@ boundary; everything above it deals only with these types.
 from __future__ import annotations
 
 __all__ = [
+    "BadTarget",
     "CheckFailed",
     "LocalFileError",
     "ProbeError",
@@ -42,6 +43,13 @@ class CheckFailed(ProbeError):
     A host name no resolver can take, or a bug of ours that one odd server
     brought out: either way the other servers of a fleet run keep their
     results.
+    """
+
+
+class BadTarget(CheckFailed):
+    """There was nothing to probe: a line of a targets file names no server.
+
+    UNKNOWN, as for any bad input; the other targets are still checked.
     """
 
 

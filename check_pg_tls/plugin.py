@@ -11,17 +11,18 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
-from .errors import CheckFailed, ProbeError, ServerMisbehaved, Unreachable
+from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
 from .openssl_client import ClientContexts
+from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import probe, probe_plaintext
-from .text import safe
+from .text import safe, span
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
 
@@ -38,7 +39,9 @@ __all__ = [
     "FleetSummary",
     "Plaintext",
     "Revocation",
+    "SecondsContext",
     "TargetReport",
+    "UncheckedResource",
     "reports",
 ]
 
@@ -188,8 +191,27 @@ class CertificateResource(nagiosplugin.Resource):
             yield self._metric("crl_days_left", math.floor(soonest * 100) / 100, "crl_days_left")
 
 
+class UncheckedResource(CertificateResource):
+    """A target that names no server (a bad line of a targets file): never probed."""
+
+    def __init__(self, target: Target, problem: str, label: str = "") -> None:
+        # Never probed: no client contexts are needed.
+        super().__init__(
+            target, Policy("require", target.checked_name), cast(ClientContexts, None), 0, label
+        )
+        self.collected = True
+        self.error = BadTarget(problem)
+
+    def collect(self) -> None:
+        pass
+
+    def probe(self) -> Iterator[Metric]:
+        yield self._metric("connection", self.error, "connection")
+
+
 class ConnectionContext(nagiosplugin.Context):
-    """A probe that got no certificate: CRITICAL, or the user's choice when unreachable."""
+    """A probe that got no certificate: CRITICAL, or the user's choice when
+    unreachable; UNKNOWN when there was nothing to probe."""
 
     def __init__(self, unreachable_state: nagiosplugin.state.ServiceState) -> None:
         super().__init__("connection")
@@ -197,7 +219,7 @@ class ConnectionContext(nagiosplugin.Context):
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         error = metric.value
-        if isinstance(error, CheckFailed):
+        if isinstance(error, CheckFailed):  # a bad target, or our own failure
             return Result(nagiosplugin.Unknown, str(error), metric)
         state = self.unreachable_state if isinstance(error, Unreachable) else Critical
         return Result(state, str(error), metric)
@@ -231,12 +253,15 @@ class DaysLeftContext(nagiosplugin.Context):
         self, resource: CertificateResource
     ) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
         assert resource.verdict is not None
-        lifetime = resource.verdict.leaf.lifetime_days
+        # A share (N%) is of the lifetime of the certificate compared: the
+        # one that expires first, which may be an intermediate.
+        lifetime = resource.verdict.limiting_cert.lifetime_days
         return self.warning.resolve(lifetime), self.critical.resolve(lifetime)
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         warning, critical = self._ranges(resource)
-        days = metric.value
+        # Compared unrounded: the metric is rounded down for perfdata only.
+        days = resource.verdict.days_left
         hint = describe_days(resource.verdict)
         if days < 0 or not critical.match(days):
             return Result(Critical, hint, metric)
@@ -246,7 +271,20 @@ class DaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
-        return Performance(metric.name, metric.value, "", warning, critical)
+        # A share resolved to days is shown to 1/10000 day (9 seconds); a
+        # range the user wrote, as written.
+        shown = [
+            range_text(bounds, 4 if given.percent is not None else None)
+            for bounds, given in ((warning, self.warning), (critical, self.critical))
+        ]
+        return Performance(metric.name, number(metric.value), "", *shown)
+
+
+class SecondsContext(nagiosplugin.ScalarContext):
+    """A duration: never a state of its own, perfdata in plain decimal."""
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        return Performance(metric.name, number(metric.value), metric.uom, min=number(metric.min))
 
 
 class ClientDaysLeftContext(nagiosplugin.Context):
@@ -268,9 +306,9 @@ class ClientDaysLeftContext(nagiosplugin.Context):
         when = f"{cert.not_after:%Y-%m-%d}"
         if days < 0:
             return Result(
-                Critical, f"client certificate expired {_crl_span(-days)} ago ({when})", metric
+                Critical, f"client certificate expired {span(-days)} ago ({when})", metric
             )
-        hint = f"client certificate expires in {_crl_span(days)} ({when})"
+        hint = f"client certificate expires in {span(days)} ({when})"
         if not critical.match(metric.value):
             return Result(Critical, hint, metric)
         if not warning.match(metric.value):
@@ -299,7 +337,7 @@ class CrlDaysLeftContext(nagiosplugin.Context):
         crl = soonest.crl
         when = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "never"
         days = soonest.days_left if soonest.days_left is not None else metric.value
-        hint = f"CRL of {crl.issuer} expires in {_crl_span(days)} ({when})"
+        hint = f"CRL of {crl.issuer} expires in {span(days)} ({when})"
         if metric.value < 0:
             return Result(Ok, "", metric)  # the crl finding names it as expired
         if not self.critical.match(metric.value):
@@ -310,15 +348,6 @@ class CrlDaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         return Performance(metric.name, metric.value, "", self.warning, self.critical)
-
-
-def _crl_span(days: float) -> str:
-    if days >= 2:
-        return f"{int(days)} days"
-    hours = int(days * 24)
-    if hours >= 1:
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    return f"{int(days * 1440)} minutes"
 
 
 class TargetReport(NamedTuple):
@@ -428,7 +457,8 @@ def details(resource: CertificateResource) -> list[str]:
         lines.append(
             f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
             f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
-            f"({cert.days_left(now):.1f} days left){unused}"
+            # Rounded down, as the status line's whole days are.
+            f"({math.floor(cert.days_left(now) * 10) / 10:.1f} days left){unused}"
         )
     lines.append(f"names: {', '.join(verdict.leaf.names_for_display()) or '(none)'}")
     lines.append(
