@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from .model import Target
+    from .openmetrics import MetricsSink
     from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
@@ -33,8 +34,15 @@ __all__ = ["main", "run"]
 PREFIX = "PG_TLS"
 _STATES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
+#: --openmetrics: where the metrics go, also those of a run that fails as a whole.
+_metrics: MetricsSink | None = None
+
 
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
+    # With --openmetrics, the finished run's metrics never come this way: what
+    # does is a run that failed as a whole, and the metrics must say so.
+    if _metrics is not None and not _metrics.failed(_STATES[state], text):
+        return _STATES[state]
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
         status += f" | {perfdata}"
@@ -67,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as exc:
             return _emit("unknown", f"{exc} (see --help)")
         verbose = args.verbose
+        if args.openmetrics or args.output or args.metrics_format:
+            try:
+                _use_metrics(args)
+            except UsageError as exc:
+                return _emit("unknown", str(exc))
         return _run(args)
     except KeyboardInterrupt:
         return _emit("unknown", "interrupted")
@@ -82,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> NoReturn:
     """Console-script entry point."""
     raise SystemExit(main())
+
+
+def _use_metrics(args: argparse.Namespace) -> None:
+    global _metrics
+    from .openmetrics import MetricsSink
+
+    _metrics = MetricsSink(args)
+    _metrics.load_library()
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
@@ -249,6 +270,12 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
 
     state = check.state
     per_target = reports(check.results, resources)
+    if _metrics is not None:
+        try:
+            _metrics.write(per_target, check.results)
+        except OSError as exc:
+            return _emit("unknown", f"cannot write {args.output}: {exc.strerror or exc}")
+        return int(state)
     if args.tap or args.json or args.quiet:
         from . import formats
 
