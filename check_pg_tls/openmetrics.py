@@ -32,8 +32,8 @@ __all__ = ["INSTALL", "Family", "MetricsSink", "failure_families", "families", "
 INSTALL = "pip install 'check_pg_tls[prometheus]'"
 
 #: The checks that decide whether a client with the sslmode would connect,
-#: which is what blackbox_exporter's probe_success means (expiry is part of
-#: ``trust``: OpenSSL refuses an expired chain whenever it verifies one).
+#: which is what blackbox_exporter's probe_success means; when the chain is
+#: verified, its dates decide too.
 _CLIENT_CONNECTS = frozenset({"trust", "name", "handshake"})
 
 #: blackbox_exporter's spelling of the versions.
@@ -61,7 +61,7 @@ class Family(NamedTuple):
 
 _HELP = {
     "probe_success": "1 if a client with this sslmode would connect: a certificate was "
-    "obtained and trust, name and handshake pass",
+    "obtained, and its chain, dates and name pass as far as the sslmode verifies them",
     "probe_duration_seconds": "Seconds from start to the end of the TLS handshake, or to "
     "the failure",
     "probe_ssl_earliest_cert_expiry": "Expiry of the first certificate to expire among all "
@@ -115,6 +115,8 @@ def _target_samples(
     target = {"target": str(resource.target)}
     error, observation, verdict = resource.error, resource.observation, resource.verdict
     connects = error is None and all(checks.get(c, 0) == 0 for c in _CLIENT_CONNECTS)
+    if connects and verdict is not None and resource.policy.verifies_chain:
+        connects = verdict.days_left >= 0 and checks.get("validity", 0) == 0
     yield "probe_success", target, float(connects)
     yield "probe_duration_seconds", target, resource.seconds
     yield "pg_tls_state", target, float(int(report.state))
