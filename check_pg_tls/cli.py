@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # deprecation warning about an odd certificate (a zero serial number, say)
     # on stderr would only confuse it.
     warnings.simplefilter("ignore")
+    global _metrics
+    _metrics = None
     verbose = 0
     try:
         try:
@@ -101,6 +103,8 @@ def _use_metrics(args: argparse.Namespace) -> None:
     global _metrics
     from .openmetrics import MetricsSink
 
+    # Options that make no sense are only an UNKNOWN line; a missing library
+    # is a failed run, which the sink reports in the metrics too.
     _metrics = MetricsSink(args)
     _metrics.load_library()
 

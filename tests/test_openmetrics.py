@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from testbed.pgcluster import Cluster
@@ -177,3 +180,34 @@ def test_help_lists_the_prometheus_options() -> None:
     assert "--openmetrics" in done.stdout
     assert "--metrics-format {prometheus,openmetrics}" in done.stdout
     assert "--output FILE" in done.stdout
+
+
+AWKWARD = 'CN=a "quoted", back\\slash,\nnew line'
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_label_values_are_escaped_by_the_format(openmetrics: bool) -> None:
+    from check_pg_tls.openmetrics import failure_families, render
+
+    text = render(failure_families(3, AWKWARD), openmetrics).decode()
+    assert "\nnew line" not in text
+    parse = parse_openmetrics if openmetrics else text_string_to_metric_families
+    [reason] = [
+        s.labels["reason"] for f in parse(text) for s in f.samples if s.name == "pg_tls_error_info"
+    ]
+    assert reason == AWKWARD
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_the_fallback_without_the_library_says_the_same(openmetrics: bool) -> None:
+    from check_pg_tls.openmetrics import _render_without_library, failure_families, render
+
+    found = failure_families(3, AWKWARD)
+    parse = parse_openmetrics if openmetrics else text_string_to_metric_families
+
+    def samples(text: bytes) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for f in parse(text.decode()) for s in f.samples]
+
+    assert samples(_render_without_library(found, openmetrics)) == samples(
+        render(found, openmetrics)
+    )
