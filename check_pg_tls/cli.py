@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from .model import Target
+    from .openmetrics import MetricsSink
     from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
@@ -56,8 +57,16 @@ def _claim_output() -> bool:
     return True
 
 
+#: --openmetrics: where the metrics go, also those of a run that fails as a whole.
+_metrics: MetricsSink | None = None
+
+
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
     if not _claim_output():
+        return _STATES[state]
+    # With --openmetrics, the finished run's metrics never come this way: what
+    # does is a run that failed as a whole, and the metrics must say so.
+    if _metrics is not None and not _metrics.failed(_STATES[state], text):
         return _STATES[state]
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
@@ -131,6 +140,8 @@ def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
     # deprecation warning about an odd certificate (a zero serial number, say)
     # on stderr would only confuse it.
     warnings.simplefilter("ignore")
+    global _metrics
+    _metrics = None
     verbose = 0
     try:
         try:
@@ -138,6 +149,11 @@ def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
         except UsageError as exc:
             return _emit("unknown", f"{exc} (see --help)")
         verbose = args.verbose
+        if args.openmetrics or args.output or args.metrics_format:
+            try:
+                _use_metrics(args)
+            except UsageError as exc:
+                return _emit("unknown", str(exc))
         return _run(args, time.monotonic() - age)
     except KeyboardInterrupt:
         return _emit("unknown", "interrupted")
@@ -153,6 +169,16 @@ def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
 def run() -> NoReturn:
     """Console-script entry point."""
     raise SystemExit(main(age=_process_age()))
+
+
+def _use_metrics(args: argparse.Namespace) -> None:
+    global _metrics
+    from .openmetrics import MetricsSink
+
+    # Options that make no sense are only an UNKNOWN line; a missing library
+    # is a failed run, which the sink reports in the metrics too.
+    _metrics = MetricsSink(args)
+    _metrics.load_library()
 
 
 def _targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
@@ -426,6 +452,16 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
 
     state = check.state
     per_target = reports(check.results, resources)
+    if _metrics is not None:
+        if not _claim_output():
+            return int(state)
+        try:
+            _metrics.write(per_target, check.results)
+        except OSError as exc:
+            global _output_claimed
+            _output_claimed = False  # nothing was written: the failure is the output
+            return _emit("unknown", f"cannot write {args.output}: {exc.strerror or exc}")
+        return int(state)
     if args.tap or args.json or args.quiet:
         from . import formats
 

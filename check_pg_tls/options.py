@@ -306,6 +306,27 @@ def parser() -> _Parser:
         help="cron mode: print nothing when all is well, else one line "
         "per server that needs attention",
     )
+    output.add_argument(
+        "--openmetrics",
+        action="store_true",
+        help="print Prometheus metrics, blackbox_exporter's names where they mean the "
+        "same (needs the prometheus extra: pip install 'check_pg_tls[prometheus]')",
+    )
+    metrics = parser.add_argument_group("Prometheus (with --openmetrics)")
+    metrics.add_argument(
+        "--metrics-format",
+        choices=("prometheus", "openmetrics"),
+        default=None,
+        help="prometheus: the text format node_exporter's textfile collector reads; "
+        "openmetrics: OpenMetrics 1.0, ending in '# EOF' (default: prometheus)",
+    )
+    metrics.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the metrics to FILE, replaced atomically, instead of stdout; also "
+        "when the run fails (probe_success 0 and the reason); e.g. a .prom file in "
+        "node_exporter's textfile directory",
+    )
     add(
         "-v",
         "--verbose",
