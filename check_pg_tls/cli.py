@@ -23,6 +23,7 @@ from .options import UsageError, parser
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from .dane import DaneSettings
     from .model import Target
     from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
@@ -146,6 +147,34 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     return Plaintext(user, database or user, args.plaintext_state)
 
 
+def _dane(
+    args: argparse.Namespace, cert_file: tuple[str, x509.Certificate] | None
+) -> DaneSettings | None:
+    if not args.dane:
+        if args.dns_server:
+            raise UsageError("--dns-server is for --dane")
+        return None
+    from .dane import DaneSettings, parse_dns_server
+
+    try:
+        # dnspython is an optional extra; only --dane needs it.
+        from . import tlsa_lookup  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--dane needs dnspython: pip install 'check_pg_tls[dane]' (or dnspython)"
+        ) from None
+    try:
+        server = parse_dns_server(args.dns_server) if args.dns_server else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    renewed = None
+    if cert_file is not None:
+        from .local_files import read_certificates
+
+        renewed = (cert_file[0], read_certificates(cert_file[0], "certificate file"))
+    return DaneSettings(server, args.dane_missing_state, args.dane_insecure_state, renewed)
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
@@ -218,6 +247,7 @@ def _resources(
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)
     plaintext = _plaintext(args)
+    dane = _dane(args, cert_file)
     seen: set[str] = set()
     return [
         CertificateResource(
@@ -238,6 +268,7 @@ def _resources(
             label="" if single else _label(target, seen),
             direct=args.negotiation == "direct",
             plaintext=plaintext,
+            dane=dane,
         )
         for target in targets
     ]
