@@ -26,8 +26,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .certs import describe_name
+from .model import Target
 from .posture import Finding
 from .text import safe
+from .verdict import Verdict
 
 __all__ = [
     "DaneSettings",
@@ -35,9 +37,11 @@ __all__ = [
     "TlsaRecord",
     "association",
     "dane_findings",
+    "judge_dane",
     "parse_dns_server",
     "record_for",
     "tlsa_owner",
+    "unusable_name",
 ]
 
 USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
@@ -107,6 +111,18 @@ class DaneSettings(NamedTuple):
 def tlsa_owner(port: int, name: str) -> str:
     """Where TLSA records for a TCP service live (RFC 6698 section 3)."""
     return f"_{port}._tcp.{name.rstrip('.')}"
+
+
+def unusable_name(name: str) -> str | None:
+    """Why ``name`` cannot have TLSA records, or None if it can."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return (
+        f"{name} is an IP address, and TLSA records live under a host name "
+        "(_PORT._tcp.HOST): give --servername"
+    )
 
 
 def parse_dns_server(text: str) -> tuple[str, int]:
@@ -283,6 +299,31 @@ def _dane_ta(
                 "record for an intermediate, or for the key"
             )
     return False, ""
+
+
+def judge_dane(
+    answer: TlsaAnswer | None,
+    verdict: Verdict,
+    target: Target,
+    now: dt.datetime,
+    settings: DaneSettings,
+) -> tuple[Finding, ...]:
+    """The DANE findings for a judged target; ``answer`` None: no lookup was possible."""
+    name = target.checked_name
+    if answer is None:
+        why = unusable_name(name) or "no lookup"
+        return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
+    trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
+    pkix_path = None
+    if trusted:
+        # The validated path holds the root from the trust store, which the
+        # server does not send: parse what the chain does not already have.
+        parsed = {cert.der: cert.certificate for cert in verdict.chain}
+        pkix_path = tuple(
+            parsed.get(der) or x509.load_der_x509_certificate(der) for der in verdict.path
+        )
+    presented = tuple(cert.certificate for cert in verdict.chain)
+    return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)
 
 
 def dane_findings(

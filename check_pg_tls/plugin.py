@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nagiosplugin
@@ -27,9 +26,7 @@ from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
-    from .dane import DaneSettings, TlsaAnswer
+    from .dane import DaneSettings
 
 __all__ = [
     "CertificateResource",
@@ -97,8 +94,12 @@ class CertificateResource(nagiosplugin.Resource):
     def collect(self) -> None:
         self.collected = True
         started = time.monotonic()
-        # The TLSA lookup runs beside the probe, within the same timeout.
-        tlsa = _start_tlsa_lookup(self.target, self.dane, self.timeout) if self.dane else None
+        tlsa = None
+        if self.dane is not None:
+            from .tlsa_lookup import start_lookup
+
+            # Beside the probe, within the same timeout.
+            tlsa = start_lookup(self.target, self.dane.server, self.timeout)
         try:
             self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
@@ -113,40 +114,18 @@ class CertificateResource(nagiosplugin.Resource):
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
             return
         self.findings = self.verdict.findings
-        if tlsa is not None and self.dane is not None:
+        if self.dane is not None:
+            from .dane import judge_dane
+
             left = self.timeout - (time.monotonic() - started)
-            self.findings += self._dane_findings(self.dane, tlsa(left))
+            answer = tlsa.wait(left) if tlsa is not None else None
+            self.findings += judge_dane(
+                answer, self.verdict, self.target, self.checked_at, self.dane
+            )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
             left = self.timeout - (time.monotonic() - started)
             self.findings += (self._plaintext_finding(self.plaintext, left),)
-
-    def _dane_findings(self, dane: DaneSettings, answer: TlsaAnswer | None) -> tuple[Finding, ...]:
-        from .dane import dane_findings
-
-        assert self.verdict is not None and self.checked_at is not None
-        name = self.target.checked_name
-        if answer is None:
-            return (
-                Finding(
-                    "dane",
-                    f"cannot check DANE: {_dane_unusable_name(name)}",
-                    "no host name",
-                    "unknown",
-                ),
-            )
-        verdict = self.verdict
-        trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
-        pkix_path = tuple(_certificate(verdict, der) for der in verdict.path) if trusted else None
-        return dane_findings(
-            answer,
-            tuple(c.certificate for c in verdict.chain),
-            pkix_path,
-            name,
-            self.target.port,
-            self.checked_at,
-            dane,
-        )
 
     def _plaintext_finding(self, plaintext: Plaintext, timeout: float) -> Finding:
         try:
@@ -178,70 +157,6 @@ class CertificateResource(nagiosplugin.Resource):
         yield self._metric("days_left", days, "days_left")
         for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
-
-
-def _dane_unusable_name(name: str) -> str | None:
-    """Why ``name`` cannot have TLSA records, or None if it can."""
-    from .names import ip_literal
-
-    if ip_literal(name) is not None:
-        return (
-            f"{name} is an IP address, and TLSA records live under a host name "
-            f"(_PORT._tcp.HOST): give --servername"
-        )
-    return None
-
-
-def _start_tlsa_lookup(
-    target: Target, dane: DaneSettings, timeout: float
-) -> Callable[[float], TlsaAnswer | None]:
-    """Start the TLSA lookup in a thread; the returned function waits for its answer.
-
-    None means the target's name cannot have TLSA records.
-    """
-    from .dane import TlsaAnswer, tlsa_owner
-    from .tlsa_lookup import lookup_tlsa
-
-    name = target.checked_name
-    if _dane_unusable_name(name) is not None:
-        return lambda left: None
-    owner = tlsa_owner(target.port, name)
-    # As for the probe: a little less than -t, so that the plugin reports
-    # a silent resolver itself before the monitoring system gives up.
-    budget = timeout - min(0.5, timeout * 0.1)
-    outcome: list[TlsaAnswer] = []
-
-    def lookup() -> None:
-        outcome.append(lookup_tlsa(owner, dane.server, budget, shown_timeout=timeout))
-
-    worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
-
-    def wait(left: float) -> TlsaAnswer | None:
-        # The lookup gives up by itself a margin before -t; wait half that.
-        worker.join(max(left - min(0.5, timeout * 0.1) / 2, 0.0))
-        if outcome:
-            return outcome[0]
-        server = dane.server
-        resolver = f"{server[0]}:{server[1]}" if server else "system resolver"
-        return TlsaAnswer(
-            owner,
-            resolver,
-            "--dns-server" if server else "/etc/resolv.conf",
-            failure=f"no answer within {timeout:g} seconds",
-        )
-
-    return wait
-
-
-def _certificate(verdict: Verdict, der: bytes) -> x509.Certificate:
-    """The parsed certificate for ``der``: from the chain when presented, else parsed now."""
-    for cert in verdict.chain:
-        if cert.der == der:
-            return cert.certificate
-    from cryptography import x509
-
-    return x509.load_der_x509_certificate(der)
 
 
 class ConnectionContext(nagiosplugin.Context):

@@ -12,6 +12,7 @@ ask the resolver to pass on data that failed validation.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dns.exception
@@ -20,11 +21,11 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
-import dns.resolver
 
-from .dane import TlsaAnswer, TlsaRecord
+from .dane import TlsaAnswer, TlsaRecord, tlsa_owner, unusable_name
+from .model import Target
 
-__all__ = ["lookup_tlsa", "system_resolvers"]
+__all__ = ["PendingLookup", "lookup_tlsa", "start_lookup", "system_resolvers"]
 
 # Big enough for a few TLSA records with their signatures; a resolver that
 # needs more sets TC and the query is repeated over TCP.
@@ -37,6 +38,9 @@ def system_resolvers() -> list[tuple[str, int]]:
     Raises:
         OSError: no usable configuration.
     """
+    # Imported here: with --dns-server it is not needed, and it costs start-up time.
+    import dns.resolver
+
     try:
         resolver = dns.resolver.Resolver(configure=True)
     except dns.resolver.NoResolverConfiguration:
@@ -135,3 +139,46 @@ def _ede_name(code: int) -> str:
         return dns.edns.EDECode(code).name.replace("_", " ")
     except ValueError:
         return "unknown"
+
+
+class PendingLookup:
+    """A TLSA lookup running in a thread beside the TLS probe."""
+
+    def __init__(self, owner: str, server: tuple[str, int] | None, timeout: float) -> None:
+        self.owner = owner
+        self.server = server
+        self.timeout = timeout
+        # As for the probe: a little less than -t, so that the plugin reports
+        # a silent resolver itself before the monitoring system gives up.
+        self._margin = min(0.5, timeout * 0.1)
+        self._outcome: list[TlsaAnswer] = []
+        self._worker = threading.Thread(target=self._run, daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        budget = self.timeout - self._margin
+        self._outcome.append(lookup_tlsa(self.owner, self.server, budget, self.timeout))
+
+    def wait(self, left: float) -> TlsaAnswer:
+        """The answer; ``left`` is what remains of the target's timeout."""
+        # The lookup gives up by itself a margin before -t; wait half that.
+        self._worker.join(max(left - self._margin / 2, 0.0))
+        if self._outcome:
+            return self._outcome[0]
+        server = self.server
+        return TlsaAnswer(
+            self.owner,
+            f"{server[0]}:{server[1]}" if server else "system resolver",
+            "--dns-server" if server else "/etc/resolv.conf",
+            failure=f"no answer within {self.timeout:g} seconds",
+        )
+
+
+def start_lookup(
+    target: Target, server: tuple[str, int] | None, timeout: float
+) -> PendingLookup | None:
+    """Start looking up ``target``'s TLSA records; None when its name cannot have any."""
+    name = target.checked_name
+    if unusable_name(name) is not None:
+        return None
+    return PendingLookup(tlsa_owner(target.port, name), server, timeout)
