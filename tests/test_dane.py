@@ -330,6 +330,7 @@ def test_a_renewal_with_a_new_key_is_caught_before_the_reload(lab: Lab) -> None:
         f"the renewed certificate on disk has a key no TLSA record matches: publish `{record}` "
         "before reloading PostgreSQL"
     ) in result.status_line
+    assert_as_in_readme(readme_row("renew.example.test", "3 1 1"), result, cluster.port)
     # The served certificate still matches: only the future is in danger.
     assert "no TLSA record matches the served certificate" not in result.status_line
     renewal = json.loads(check("--json").stdout)["targets"][0]["checks"]["dane_renewal"]
@@ -340,6 +341,7 @@ def test_a_renewal_with_a_new_key_is_caught_before_the_reload(lab: Lab) -> None:
     _wait_until_served(lab, new_key.cert)
     after = check()
     assert after.returncode == 2, after.stdout
+    assert_as_in_readme(readme_row("renew.example.test", "the same"), after, cluster.port)
     assert (
         "no TLSA record matches the served certificate (key changed without publishing a new "
         "record?)"
@@ -366,6 +368,8 @@ def test_a_silent_resolver_gives_a_clear_answer_within_the_timeout(lab: Lab) -> 
     assert "certificate expires in 89 days" in result.status_line
     # Within -t, with the interpreter's start-up on top.
     assert elapsed < 2.5, elapsed
+    port = int(address.rsplit(":", 1)[1])
+    assert_as_in_readme(readme_row("db.example.test", "any"), result, lab.server.port, port)
 
 
 def test_the_system_resolver_is_used_without_dns_server(lab: Lab, workspace: Workspace) -> None:
@@ -465,24 +469,55 @@ def test_bad_dane_options_are_unknown(args: tuple[str, ...], message: str) -> No
 # --- the README's table ------------------------------------------------------------------------
 
 
-def _readme_table() -> list[tuple[str, str, str]]:
+@dataclass(frozen=True)
+class Row:
+    host: str
+    published: str
+    state: str
+    excerpt: str
+
+
+def readme_rows() -> list[Row]:
+    """The rows of the README's table of what --dane answers."""
     text = README.read_text()
-    start = text.index(".. dane-table-start")
-    end = text.index(".. dane-table-end")
-    rows = []
-    for line in text[start:end].splitlines():
-        cells = [c.strip() for c in line.split(" | ")] if " | " in line else []
-        if len(cells) == 4 and cells[0].startswith("``"):
-            rows.append((cells[0].strip("`"), cells[2], cells[3]))
-    return rows
+    table = text[text.index(".. dane-table-start") : text.index(".. dane-table-end")]
+    rows: list[list[str]] = []
+    for line in table.splitlines():
+        if line.startswith("   * - "):
+            rows.append([line[7:]])
+        elif line.startswith("     - ") and rows:
+            rows[-1].append(line[7:])
+    return [
+        Row(cells[0].strip("`"), cells[1], cells[3], cells[4].removeprefix("``").removesuffix("``"))
+        for cells in rows[1:]
+    ]
+
+
+def readme_row(host: str, published: str) -> Row:
+    (row,) = [r for r in readme_rows() if r.host == host and r.published.startswith(published)]
+    return row
+
+
+def assert_as_in_readme(row: Row, result: Run, *ports: int) -> None:
+    """The status line has the row's state and says what the row says (PORT, hashes aside)."""
+    assert result.status_line.startswith(f"PG_TLS {row.state} - "), (row, result.stdout)
+    line = result.status_line
+    for port in ports:
+        line = line.replace(f":{port}", ":PORT").replace(f"_{port}.", "_PORT.")
+    line = re.sub(r"\b[0-9a-f]{64,}\b", "HASH", line)
+    excerpt = re.sub(r"\b[0-9a-f]{4}\.\.\.", "HASH", row.excerpt)
+    assert excerpt in line, (row, result.status_line)
+
+
+# Rows measured by their own tests above, with their own set-up.
+SPECIAL = ("--cert-file", "after the reload", "never answers")
 
 
 def test_the_readme_table_is_what_the_plugin_answers(lab: Lab) -> None:
-    rows = _readme_table()
-    assert len(rows) >= 10
-    for host, state, excerpt in rows:
-        result = lab.check(host)
-        assert result.status_line.startswith(f"PG_TLS {state} - "), (host, result.stdout)
-        assert re.sub(r"[0-9a-f]{64,}", "HASH", excerpt) in re.sub(
-            r"[0-9a-f]{64,}", "HASH", result.status_line.replace(str(lab.server.port), "PORT")
-        ), (host, result.status_line)
+    rows = readme_rows()
+    assert len(rows) >= 15
+    for row in rows:
+        if any(words in row.published for words in SPECIAL):
+            continue
+        result = lab.check(row.host)
+        assert_as_in_readme(row, result, lab.server.port, lab.resolver.port)
