@@ -25,6 +25,7 @@ from .text import printable
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from .dane import DaneSettings
     from .model import Target
     from .openmetrics import MetricsSink
     from .openssl_client import ClientContexts
@@ -313,6 +314,34 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     return Plaintext(user, database or user, args.plaintext_state)
 
 
+def _dane(
+    args: argparse.Namespace, cert_file: tuple[str, x509.Certificate] | None
+) -> DaneSettings | None:
+    if not args.dane:
+        if args.dns_server:
+            raise UsageError("--dns-server is for --dane")
+        return None
+    from .dane import DaneSettings, parse_dns_server
+
+    try:
+        # dnspython is an optional extra; only --dane needs it.
+        from . import tlsa_lookup  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--dane needs dnspython: pip install 'check_pg_tls[dane]' (or dnspython)"
+        ) from None
+    try:
+        server = parse_dns_server(args.dns_server) if args.dns_server else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    renewed = None
+    if cert_file is not None:
+        from .local_files import read_certificates
+
+        renewed = (cert_file[0], read_certificates(cert_file[0], "certificate file"))
+    return DaneSettings(server, args.dane_missing_state, args.dane_insecure_state, renewed)
+
+
 def _run(args: argparse.Namespace, started: float) -> int:
     """The check; ``started``: the monotonic time -t counts from."""
     # Imported here so that --help, --version and bad options stay fast.
@@ -416,6 +445,7 @@ def _resources(
         from .plugin import Revocation
 
         revocation = Revocation(CrlFetcher(), args.revocation_unknown_state)
+    dane = _dane(args, cert_file)
     seen: set[str] = set()
     return [
         UncheckedResource(target, problem, "" if single else _label(target, seen))
@@ -441,6 +471,7 @@ def _resources(
             direct=args.negotiation == "direct",
             plaintext=plaintext,
             revocation=revocation,
+            dane=dane,
         )
         for target, problem in targets
     ]

@@ -296,6 +296,32 @@ def parser() -> _Parser:
         choices=("warning", "critical"),
         help="state when unencrypted logins are possible (default: %(default)s)",
     )
+    dane = parser.add_argument_group("DANE (TLSA records in DNS; needs check_pg_tls[dane])")
+    dane.add_argument(
+        "--dane",
+        action="store_true",
+        help="also check that a DNSSEC-validated TLSA record at _PORT._tcp.SERVERNAME "
+        "matches the served certificate (and, with --cert-file, the renewed one on disk); "
+        "trusts the AD bit of the resolver",
+    )
+    dane.add_argument(
+        "--dns-server",
+        metavar="ADDR[:PORT]",
+        help="the DNSSEC-validating resolver to ask (default: those in /etc/resolv.conf)",
+    )
+    dane.add_argument(
+        "--dane-missing-state",
+        default="warning",
+        choices=("ok", "warning", "critical"),
+        help="state when DNSSEC proves there are no TLSA records (default: %(default)s)",
+    )
+    dane.add_argument(
+        "--dane-insecure-state",
+        default="warning",
+        choices=("warning", "critical"),
+        help="state when the TLSA answer is not DNSSEC-validated (AD=0): DANE clients "
+        "ignore such records (default: %(default)s)",
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--tap", action="store_true", help="print a TAP version 13 report")
     output.add_argument("--json", action="store_true", help="print one JSON document")

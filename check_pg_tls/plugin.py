@@ -29,6 +29,8 @@ from .verdict import Finding, Policy, Verdict, describe_days, judge
 if TYPE_CHECKING:
     # urllib costs 30 ms of start-up: only --check-revocation imports it.
     from .crl_fetch import CrlFetcher
+    from .dane import DaneSettings
+    from .tlsa_lookup import PendingLookup
 
 __all__ = [
     "CertificateResource",
@@ -79,6 +81,7 @@ class CertificateResource(nagiosplugin.Resource):
         direct: bool = False,
         plaintext: Plaintext | None = None,
         revocation: Revocation | None = None,
+        dane: DaneSettings | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
@@ -89,6 +92,7 @@ class CertificateResource(nagiosplugin.Resource):
         self.direct = direct
         self.plaintext = plaintext
         self.revocation = revocation
+        self.dane = dane
         self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
@@ -106,8 +110,14 @@ class CertificateResource(nagiosplugin.Resource):
     def collect(self) -> None:
         self.collected = True
         started = time.monotonic()
+        tlsa = None
+        if self.dane is not None:
+            from .tlsa_lookup import start_lookup
+
+            # Beside the probe, within the same timeout.
+            tlsa = start_lookup(self.target, self.dane.server, self.timeout)
         try:
-            self._collect(started)
+            self._collect(started, tlsa)
         except Exception as exc:  # noqa: BLE001 - one server's oddity must not cost the others
             self.verdict = None
             self.findings = ()
@@ -117,7 +127,7 @@ class CertificateResource(nagiosplugin.Resource):
             )
             self.seconds = time.monotonic() - started
 
-    def _collect(self, started: float) -> None:
+    def _collect(self, started: float, tlsa: PendingLookup | None) -> None:
         try:
             self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
@@ -144,6 +154,14 @@ class CertificateResource(nagiosplugin.Resource):
                     self.checked_at,
                     self.revocation.unknown_severity,
                 ),
+            )
+        if self.dane is not None:
+            from .dane import judge_dane
+
+            left = self.timeout - (time.monotonic() - started)
+            answer = tlsa.wait(left) if tlsa is not None else None
+            self.findings += judge_dane(
+                answer, self.verdict, self.target, self.checked_at, self.dane
             )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
@@ -376,6 +394,7 @@ class TargetReport(NamedTuple):
             parts.append("chain trusted")
         if policy.verifies_name:
             parts.append(f"valid for {safe(policy.servername, 100)}")
+        parts += [f.detail for f in self.resource.findings if f.check == "dane" and not f.problem]
         return "; ".join(parts)
 
 

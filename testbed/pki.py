@@ -150,16 +150,19 @@ def make_leaf(
     server_auth: bool = True,
     rsa_bits: int | None = None,
     crl_url: str | None = None,
+    key: PrivateKey | None = None,
 ) -> Issued:
     """A server certificate; ``issuer=None`` makes it self-signed (snakeoil).
 
-    The key is EC P-256, or RSA of ``rsa_bits`` bits when given.
+    The key is ``key`` (a renewal that keeps it), else a new EC P-256 key,
+    or RSA of ``rsa_bits`` bits when given.
     """
-    key: PrivateKey = (
-        rsa.generate_private_key(65537, rsa_bits)
-        if rsa_bits
-        else ec.generate_private_key(ec.SECP256R1())
-    )
+    if key is None:
+        key = (
+            rsa.generate_private_key(65537, rsa_bits)
+            if rsa_bits
+            else ec.generate_private_key(ec.SECP256R1())
+        )
     now = _now()
     subject = _name(common_name)
     issuer_name = subject if issuer is None else issuer.cert.subject

@@ -1,0 +1,479 @@
+"""DANE for PostgreSQL: do the TLSA records in DNS match what the server presents?
+
+Pure judgement, no I/O: the answer of a validating resolver
+(:class:`TlsaAnswer`, from :mod:`.tlsa_lookup`), the presented chain and
+``now`` come in, findings go out. The resolver's AD bit decides whether the
+records are usable at all (RFC 6698, RFC 7671): the plugin does not
+validate DNSSEC itself, it trusts the resolver it was told to trust and says
+which one that was.
+
+Matching follows RFC 6698 and RFC 7671 section 5: DANE-EE(3) matches the
+leaf and ignores its names and dates; DANE-TA(2) matches a certificate the
+server sends above the leaf, from which the leaf must then verify (names and
+dates included); PKIX-EE(1) and PKIX-TA(0) additionally need the chain to pass
+PKIX validation, which OpenSSL decided in the handshake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .certs import describe_name
+from .model import Target
+from .posture import Finding
+from .text import safe
+from .verdict import Verdict
+
+__all__ = [
+    "DaneSettings",
+    "TlsaAnswer",
+    "TlsaRecord",
+    "association",
+    "dane_findings",
+    "judge_dane",
+    "parse_dns_server",
+    "record_for",
+    "tlsa_owner",
+    "unusable_name",
+]
+
+USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
+# Matching type -> length of the association data (None: the full object).
+_LENGTHS = {0: None, 1: 32, 2: 64}
+
+
+class TlsaRecord(NamedTuple):
+    """One TLSA record: certificate usage, selector, matching type, association data."""
+
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        """``3 1 1``: what an admin calls a record."""
+        return f"{self.usage} {self.selector} {self.mtype}"
+
+    def __str__(self) -> str:
+        """Presentation form, as in a zone file: ``3 1 1 a8aac32c...``."""
+        return f"{self.kind} {self.data.hex()}"
+
+    @property
+    def usable(self) -> bool:
+        # RFC 6698 section 4.1 / RFC 7671 section 4: records with unknown
+        # parameters, or a digest of the wrong length, are unusable, and ignored.
+        if self.usage not in USAGES or self.selector not in (0, 1) or self.mtype not in _LENGTHS:
+            return False
+        length = _LENGTHS[self.mtype]
+        return bool(self.data) and (length is None or len(self.data) == length)
+
+
+class TlsaAnswer(NamedTuple):
+    """What the resolver said about ``owner``'s TLSA records, or why it said nothing."""
+
+    owner: str
+    #: ``address:port`` of the resolver that answered (or was asked last).
+    resolver: str
+    #: Where that resolver came from: ``--dns-server`` or the system's configuration.
+    source: str
+    #: ``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``, ...; None when there was no answer.
+    rcode: str | None = None
+    #: The AD bit: the resolver validated the answer with DNSSEC.
+    authenticated: bool = False
+    records: tuple[TlsaRecord, ...] = ()
+    #: Extended DNS Errors (RFC 8914) the resolver attached, as text.
+    extended_errors: tuple[str, ...] = ()
+    #: Why there is no answer (timeout, network error), when there is none.
+    failure: str | None = None
+
+
+class DaneSettings(NamedTuple):
+    """``--dane`` and its companions."""
+
+    #: ``--dns-server``: (address, port); None for the system's resolvers.
+    server: tuple[str, int] | None = None
+    #: State when DNSSEC proves there are no TLSA records.
+    missing_state: str = "warning"
+    #: State when the records are not DNSSEC-validated (AD=0).
+    insecure_state: str = "warning"
+    #: ``--cert-file``: its path and every certificate in it, leaf first.
+    renewed: tuple[str, tuple[x509.Certificate, ...]] | None = None
+
+
+def tlsa_owner(port: int, name: str) -> str:
+    """Where TLSA records for a TCP service live (RFC 6698 section 3)."""
+    return f"_{port}._tcp.{name.rstrip('.')}"
+
+
+def unusable_name(name: str) -> str | None:
+    """Why ``name`` cannot have TLSA records, or None if it can."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return (
+        f"{name} is an IP address, and TLSA records live under a host name "
+        "(_PORT._tcp.HOST): give --servername"
+    )
+
+
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or a bare IPv6 address; port 53 by default.
+
+    Raises:
+        ValueError: not an IP address (a resolver cannot be found by name
+            without a resolver), or a bad port.
+    """
+    host, port = text, "53"
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid DNS server {text!r}")
+        port = rest[1:] or "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"invalid DNS server {text!r}: give an IP address[:port]") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"invalid DNS server {text!r}: bad port")
+    return str(address), int(port)
+
+
+def on_loopback(resolver: str) -> bool:
+    host = resolver.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def association(cert: x509.Certificate, selector: int, mtype: int) -> bytes:
+    """The association data a TLSA record with these parameters holds for ``cert``."""
+    if selector == 0:
+        data = cert.public_bytes(Encoding.DER)
+    else:
+        data = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if mtype == 0:
+        return data
+    digest = hashes.Hash(hashes.SHA256() if mtype == 1 else hashes.SHA512())
+    digest.update(data)
+    return digest.finalize()
+
+
+def record_for(
+    cert: x509.Certificate, usage: int = 3, selector: int = 1, mtype: int = 1
+) -> TlsaRecord:
+    """The record to publish for ``cert`` (default: 3 1 1, the key's SHA-256)."""
+    return TlsaRecord(usage, selector, mtype, association(cert, selector, mtype))
+
+
+def _matches(record: TlsaRecord, cert: x509.Certificate) -> bool:
+    try:
+        return association(cert, record.selector, record.mtype) == record.data
+    except (ValueError, TypeError):
+        # A key cryptography cannot serialise cannot be compared.
+        return False
+
+
+def _verify_under(
+    anchor: x509.Certificate,
+    leaf: x509.Certificate,
+    between: Sequence[x509.Certificate],
+    name: str,
+    now: dt.datetime,
+) -> str | None:
+    """Does ``leaf`` verify with ``anchor`` as the only trust anchor? None if so, else why not.
+
+    DANE-TA keeps the usual checks below the anchor (RFC 7671 section 5.2.2):
+    signatures, names, dates, key usages. cryptography's verifier does them.
+    """
+    from cryptography.x509 import DNSName, IPAddress
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    subject: DNSName | IPAddress
+    try:
+        subject = IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        subject = DNSName(name)
+    verifier = PolicyBuilder().store(Store([anchor])).time(now).build_server_verifier(subject)
+    try:
+        verifier.verify(leaf, list(between))
+    except VerificationError as exc:
+        return safe(str(exc), 200)
+    return None
+
+
+class _Evaluation(NamedTuple):
+    #: How each matching record matched, e.g. ``TLSA 3 1 1 matches the leaf``.
+    matched: tuple[str, ...]
+    #: Why records that almost matched did not.
+    notes: tuple[str, ...]
+
+
+def _evaluate(
+    records: Sequence[TlsaRecord],
+    presented: Sequence[x509.Certificate],
+    pkix_path: Sequence[x509.Certificate] | None,
+    name: str,
+    now: dt.datetime,
+) -> _Evaluation:
+    """Match usable records against a chain (leaf first, as the server sends it).
+
+    ``pkix_path`` is the PKIX-validated path (leaf to trusted root), or None
+    when the chain was not validated or failed validation.
+    """
+    matched: list[str] = []
+    notes: list[str] = []
+    leaf = presented[0]
+    for record in records:
+        label = f"{USAGES[record.usage]} {record.kind}"
+        if record.usage in (1, 3):
+            if not _matches(record, leaf):
+                continue
+            if record.usage == 1 and pkix_path is None:
+                notes.append(
+                    f"{label} matches the leaf, but the chain does not pass PKIX validation"
+                )
+                continue
+            matched.append(f"TLSA {record.kind} matches the leaf")
+        elif record.usage == 2:
+            result = _dane_ta(record, presented, pkix_path, name, now)
+            (matched if result[0] else notes).append(result[1])
+        else:
+            hit = next(
+                (c for c in (pkix_path or ())[1:] if _matches(record, c)),
+                None,
+            )
+            if hit is not None:
+                matched.append(f"TLSA {record.kind} matches {describe_name(hit.subject)}")
+            elif pkix_path is None and any(_matches(record, c) for c in presented[1:]):
+                notes.append(
+                    f"{label} matches a CA certificate, but the chain does not pass PKIX validation"
+                )
+    return _Evaluation(tuple(matched), tuple(n for n in notes if n))
+
+
+def _dane_ta(
+    record: TlsaRecord,
+    presented: Sequence[x509.Certificate],
+    pkix_path: Sequence[x509.Certificate] | None,
+    name: str,
+    now: dt.datetime,
+) -> tuple[bool, str]:
+    label = f"DANE-TA {record.kind}"
+    for depth in range(1, len(presented)):
+        anchor = presented[depth]
+        if not _matches(record, anchor):
+            continue
+        who = describe_name(anchor.subject)
+        failure = _verify_under(anchor, presented[0], presented[1:depth], name, now)
+        if failure is None:
+            return True, f"TLSA {record.kind} matches {who}, and the leaf verifies under it"
+        return False, f"{label} matches {who}, but the leaf does not verify under it: {failure}"
+    if record.selector == 0 and record.mtype == 0:
+        # RFC 7671 section 5.2.2: a full certificate in DNS may supply an
+        # anchor the server does not send.
+        try:
+            anchor = x509.load_der_x509_certificate(record.data)
+        except ValueError:
+            return False, f"{label} holds no certificate"
+        failure = _verify_under(anchor, presented[0], presented[1:], name, now)
+        if failure is None:
+            return True, f"TLSA {record.kind} supplies {describe_name(anchor.subject)}"
+        return False, f"{label} certificate from DNS does not verify the leaf: {failure}"
+    for cert in pkix_path or ():
+        if cert not in presented and _matches(record, cert):
+            return False, (
+                f"{label} matches {describe_name(cert.subject)}, which the server does not "
+                "send (PostgreSQL sends ssl_cert_file: the leaf and intermediates): publish a "
+                "record for an intermediate, or for the key"
+            )
+    return False, ""
+
+
+def judge_dane(
+    answer: TlsaAnswer | None,
+    verdict: Verdict,
+    target: Target,
+    now: dt.datetime,
+    settings: DaneSettings,
+) -> tuple[Finding, ...]:
+    """The DANE findings for a judged target; ``answer`` None: no lookup was possible."""
+    name = target.checked_name
+    if answer is None:
+        why = unusable_name(name) or "no lookup"
+        return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
+    trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
+    pkix_path = None
+    if trusted:
+        # The validated path holds the root from the trust store, which the
+        # server does not send: parse what the chain does not already have.
+        parsed = {cert.der: cert.certificate for cert in verdict.chain}
+        pkix_path = tuple(
+            parsed.get(der) or x509.load_der_x509_certificate(der) for der in verdict.path
+        )
+    presented = tuple(cert.certificate for cert in verdict.chain)
+    return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)
+
+
+def dane_findings(
+    answer: TlsaAnswer,
+    presented: Sequence[x509.Certificate],
+    pkix_path: Sequence[x509.Certificate] | None,
+    name: str,
+    port: int,
+    now: dt.datetime,
+    settings: DaneSettings,
+) -> tuple[Finding, ...]:
+    """Judge the TLSA answer for a served chain: ``dane``, ``dane_resolver``, ``dane_renewal``."""
+    findings = [
+        _resolver_finding(answer),
+        _answer_finding(answer, presented, pkix_path, name, now, settings),
+    ]
+    renewal = _renewal_finding(answer, presented, name, port, now, settings)
+    if renewal is not None:
+        findings.append(renewal)
+    return tuple(findings)
+
+
+def _resolver_finding(answer: TlsaAnswer) -> Finding:
+    who = f"resolver {answer.resolver} ({answer.source})"
+    if answer.rcode is None:
+        detail = f"{who} gave no answer"
+    elif answer.authenticated:
+        detail = f"{who} answered {answer.rcode} with AD set: it vouches for DNSSEC validation"
+    else:
+        detail = f"{who} answered {answer.rcode} without AD: not DNSSEC-validated"
+    if not on_loopback(answer.resolver):
+        detail += (
+            "; it is not on loopback: its AD bit is only as trustworthy as the network path "
+            "to it (run a validating resolver on this host, or give --dns-server)"
+        )
+    return Finding("dane_resolver", None, detail)
+
+
+def _answer_finding(
+    answer: TlsaAnswer,
+    presented: Sequence[x509.Certificate],
+    pkix_path: Sequence[x509.Certificate] | None,
+    name: str,
+    now: dt.datetime,
+    settings: DaneSettings,
+) -> Finding:
+    owner = answer.owner
+    if answer.rcode is None:
+        return Finding(
+            "dane",
+            f"cannot check DANE: the TLSA lookup for {owner} failed: "
+            f"{safe(answer.failure or 'no answer', 200)}",
+            "TLSA lookup failed",
+            "unknown",
+        )
+    if answer.rcode == "SERVFAIL":
+        why = "; ".join(safe(e, 200) for e in answer.extended_errors) or (
+            "no reason given: DNSSEC validation failed, or the zone's servers did not answer"
+        )
+        return Finding(
+            "dane",
+            f"TLSA records for {owner} are bogus: resolver {answer.resolver} answered SERVFAIL "
+            f"({why}); DANE clients cannot connect",
+            "DNSSEC bogus",
+            "critical",
+        )
+    if answer.rcode not in ("NOERROR", "NXDOMAIN"):
+        return Finding(
+            "dane",
+            f"cannot check DANE: resolver {answer.resolver} answered {answer.rcode} to the TLSA "
+            f"query for {owner}",
+            "TLSA lookup failed",
+            "unknown",
+        )
+    if not answer.authenticated:
+        what = (
+            f"{len(answer.records)} TLSA record(s) at {owner} are"
+            if answer.records
+            else f"the answer for {owner} (no TLSA records) is"
+        )
+        return Finding(
+            "dane",
+            f"{what} not DNSSEC-secure (resolver {answer.resolver} did not set AD): DANE "
+            "clients ignore them; sign the zone (and publish its DS)",
+            "DNSSEC insecure",
+            settings.insecure_state,
+        )
+    usable = [r for r in answer.records if r.usable]
+    suggestion = f"publish {owner}. IN TLSA {record_for(presented[0])}"
+    if not answer.records:
+        return _missing(f"no TLSA records at {owner} (DNSSEC-validated); {suggestion}", settings)
+    if not usable:
+        return _missing(
+            f"none of the {len(answer.records)} TLSA records at {owner} is usable (unknown "
+            f"usage, selector or matching type, or a digest of the wrong length); {suggestion}",
+            settings,
+        )
+    evaluation = _evaluate(usable, presented, pkix_path, name, now)
+    if evaluation.matched:
+        return Finding("dane", None, f"{evaluation.matched[0]} (DNSSEC-secure)")
+    notes = "".join(f"; {n}" for n in evaluation.notes)
+    return Finding(
+        "dane",
+        f"no TLSA record matches the served certificate (key changed without publishing a "
+        f"new record?){notes}; the served key's record: {owner}. IN TLSA "
+        f"{record_for(presented[0])}",
+        "no TLSA match",
+        "critical",
+    )
+
+
+def _missing(message: str, settings: DaneSettings) -> Finding:
+    if settings.missing_state == "ok":
+        return Finding("dane", None, message)
+    return Finding("dane", message, "no TLSA records", settings.missing_state)
+
+
+def _renewal_finding(
+    answer: TlsaAnswer,
+    presented: Sequence[x509.Certificate],
+    name: str,
+    port: int,
+    now: dt.datetime,
+    settings: DaneSettings,
+) -> Finding | None:
+    """Will the certificate on disk still match after the next reload?"""
+    if settings.renewed is None or not answer.authenticated:
+        return None
+    usable = [r for r in answer.records if r.usable]
+    if not usable:
+        return None
+    path, chain = settings.renewed
+    if not chain:
+        return None
+    if chain[0] == presented[0]:
+        return Finding("dane_renewal", None, f"the certificate in {path} is the one served")
+    # Whether the renewed chain passes PKIX validation cannot be known before
+    # it is served: PKIX usages are matched on their data alone here.
+    evaluation = _evaluate(usable, chain, chain, name, now)
+    if evaluation.matched:
+        return Finding(
+            "dane_renewal",
+            None,
+            f"the renewed certificate in {path}: {evaluation.matched[0]}",
+        )
+    record = f"{tlsa_owner(port, name)}. IN TLSA {record_for(chain[0])}"
+    return Finding(
+        "dane_renewal",
+        f"the renewed certificate on disk has a key no TLSA record matches: publish "
+        f"`{record}` before reloading PostgreSQL",
+        "renewed key not in TLSA",
+        "warning",
+    )
