@@ -517,4 +517,9 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
         for resource in resources:
             prefix = "" if single else f"{resource.target}: "
             lines += [f"{prefix}{line}" for line in details(resource)]
-    return _emit(str(state).lower(), check.summary_str, lines, " ".join(check.perfdata))
+    perfdata = list(check.perfdata)
+    if not single:
+        from .formats import fleet_perfdata
+
+        perfdata = fleet_perfdata(per_target, perfdata)
+    return _emit(str(state).lower(), check.summary_str, lines, " ".join(perfdata))

@@ -16,7 +16,7 @@ from .plugin import TargetReport
 from .targets import Unparsed
 from .text import safe
 
-__all__ = ["fleet_lines", "json_document", "quiet", "tap"]
+__all__ = ["PERFDATA_TARGETS", "fleet_lines", "fleet_perfdata", "json_document", "quiet", "tap"]
 
 
 def _state(report: TargetReport) -> str:
@@ -26,6 +26,34 @@ def _state(report: TargetReport) -> str:
 def fleet_lines(reports: Sequence[TargetReport]) -> list[str]:
     """The long-output lines of the Nagios fleet format: one per target."""
     return [f"{_state(r)} {r.target}: {r.text}" for r in reports]
+
+
+#: Fleet runs up to this size write every server's perfdata; larger ones only
+#: the aggregates, so that the status line stays within what monitoring
+#: systems pass on (and a grapher is not handed thousands of series per run).
+PERFDATA_TARGETS = 20
+
+
+def fleet_perfdata(reports: Sequence[TargetReport], per_target: Sequence[str]) -> list[str]:
+    """The fleet's perfdata: every server's up to PERFDATA_TARGETS, then the aggregates.
+
+    The aggregates are always there: the fewest days left over all servers,
+    the slowest probe, and the number of servers in each state.
+    """
+    from .perfdata import number
+
+    days = [r.resource.verdict.days_left for r in reports if r.resource.verdict is not None]
+    times = [r.resource.seconds for r in reports]
+    aggregates = []
+    if days:
+        aggregates.append(f"min_days_left={number(math.floor(min(days) * 100) / 100)}")
+    if times:
+        aggregates.append(f"max_time={number(round(max(times), 6))}s;;;0")
+    for name in ("ok", "warning", "critical", "unknown"):
+        count = sum(1 for r in reports if str(r.state).lower() == name)
+        aggregates.append(f"servers_{name}={count};;;0")
+    kept = list(per_target) if len(reports) <= PERFDATA_TARGETS else []
+    return [*kept, *aggregates]
 
 
 def quiet(reports: Sequence[TargetReport]) -> str:

@@ -436,8 +436,19 @@ class CertificateSummary(nagiosplugin.Summary):
         return details(self.resource)
 
 
+#: Servers named on a fleet's status line; the rest are counted. Monitoring
+#: systems cut long plugin output without a word (NRPE 2 at 1 KiB), and the
+#: perfdata at its end goes first.
+STATUS_LINE_TARGETS = 5
+#: Longest text of one server on the status line.
+_TARGET_TEXT = 150
+
+
 class FleetSummary(nagiosplugin.Summary):
-    """Status line over many targets: a count, then each target that needs attention."""
+    """Status line over many targets: counts, then the first few that need attention.
+
+    Every server's full text is in the long output and in the other formats.
+    """
 
     def __init__(self, resources: list[CertificateResource]) -> None:
         self.resources = resources
@@ -455,9 +466,20 @@ class FleetSummary(nagiosplugin.Summary):
     def problem(self, results: nagiosplugin.Results) -> str:
         bad = [r for r in reports(results, self.resources) if r.state != Ok]
         bad.sort(key=lambda r: int(r.state), reverse=True)
-        listed = "; ".join(f"{r.target}: {', '.join(r.problems)}" for r in bad)
+        counts = ", ".join(
+            f"{sum(1 for r in bad if r.state == state)} {str(state).lower()}"
+            for state in (Critical, Warn, nagiosplugin.Unknown)
+            if any(r.state == state for r in bad)
+        )
+        listed = "; ".join(
+            f"{r.target}: {safe(', '.join(r.problems), _TARGET_TEXT)}"
+            for r in bad[:STATUS_LINE_TARGETS]
+        )
+        more = len(bad) - STATUS_LINE_TARGETS
+        if more > 0:
+            listed += f"; and {more} more"
         noun = "servers needs" if len(bad) == 1 else "servers need"
-        return f"{len(bad)} of {len(self.resources)} {noun} attention: {listed}"
+        return f"{len(bad)} of {len(self.resources)} {noun} attention ({counts}): {listed}"
 
     def verbose(self, results: nagiosplugin.Results) -> list[str]:
         return []

@@ -51,7 +51,9 @@ def test_nagios_fleet_output(server: ServerFactory, ca: Pki, fleet_file: Path, d
     lines = result.stdout.splitlines()
     good, warn, wrong = (server(n).port for n in ("valid", "expiring_warn", "wrong_name"))
     status = lines[0]
-    assert status.startswith("PG_TLS CRITICAL - 3 of 4 servers need attention: ")
+    assert status.startswith(
+        "PG_TLS CRITICAL - 3 of 4 servers need attention (2 critical, 1 warning): "
+    )
     assert f"127.0.0.1(db.test):{wrong}: certificate is not valid for db.test" in status
     assert f"127.0.0.1:{dead}: connection refused" in status
     assert f"127.0.0.1(db.test):{warn}: certificate expires in 18 days" in status
@@ -263,7 +265,9 @@ def test_bad_lines_of_a_targets_file_are_unknown_and_the_rest_is_checked(
     assert result.returncode == 3, result.stdout
     assert result.stdout.isascii() and "\x00" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("PG_TLS UNKNOWN - 3 of 5 servers need attention: line 2: ")
+    assert lines[0].startswith(
+        "PG_TLS UNKNOWN - 3 of 5 servers need attention (3 unknown): line 2: "
+    )
     assert lines[1:] == [
         f"OK 127.0.0.1(db.test):{good}: " + lines[1].split(": ", 1)[1],
         "UNKNOWN line 2: invalid target 'bad\\xffname:5432': not UTF-8",
@@ -273,10 +277,15 @@ def test_bad_lines_of_a_targets_file_are_unknown_and_the_rest_is_checked(
     ]
     assert lines[1].endswith("; chain trusted; valid for db.test")
     assert lines[5].endswith("; chain trusted; valid for db2.test")
-    # Perfdata only for the servers that were checked.
+    # Per-server perfdata only for the servers that were checked, then the
+    # fleet's aggregates.
     labels = [item.split("=")[0] for item in lines[0].split(" | ")[1].split()]
+    aggregates = ["min_days_left", "max_time"] + [
+        f"servers_{state}" for state in ("ok", "warning", "critical", "unknown")
+    ]
     assert sorted(labels) == sorted(
-        f"db{n}_test_{good}_{metric}" for n in ("", "2") for metric in ("days_left", "time")
+        [f"db{n}_test_{good}_{metric}" for n in ("", "2") for metric in ("days_left", "time")]
+        + aggregates
     )
 
 

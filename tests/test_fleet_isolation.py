@@ -75,7 +75,7 @@ def test_nagios_format_keeps_every_result(ca: Pki, targets: Path) -> None:
     assert result.returncode == 3, result.stdout
     assert "internal error" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("PG_TLS UNKNOWN - 1 of 3 servers needs attention: ")
+    assert lines[0].startswith("PG_TLS UNKNOWN - 1 of 3 servers needs attention (1 unknown): ")
     assert "line 3: invalid target 'a..b:5432': empty label in host name" in lines[0]
     states = [line.split(" ", 1)[0] for line in lines[1:4]]
     assert states == ["OK", "OK", "UNKNOWN"]
@@ -99,3 +99,42 @@ def test_tap_and_quiet_keep_their_formats(ca: Pki, targets: Path) -> None:
     quiet = fleet(ca, targets, "--quiet")
     assert quiet.stdout == "line 3: invalid target 'a..b:5432': empty label in host name\n"
     assert quiet.returncode == 3
+
+
+def test_a_large_fleet_keeps_its_status_line_short(tmp_path: Path) -> None:
+    # 1,000 refused targets: the first line names five, counts the rest, and
+    # its perfdata holds the aggregates only (NRPE 2 passes 1 KiB).
+    from testbed.faults import RefusedPort
+
+    with RefusedPort() as refused:
+        path = tmp_path / "many"
+        path.write_text(f"127.0.0.1:{refused.port}\n" * 1000)
+        result = run_plugin("--targets-file", str(path), "--sslmode", "require")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 2
+    assert len(lines[0]) < 1024, len(lines[0])
+    assert lines[0].startswith(
+        "PG_TLS CRITICAL - 1000 of 1000 servers need attention (1000 critical): "
+    )
+    assert "; and 995 more | " in lines[0]
+    assert result.perfdata["servers_critical"] == "1000;;;0"
+    assert result.perfdata["servers_ok"] == "0;;;0"
+    assert set(result.perfdata) == {
+        "max_time",
+        "servers_ok",
+        "servers_warning",
+        "servers_critical",
+        "servers_unknown",
+    }
+    # Every server is still in the long output.
+    assert len(lines) == 1001
+
+
+def test_a_small_fleet_keeps_per_server_perfdata_and_aggregates(ca: Pki, targets: Path) -> None:
+    result = fleet(ca, targets)
+    perfdata = result.perfdata
+    assert {"min_days_left", "servers_ok", "servers_unknown", "max_time"} <= set(perfdata)
+    assert perfdata["servers_ok"] == "2;;;0"
+    assert perfdata["servers_unknown"] == "1;;;0"
+    assert float(perfdata["min_days_left"]) == pytest.approx(59.99, abs=0.02)
+    assert sum(1 for label in perfdata if label.endswith("_days_left")) == 3
