@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .options import UsageError, parser
 from .text import printable
@@ -184,8 +184,21 @@ def _use_metrics(args: argparse.Namespace) -> None:
 
 def _targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     """Each target, and None; a line of the targets file that names none: a stand-in and why."""
-    from .targets import Line, Unparsed, name_problem, parse_target, read_targets_file
+    from .targets import (
+        Line,
+        Unparsed,
+        looks_like_conninfo,
+        name_problem,
+        parse_conninfo_targets,
+        parse_target,
+        read_targets_file,
+    )
     from .text import safe
+
+    def parse(spec: str) -> list[Target]:
+        if looks_like_conninfo(spec):
+            return parse_conninfo_targets(spec, args.port, args.family)
+        return [parse_target(spec, args.port, args.servername, args.family)]
 
     lines: list[Line] = []
     if args.targets_file:
@@ -203,7 +216,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     targets: list[tuple[Target, str | None]] = []
     try:
         for spec in [*args.host, *args.targets]:
-            targets.append((parse_target(spec, args.port, args.servername, args.family), None))
+            targets.extend((target, None) for target in parse(spec))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # One bad line of a list is that line's own UNKNOWN; the others are checked.
@@ -211,8 +224,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
         try:
             if line.problem:
                 raise ValueError(f"invalid target '{safe(line.text, 100)}': {line.problem}")
-            target = parse_target(line.text, args.port, args.servername, args.family)
-            targets.append((target, None))
+            targets.extend((target, None) for target in parse(line.text))
         except ValueError as exc:
             targets.append((Unparsed(f"line {line.number}"), str(exc)))
     return targets
@@ -349,7 +361,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .openssl_client import client_contexts
     from .plugin import (
         CertificateSummary,
         ClientDaysLeftContext,
@@ -384,14 +395,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         # libpq reads a root file only when it exists; with require and the
         # default, nothing is loaded. An explicit file that cannot be read
         # is a configuration error, whatever the sslmode.
-        sslrootcert = None
-        if args.sslmode != "require" or args.sslrootcert != "system":
-            sslrootcert = args.sslrootcert
-        if args.sslkey and not args.sslcert:
-            raise UsageError("--sslkey needs --sslcert")
-        contexts = client_contexts(
-            sslrootcert, args.sslcrl, args.sslcrldir, args.sslcert, args.sslkey
-        )
+        setup = _setup(args)
         timeout = args.timeout
         if len(targets) <= workers:
             # One round: every probe starts now, so -t holds for the whole
@@ -399,7 +403,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
             # its own -t from the moment its probe starts.
             left = started + args.timeout - time.monotonic() - _RESERVE
             timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
-        resources = _resources(args, targets, contexts, timeout)
+        resources = _resources(args, targets, setup, timeout)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
     if not single:
@@ -425,19 +429,76 @@ def _run(args: argparse.Namespace, started: float) -> int:
     return _output(args, check, resources)
 
 
+class _Setup(NamedTuple):
+    """What the TLS settings of a run (or of one connection string) load."""
+
+    contexts: ClientContexts
+    policy: dict[str, Any]
+
+
+#: Options a libpq connection string may set for its own hosts.
+_OVERRIDES = {
+    "sslmode": "sslmode",
+    "sslrootcert": "sslrootcert",
+    "sslcrl": "sslcrl",
+    "sslcrldir": "sslcrldir",
+    "sslcert": "sslcert",
+    "sslkey": "sslkey",
+    "sslnegotiation": "negotiation",
+}
+# sslmodes that let a client run without TLS: the check still looks at the
+# TLS the server offers, as "require" would, and says what the mode allows.
+_PLAINTEXT_MODES = ("disable", "allow", "prefer")
+
+
+def _effective(args: argparse.Namespace, target: Target) -> argparse.Namespace:
+    """The options with a connection string's own settings over them."""
+    merged = argparse.Namespace(**vars(args))
+    merged.client_sslmode = None
+    for key, value in target.settings:
+        if key in _OVERRIDES:
+            setattr(merged, _OVERRIDES[key], value)
+    if merged.sslmode in _PLAINTEXT_MODES:
+        merged.client_sslmode, merged.sslmode = merged.sslmode, "require"
+    return merged
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Load what the TLS settings name.
+
+    Raises:
+        UsageError, LocalFileError: they cannot be used.
+    """
+    # libpq reads a root file only when it exists; with require and the
+    # default, nothing is loaded. An explicit file that cannot be read
+    # is a configuration error, whatever the sslmode.
+    sslrootcert = None
+    if args.sslmode != "require" or args.sslrootcert != "system":
+        sslrootcert = args.sslrootcert
+    if args.sslkey and not args.sslcert:
+        raise UsageError("--sslkey needs --sslcert")
+    from .openssl_client import client_contexts
+
+    contexts = client_contexts(sslrootcert, args.sslcrl, args.sslcrldir, args.sslcert, args.sslkey)
+    policy = {**_crls(args, contexts), **_client_certificate(args)}
+    client_sslmode = getattr(args, "client_sslmode", None)
+    if client_sslmode is not None:
+        policy["client_sslmode"] = client_sslmode
+    return _Setup(contexts, policy)
+
+
 def _resources(
     args: argparse.Namespace,
     targets: list[tuple[Target, str | None]],
-    contexts: ClientContexts,
+    setup: _Setup,
     timeout: float,
 ) -> list[CertificateResource]:
+    from .errors import LocalFileError
     from .plugin import CertificateResource, UncheckedResource
     from .verdict import Policy
 
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)
-    crl_policy = _crls(args, contexts)
-    client_policy = _client_certificate(args)
     plaintext = _plaintext(args)
     revocation = None
     if args.check_revocation:
@@ -447,34 +508,48 @@ def _resources(
         revocation = Revocation(CrlFetcher(), args.revocation_unknown_state)
     dane = _dane(args, cert_file)
     seen: set[str] = set()
-    return [
-        UncheckedResource(target, problem, "" if single else _label(target, seen))
-        if problem
-        else CertificateResource(
-            target,
-            Policy(
-                sslmode=args.sslmode,
-                servername=target.checked_name,
-                sslrootcert=contexts.sslrootcert,
-                min_tls_version=args.min_tls_version,
-                min_rsa_bits=args.min_rsa_bits,
-                min_ec_bits=args.min_ec_bits,
-                weak_signature=args.weak_signature_state,
-                cert_file=cert_file,
-                key_file=key_file,
-                **crl_policy,
-                **client_policy,
-            ),
-            contexts,
-            timeout,
-            label="" if single else _label(target, seen),
-            direct=args.negotiation == "direct",
-            plaintext=plaintext,
-            revocation=revocation,
-            dane=dane,
+    setups: dict[tuple[tuple[str, str], ...], _Setup | str] = {(): setup}
+    resources: list[CertificateResource] = []
+    for target, problem in targets:
+        label = "" if single else _label(target, seen)
+        options = args
+        if not problem and target.settings:
+            options = _effective(args, target)
+            if target.settings not in setups:
+                # A connection string's own files: their trouble is its hosts'.
+                try:
+                    setups[target.settings] = _setup(options)
+                except (UsageError, LocalFileError) as exc:
+                    setups[target.settings] = str(exc)
+        own = setups[target.settings if not problem else ()]
+        if problem or isinstance(own, str):
+            resources.append(UncheckedResource(target, problem or str(own), label))
+            continue
+        resources.append(
+            CertificateResource(
+                target,
+                Policy(
+                    sslmode=options.sslmode,
+                    servername=target.checked_name,
+                    sslrootcert=own.contexts.sslrootcert,
+                    min_tls_version=args.min_tls_version,
+                    min_rsa_bits=args.min_rsa_bits,
+                    min_ec_bits=args.min_ec_bits,
+                    weak_signature=args.weak_signature_state,
+                    cert_file=cert_file,
+                    key_file=key_file,
+                    **own.policy,
+                ),
+                own.contexts,
+                timeout,
+                label=label,
+                direct=options.negotiation == "direct",
+                plaintext=plaintext,
+                revocation=revocation,
+                dane=dane,
+            )
         )
-        for target, problem in targets
-    ]
+    return resources
 
 
 def _output(args: argparse.Namespace, check: Any, resources: list[CertificateResource]) -> int:

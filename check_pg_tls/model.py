@@ -21,6 +21,14 @@ class Target(NamedTuple):
     servername: str | None = None
     #: 0 for any address family, 4 or 6 to insist on one.
     family: int = 0
+    #: libpq's sslsni: send the name as SNI (never for an IP literal).
+    sni: bool = True
+    #: libpq keywords from a connection string that override the options
+    #: for this target (sslmode, sslrootcert, sslnegotiation, ...).
+    settings: tuple[tuple[str, str], ...] = ()
+
+    def setting(self, key: str) -> str | None:
+        return dict(self.settings).get(key)
 
     @property
     def checked_name(self) -> str:

@@ -333,7 +333,7 @@ def _handshake(
     # libpq sends SNI unless the host is an IP literal (sslsni=1); OpenSSL
     # itself would send an IP literal too.
     sni = name.encode("utf-8", "surrogateescape")
-    if ip_literal(name) is None and 0 < len(sni) <= 255:
+    if target.sni and ip_literal(name) is None and 0 < len(sni) <= 255:
         tls.set_tlsext_host_name(sni)
     tls.set_connect_state()
     refusal = None

@@ -15,7 +15,15 @@ from typing import NamedTuple
 from .model import Target
 from .text import safe
 
-__all__ = ["Line", "Unparsed", "name_problem", "parse_target", "read_targets_file"]
+__all__ = [
+    "Line",
+    "Unparsed",
+    "looks_like_conninfo",
+    "name_problem",
+    "parse_conninfo_targets",
+    "parse_target",
+    "read_targets_file",
+]
 
 _SPEC = re.compile(
     r"""^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^\s()\[\]:]+))    # [v6] or host
@@ -56,8 +64,8 @@ def parse_target(
     shown = f"invalid target '{safe(spec, 100)}'"
     if "://" in text:
         raise ValueError(
-            f"{shown}: a connection URI is not a target spec; give host[:port], "
-            "host(servername):port or [ipv6]:port"
+            f"{shown}: only postgresql:// and postgres:// connection URIs are read; "
+            "otherwise give host[:port], host(servername):port or [ipv6]:port"
         )
     # A bare IPv6 address has colons of its own; only brackets add a port.
     if text.count(":") > 1 and not text.startswith("["):
@@ -151,3 +159,44 @@ def read_targets_file(path: str) -> list[Line]:
         except UnicodeDecodeError:
             lines.append(Line(number, spec.decode("utf-8", "surrogateescape"), "not UTF-8"))
     return lines
+
+
+def looks_like_conninfo(spec: str) -> bool:
+    """A libpq URI, or ``keyword=value`` text (a target spec never holds ``=``)."""
+    text = spec.strip()
+    return text.startswith(("postgresql://", "postgres://")) or "=" in text
+
+
+def parse_conninfo_targets(spec: str, default_port: int, family: int = 0) -> list[Target]:
+    """Every host of a libpq connection string (URI or ``key=value``), as targets.
+
+    ``hostaddr`` is connected to while ``host`` is the name checked, as in
+    libpq; the TLS keywords ride along in :attr:`Target.settings`.
+
+    Raises:
+        ValueError: with a message fit for the user.
+    """
+    from .conninfo import parse_conninfo
+
+    try:
+        specs = parse_conninfo(spec)
+    except ValueError as exc:
+        raise ValueError(f"invalid connection string '{safe(spec, 100)}': {exc}") from None
+    targets = []
+    for conn in specs:
+        for name in {conn.host, conn.hostaddr} - {None}:
+            assert name is not None
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(f"invalid connection string host '{safe(name, 100)}': {problem}")
+        targets.append(
+            Target(
+                host=conn.hostaddr or conn.host,
+                port=conn.port or default_port,
+                servername=conn.host if conn.hostaddr and conn.host != conn.hostaddr else None,
+                family=family,
+                sni=conn.get("sslsni") != "0",
+                settings=conn.settings,
+            )
+        )
+    return targets

@@ -56,6 +56,9 @@ class Policy(NamedTuple):
     client_cert: CertFacts | None = None
     #: ``--sslkey``: its path, mode and whether root owns it (libpq's rule).
     client_key_mode: tuple[str, int, bool] | None = None
+    #: A connection string's sslmode that lets a client run without TLS
+    #: (disable, allow, prefer); the check judges the TLS offered as require.
+    client_sslmode: str | None = None
 
     @property
     def verifies_chain(self) -> bool:
@@ -105,6 +108,17 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     chain_check: ChainCheck | None = None
     if observation.legacy_reason is not None:
         findings.append(posture.legacy_finding(observation, policy.min_tls_version))
+    if policy.client_sslmode is not None:
+        findings.append(
+            Finding(
+                "sslmode",
+                f"sslmode={policy.client_sslmode} in the connection string lets a client "
+                f"{'never use' if policy.client_sslmode == 'disable' else 'run without'} TLS; "
+                "use verify-full (the TLS the server offers is judged as with require)",
+                "plaintext possible",
+                "warning",
+            )
+        )
     if policy.verifies_chain:
         chain_check = describe_verification(
             chain, observation.verify_errors, observation.verified_chain, policy.crls
