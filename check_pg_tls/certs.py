@@ -1,4 +1,11 @@
-"""Parsing the presented chain into plain facts about each certificate."""
+"""Parsing the presented chain into plain facts about each certificate.
+
+OpenSSL decides trust; these facts serve the wording, the days left and the
+output. A certificate that cryptography cannot fully describe (an unknown
+signature algorithm, duplicate extensions, an exotic name form) still gets
+its dates and names: what cannot be described reads as unknown, it never
+costs the verdict.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +15,43 @@ from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
 
+from .names import DNS_NAME, IP_ADDRESS, CertNames, read_names
 from .text import safe
 
-__all__ = ["CertFacts", "describe_name", "load_chain"]
+__all__ = ["CertFacts", "describe_name", "facts", "facts_from_der", "load_chain"]
 
 
 class CertFacts(NamedTuple):
     """What the verdict and the output need to know about one certificate."""
 
+    der: bytes
+    #: cryptography's view, for the details only it offers (keys, algorithms).
     certificate: x509.Certificate
     not_before: dt.datetime
     not_after: dt.datetime
-    #: subjectAltName dNSName entries, as written (IDNA A-labels).
-    dns_names: tuple[str, ...]
-    #: subjectAltName iPAddress entries, as packed bytes (4 or 16).
-    ip_addresses: tuple[bytes, ...]
-    #: The first Common Name of the subject, or None.
-    common_name: str | None
+    #: The names as libpq reads them.
+    names: CertNames
 
     # Text for people, made only when some output asks: a fleet run judges
     # thousands of certificates and prints few of their names.
     @property
     def subject(self) -> str:
-        return describe_name(self.certificate.subject)
+        try:
+            return describe_name(self.certificate.subject)
+        except ValueError:
+            return "<unreadable name>"
 
     @property
     def issuer(self) -> str:
-        return describe_name(self.certificate.issuer)
+        try:
+            return describe_name(self.certificate.issuer)
+        except ValueError:
+            return "<unreadable name>"
+
+    @property
+    def serial(self) -> str:
+        return format(self.certificate.serial_number, "x")
 
     @property
     def sha256(self) -> str:
@@ -49,74 +64,60 @@ class CertFacts(NamedTuple):
     def days_left(self, now: dt.datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400
 
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        """subjectAltName dNSName entries, made safe to print."""
+        return tuple(
+            safe(raw.decode("latin-1"), 100) for tag, raw in self.names.san or () if tag == DNS_NAME
+        )
+
+    @property
+    def ip_addresses(self) -> tuple[str, ...]:
+        """subjectAltName iPAddress entries that are addresses, as text."""
+        return tuple(
+            str(ipaddress.ip_address(raw))
+            for tag, raw in self.names.san or ()
+            if tag == IP_ADDRESS and len(raw) in (4, 16)
+        )
+
     def names_for_display(self) -> tuple[str, ...]:
         """The names a client could match, in the order a user expects."""
-        names = list(self.dns_names)
-        names += [
-            str(ipaddress.ip_address(raw)) for raw in self.ip_addresses if len(raw) in (4, 16)
-        ]
-        if not names and self.common_name is not None:
-            names.append(self.common_name)
-        return tuple(safe(name, 100) for name in names)
+        names = [*self.dns_names, *self.ip_addresses]
+        if not names and self.names.common_name is not None:
+            names.append(safe(self.names.common_name.decode("latin-1"), 100))
+        return tuple(names)
 
 
 def load_chain(ders: tuple[bytes, ...]) -> tuple[CertFacts, ...]:
     """Parse every DER certificate as presented, leaf first.
 
     Raises:
-        ValueError: a certificate does not parse.
+        ValueError: a certificate does not parse at all.
     """
-    return tuple(facts(x509.load_der_x509_certificate(der)) for der in ders)
+    return tuple(facts_from_der(der) for der in ders)
 
 
-def facts(cert: x509.Certificate) -> CertFacts:
-    dns_names: tuple[str, ...] = ()
-    ips: tuple[bytes, ...] = ()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        pass
-    else:
-        dns_names = tuple(san.get_values_for_type(x509.DNSName))
-        ips = tuple(_packed(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    common_name = _common_name(cert.subject)
+def facts_from_der(der: bytes) -> CertFacts:
+    """Facts about one DER certificate.
+
+    Raises:
+        ValueError: it does not parse at all.
+    """
+    return facts(x509.load_der_x509_certificate(der), der)
+
+
+def facts(cert: x509.Certificate, der: bytes | None = None) -> CertFacts:
+    if der is None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = cert.public_bytes(Encoding.DER)
     return CertFacts(
+        der=der,
         certificate=cert,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        dns_names=dns_names,
-        ip_addresses=ips,
-        common_name=common_name,
+        names=read_names(der),
     )
-
-
-def _packed(ip: object) -> bytes:
-    # An address range (4+4 or 16+16 bytes, a CA's form) is kept as its raw
-    # bytes: it never equals a host address, but it still counts as an
-    # iPAddress SAN, which stops libpq from consulting the Common Name.
-    if isinstance(ip, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return ip.network_address.packed + ip.netmask.packed
-    assert isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-    return ip.packed
-
-
-# BMPString and UniversalString hold NUL bytes for every ASCII letter; libpq
-# compares the raw bytes and refuses a name with an embedded NUL.
-_WIDE_STRINGS = {"BMPString", "UniversalString"}
-
-
-def _common_name(subject: x509.Name) -> str | None:
-    """The first CN as libpq would compare it, or None if absent or unusable."""
-    attributes = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not attributes:
-        return None
-    attribute = attributes[0]
-    kind = getattr(getattr(attribute, "_type", None), "name", "")
-    value = attribute.value
-    text = value if isinstance(value, str) else value.decode("latin-1")
-    if kind in _WIDE_STRINGS or "\x00" in text:
-        return ""  # present, so it blocks nothing, but matches no host
-    return text
 
 
 def describe_name(name: x509.Name) -> str:

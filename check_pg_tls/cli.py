@@ -23,9 +23,10 @@ from .options import UsageError, parser
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from .model import Target
+    from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
-    from .probe import Target
 
 __all__ = ["main", "run"]
 
@@ -128,6 +129,59 @@ def _local_files(
     return cert, key
 
 
+def _crls(args: argparse.Namespace, contexts: ClientContexts) -> dict[str, Any]:
+    """The CRL part of the policy: what to judge, and what libpq would ignore."""
+    if not (args.sslcrl or args.sslcrldir or args.audit_crl):
+        return {}
+    from .certs import facts
+    from .errors import LocalFileError
+    from .local_files import read_certificates, read_crl_dir, read_crls
+
+    crls = [crl for path in args.audit_crl for crl in read_crls(path)]
+    ignored = None
+    if contexts.checks_crls:
+        if args.sslcrl:
+            crls += read_crls(args.sslcrl)
+        if args.sslcrldir:
+            crls += read_crl_dir(args.sslcrldir)
+    elif args.sslcrl or args.sslcrldir:
+        ignored = (
+            "libpq ignores sslcrl and sslcrldir without a root certificate file (here: "
+            f"sslrootcert={contexts.sslrootcert or 'none'}): clients set up like this "
+            "check no revocation"
+        )
+    issuers: tuple[Any, ...] = ()
+    if contexts.sslrootcert not in (None, "system"):
+        # Only to check CRL signatures; OpenSSL has read the file for trust
+        # already, including forms cryptography does not read.
+        try:
+            roots = read_certificates(contexts.sslrootcert, "root certificate file")
+        except LocalFileError:
+            roots = ()
+        issuers = tuple(facts(cert) for cert in roots)
+    return {
+        "crls": tuple(crls),
+        "checks_crls": contexts.checks_crls,
+        "crl_issuers": issuers,
+        "crls_ignored": ignored,
+    }
+
+
+def _client_certificate(args: argparse.Namespace) -> dict[str, Any]:
+    """The client certificate to judge, and its key file's mode (libpq's rule)."""
+    if not args.sslcert:
+        return {}
+    from .certs import facts
+    from .local_files import read_certificates
+
+    key = args.sslkey or args.sslcert
+    status = os.stat(key)
+    return {
+        "client_cert": facts(read_certificates(args.sslcert, "client certificate file")[0]),
+        "client_key_mode": (key, status.st_mode, status.st_uid == 0 and os.geteuid() != 0),
+    }
+
+
 def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     if not args.check_plaintext:
         return None
@@ -149,11 +203,14 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that --help, --version and bad options stay fast.
     import nagiosplugin
 
+    from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .local_files import LocalFileError, load_roots
+    from .openssl_client import client_contexts
     from .plugin import (
         CertificateSummary,
+        ClientDaysLeftContext,
         ConnectionContext,
+        CrlDaysLeftContext,
         DaysLeftContext,
         FindingContext,
         FleetSummary,
@@ -180,10 +237,15 @@ def _run(args: argparse.Namespace) -> int:
         # libpq reads a root file only when it exists; with require and the
         # default, nothing is loaded. An explicit file that cannot be read
         # is a configuration error, whatever the sslmode.
-        roots = None
+        sslrootcert = None
         if args.sslmode != "require" or args.sslrootcert != "system":
-            roots = load_roots(args.sslrootcert)
-        resources = _resources(args, targets, roots)
+            sslrootcert = args.sslrootcert
+        if args.sslkey and not args.sslcert:
+            raise UsageError("--sslkey needs --sslcert")
+        contexts = client_contexts(
+            sslrootcert, args.sslcrl, args.sslcrldir, args.sslcert, args.sslkey
+        )
+        resources = _resources(args, targets, contexts)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
     if not single:
@@ -197,6 +259,8 @@ def _run(args: argparse.Namespace) -> int:
     check = nagiosplugin.Check(
         *resources,
         DaysLeftContext(warning, critical),
+        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
+        ClientDaysLeftContext(warning, critical),
         nagiosplugin.ScalarContext("time"),
         FindingContext(),
         ConnectionContext(unreachable),
@@ -208,32 +272,38 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resources(
-    args: argparse.Namespace, targets: list[Target], roots: tuple[x509.Certificate, ...] | None
+    args: argparse.Namespace, targets: list[Target], contexts: ClientContexts
 ) -> list[CertificateResource]:
     from .plugin import CertificateResource
     from .verdict import Policy
 
     single = len(targets) == 1
-    local = _local_files(args, single)
+    cert_file, key_file = _local_files(args, single)
+    crl_policy = _crls(args, contexts)
+    client_policy = _client_certificate(args)
     plaintext = _plaintext(args)
     seen: set[str] = set()
     return [
         CertificateResource(
             target,
             Policy(
-                args.sslmode,
-                target.checked_name,
-                roots,
-                args.min_tls_version,
-                args.min_rsa_bits,
-                args.min_ec_bits,
-                args.weak_signature_state,
-                *local,
+                sslmode=args.sslmode,
+                servername=target.checked_name,
+                sslrootcert=contexts.sslrootcert,
+                min_tls_version=args.min_tls_version,
+                min_rsa_bits=args.min_rsa_bits,
+                min_ec_bits=args.min_ec_bits,
+                weak_signature=args.weak_signature_state,
+                cert_file=cert_file,
+                key_file=key_file,
+                **crl_policy,
+                **client_policy,
             ),
+            contexts,
             args.timeout,
-            "" if single else _label(target, seen),
-            args.negotiation == "direct",
-            plaintext,
+            label="" if single else _label(target, seen),
+            direct=args.negotiation == "direct",
+            plaintext=plaintext,
         )
         for target in targets
     ]

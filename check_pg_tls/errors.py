@@ -6,7 +6,7 @@ boundary; everything above it deals only with these types.
 
 from __future__ import annotations
 
-__all__ = ["ProbeError", "ServerMisbehaved", "Unreachable"]
+__all__ = ["LocalFileError", "ProbeError", "ServerMisbehaved", "Unreachable"]
 
 
 class ProbeError(Exception):
@@ -28,3 +28,7 @@ class ServerMisbehaved(ProbeError):
     It refused TLS, sent an error, broke the protocol or failed the
     handshake. Always CRITICAL: a client could not connect securely.
     """
+
+
+class LocalFileError(Exception):
+    """A file named on the command line cannot be used: UNKNOWN, with the reason."""

@@ -6,14 +6,12 @@ Each takes the evaluated per-target reports and returns the whole text.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
 import nagiosplugin
 
 from .plugin import TargetReport
-from .text import safe
 
 __all__ = ["fleet_lines", "json_document", "quiet", "tap"]
 
@@ -100,6 +98,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         "not_after": None,
         "expires_first": None,
         "checks": {},
+        "openssl": [],
         "chain": [],
     }
     if observation is not None:
@@ -109,6 +108,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
             "alpn": observation.alpn,
             "connect_ms": round(observation.connect_seconds * 1000, 3),
             "handshake_ms": round(observation.handshake_seconds * 1000, 3),
+            "legacy_handshake": observation.legacy_reason,
         }
     if verdict is not None:
         now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
@@ -123,20 +123,17 @@ def _target(report: TargetReport) -> dict[str, Any]:
             }
             for f in resource.findings
         }
+        entry["openssl"] = list(verdict.complaints)
         entry["chain"] = [
             {
                 "subject": cert.subject,
                 "issuer": cert.issuer,
-                "serial": format(cert.certificate.serial_number, "x"),
+                "serial": cert.serial,
                 "not_before": _time(cert.not_before),
                 "not_after": _time(cert.not_after),
                 "days_left": round(cert.days_left(now), 4),
-                "dns_names": [safe(name, 100) for name in cert.dns_names],
-                "ip_addresses": [
-                    str(ipaddress.ip_address(raw))
-                    for raw in cert.ip_addresses
-                    if len(raw) in (4, 16)
-                ],
+                "dns_names": list(cert.dns_names),
+                "ip_addresses": list(cert.ip_addresses),
                 "sha256": cert.sha256,
                 "used_by_clients": index in verdict.relevant,
             }

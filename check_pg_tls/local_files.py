@@ -1,25 +1,29 @@
-"""Reading files named on the command line: trusted roots, the server's certificate and key.
+"""Reading files named on the command line: the server's certificate and key, CRLs.
 
-The only module besides the probe that does I/O. Key material is loaded only
+Trusted roots are read by OpenSSL itself (:mod:`.openssl_client`). Key material is loaded only
 to derive its public half and is never printed, logged or kept.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 import warnings
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from .crls import CrlFacts
+from .errors import LocalFileError
 from .posture import KeyFile
 
-__all__ = ["LocalFileError", "inspect_key_file", "load_roots", "read_cert_file"]
-
-
-class LocalFileError(Exception):
-    """A file named on the command line cannot be used: UNKNOWN, with the reason."""
+__all__ = [
+    "LocalFileError",
+    "inspect_key_file",
+    "read_cert_file",
+    "read_certificates",
+    "read_crl_dir",
+    "read_crls",
+]
 
 
 def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
@@ -37,27 +41,6 @@ def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
             return tuple(x509.load_pem_x509_certificates(data))
     except ValueError:
         raise LocalFileError(f"no valid PEM certificate in {what} {path}") from None
-
-
-def load_roots(spec: str) -> tuple[x509.Certificate, ...]:
-    """Trusted roots like libpq's ``sslrootcert``: a PEM file, or ``system``."""
-    if spec != "system":
-        return read_certificates(spec, "root certificate file")
-    paths = ssl.get_default_verify_paths()
-    if paths.cafile and os.path.isfile(paths.cafile):
-        return read_certificates(paths.cafile, "system trust store")
-    if paths.capath and os.path.isdir(paths.capath):
-        roots: list[x509.Certificate] = []
-        for name in sorted(os.listdir(paths.capath)):
-            full = os.path.join(paths.capath, name)
-            if os.path.isfile(full):
-                try:
-                    roots.extend(read_certificates(full, "trusted certificate"))
-                except LocalFileError:
-                    continue
-        if roots:
-            return tuple(roots)
-    raise LocalFileError("no system trust store found (install ca-certificates)")
 
 
 def read_cert_file(path: str) -> x509.Certificate:
@@ -94,3 +77,36 @@ def inspect_key_file(path: str) -> KeyFile:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyFile(path, mode, public)
+
+
+_PEM_CRL = b"-----BEGIN X509 CRL-----"
+
+
+def read_crls(path: str, what: str = "CRL file") -> tuple[CrlFacts, ...]:
+    """Every CRL in a file: PEM (one or more blocks), or one DER CRL."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        if _PEM_CRL in data:
+            blocks = [_PEM_CRL + part for part in data.split(_PEM_CRL)[1:]]
+            return tuple(CrlFacts(x509.load_pem_x509_crl(block), path) for block in blocks)
+        return (CrlFacts(x509.load_der_x509_crl(data), path),)
+    except ValueError:
+        raise LocalFileError(f"no valid CRL in {what} {path}") from None
+
+
+def read_crl_dir(path: str) -> tuple[CrlFacts, ...]:
+    """The CRLs of a directory prepared for OpenSSL (``openssl rehash``: ``HASH.rN``)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read CRL directory {path}: {exc.strerror}") from None
+    crls: list[CrlFacts] = []
+    for name in names:
+        stem, _, suffix = name.rpartition(".r")
+        if stem and suffix.isdigit():
+            crls.extend(read_crls(os.path.join(path, name), "CRL file"))
+    return tuple(crls)

@@ -140,6 +140,54 @@ def parser() -> _Parser:
         "postgresql, as libpq's sslnegotiation=direct (PostgreSQL 17+) "
         "(default: %(default)s)",
     )
+    client = parser.add_argument_group("client certificate")
+    client.add_argument(
+        "--sslcert",
+        metavar="FILE",
+        help="client certificate (PEM, may hold its chain) to present when the server "
+        "asks, as libpq's sslcert; its days left are judged with -w/-c too. Without it, "
+        "no client certificate is ever sent",
+    )
+    client.add_argument(
+        "--sslkey",
+        metavar="FILE",
+        help="the client certificate's private key (PEM, not encrypted), as libpq's sslkey "
+        "(default: the --sslcert file)",
+    )
+    revocation = parser.add_argument_group("revocation")
+    revocation.add_argument(
+        "--sslcrl",
+        metavar="FILE",
+        help="CRLs in PEM, as libpq's sslcrl: OpenSSL then requires a current CRL from "
+        "every CA in the chain (libpq uses CRLs only with a root certificate file)",
+    )
+    revocation.add_argument(
+        "--sslcrldir",
+        metavar="DIR",
+        help="a directory of CRLs prepared with openssl rehash, as libpq's sslcrldir",
+    )
+    revocation.add_argument(
+        "--audit-crl",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a CRL file (PEM or DER) to judge for its signature and freshness only, "
+        "e.g. the server's own ssl_crl_file (repeatable)",
+    )
+    revocation.add_argument(
+        "--crl-warning",
+        type=_days,
+        default=2.0,
+        metavar="DAYS",
+        help="WARNING when a CRL's nextUpdate is fewer days away (default: %(default)g)",
+    )
+    revocation.add_argument(
+        "--crl-critical",
+        type=_days,
+        default=1.0,
+        metavar="DAYS",
+        help="CRITICAL when a CRL's nextUpdate is fewer days away (default: %(default)g)",
+    )
     posture = parser.add_argument_group("posture checks")
     posture.add_argument(
         "--min-tls-version",
@@ -238,5 +286,6 @@ def _bounded(
 _port = _bounded("port", int, 1, 65535)
 _bits = _bounded("number of bits", int, 0, 65536)
 _workers = _bounded("number of workers", int, 1, 256)
+_days = _bounded("number of days", float, 0, 3650)
 # Float seconds; a zero timeout would give up before starting.
 _seconds = _bounded("timeout", float, 0.001, 3600)

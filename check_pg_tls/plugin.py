@@ -17,8 +17,10 @@ import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .model import Observation, Target
+from .openssl_client import ClientContexts
 from .posture import PlaintextOutcome, plaintext_finding
-from .probe import Observation, Target, probe, probe_plaintext
+from .probe import probe, probe_plaintext
 from .text import safe
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
@@ -56,6 +58,7 @@ class CertificateResource(nagiosplugin.Resource):
         self,
         target: Target,
         policy: Policy,
+        contexts: ClientContexts,
         timeout: float,
         label: str = "",
         direct: bool = False,
@@ -63,6 +66,7 @@ class CertificateResource(nagiosplugin.Resource):
     ) -> None:
         self.target = target
         self.policy = policy
+        self.contexts = contexts
         self.timeout = timeout
         #: Prefix of this target's metric names ("" for a single target).
         self.label = label
@@ -86,7 +90,7 @@ class CertificateResource(nagiosplugin.Resource):
         self.collected = True
         started = time.monotonic()
         try:
-            self.observation = probe(self.target, self.timeout, self.direct)
+            self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
             self.error = exc
             self.seconds = time.monotonic() - started
@@ -134,6 +138,15 @@ class CertificateResource(nagiosplugin.Resource):
         yield self._metric("days_left", days, "days_left")
         for finding in self.findings:
             yield self._metric(finding.check, finding, "finding")
+        client = self.policy.client_cert
+        if client is not None and self.checked_at is not None:
+            left = math.floor(client.days_left(self.checked_at) * 100) / 100
+            yield self._metric("client_days_left", left, "client_days_left")
+        timed = [c for c in self.verdict.crls if c.days_left is not None]
+        if timed:
+            soonest = timed[0].days_left
+            assert soonest is not None
+            yield self._metric("crl_days_left", math.floor(soonest * 100) / 100, "crl_days_left")
 
 
 class ConnectionContext(nagiosplugin.Context):
@@ -193,6 +206,78 @@ class DaysLeftContext(nagiosplugin.Context):
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
         return Performance(metric.name, metric.value, "", warning, critical)
+
+
+class ClientDaysLeftContext(nagiosplugin.Context):
+    """The client certificate's days left, against the same -w/-c as the server's."""
+
+    def __init__(self, warning: Threshold, critical: Threshold) -> None:
+        super().__init__("client_days_left")
+        self.warning = warning
+        self.critical = critical
+
+    def _ranges(self, resource: Any) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
+        lifetime = resource.policy.client_cert.lifetime_days
+        return self.warning.resolve(lifetime), self.critical.resolve(lifetime)
+
+    def evaluate(self, metric: Metric, resource: Any) -> Result:
+        warning, critical = self._ranges(resource)
+        cert = resource.policy.client_cert
+        days = cert.days_left(resource.checked_at)
+        when = f"{cert.not_after:%Y-%m-%d}"
+        if days < 0:
+            return Result(
+                Critical, f"client certificate expired {_crl_span(-days)} ago ({when})", metric
+            )
+        hint = f"client certificate expires in {_crl_span(days)} ({when})"
+        if not critical.match(metric.value):
+            return Result(Critical, hint, metric)
+        if not warning.match(metric.value):
+            return Result(Warn, hint, metric)
+        return Result(Ok, "", metric)
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        warning, critical = self._ranges(resource)
+        return Performance(metric.name, metric.value, "", warning, critical)
+
+
+class CrlDaysLeftContext(nagiosplugin.Context):
+    """Days until the first CRL's nextUpdate, against --crl-warning/--crl-critical.
+
+    A CRL past its nextUpdate breaks every client that checks it; the finding
+    already says so, so this context only warns before that happens.
+    """
+
+    def __init__(self, warning: float, critical: float) -> None:
+        super().__init__("crl_days_left")
+        self.warning = nagiosplugin.Range(f"{warning:g}:")
+        self.critical = nagiosplugin.Range(f"{critical:g}:")
+
+    def evaluate(self, metric: Metric, resource: Any) -> Result:
+        soonest = resource.verdict.crls[0]
+        crl = soonest.crl
+        when = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "never"
+        days = soonest.days_left if soonest.days_left is not None else metric.value
+        hint = f"CRL of {crl.issuer} expires in {_crl_span(days)} ({when})"
+        if metric.value < 0:
+            return Result(Ok, "", metric)  # the crl finding names it as expired
+        if not self.critical.match(metric.value):
+            return Result(Critical, hint, metric)
+        if not self.warning.match(metric.value):
+            return Result(Warn, hint, metric)
+        return Result(Ok, hint, metric)
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        return Performance(metric.name, metric.value, "", self.warning, self.critical)
+
+
+def _crl_span(days: float) -> str:
+    if days >= 2:
+        return f"{int(days)} days"
+    hours = int(days * 24)
+    if hours >= 1:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{int(days * 1440)} minutes"
 
 
 class TargetReport(NamedTuple):
@@ -316,6 +401,8 @@ def details(resource: CertificateResource) -> list[str]:
     if mode == "require" and policy.verifies_chain:
         mode = "require (as verify-ca, because a root certificate file is given)"
     lines.append(f"sslmode: {mode}")
+    for complaint in verdict.complaints:
+        lines.append(f"openssl: {complaint}")
     for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
     return lines

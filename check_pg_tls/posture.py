@@ -12,10 +12,12 @@ import stat
 from typing import NamedTuple
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
+from .model import Observation
 from .protocol import StartupReply, StartupReplyKind
 
 __all__ = [
@@ -23,9 +25,12 @@ __all__ = [
     "Finding",
     "KeyFile",
     "PlaintextOutcome",
+    "client_certificate_finding",
+    "client_key_mode_finding",
     "incomplete_chain_finding",
     "key_file_findings",
     "key_strength_finding",
+    "legacy_finding",
     "plaintext_finding",
     "reload_finding",
     "signature_finding",
@@ -80,8 +85,98 @@ def tls_version_finding(version: str, minimum: str) -> Finding:
     return Finding("tls_version", None, f"server negotiated {version}")
 
 
+def legacy_finding(observation: Observation, min_tls_version: str) -> Finding:
+    """Only a handshake with legacy settings succeeded: libpq clients cannot connect.
+
+    Unless the admin declared, with a lower ``--min-tls-version``, that their
+    clients are configured for the old protocol the server speaks.
+    """
+    version = observation.tls_version
+    if (
+        TLS_VERSIONS.index(min_tls_version) < TLS_VERSIONS.index("TLSv1.2")
+        and version in TLS_VERSIONS
+        and TLS_VERSIONS.index(version) >= TLS_VERSIONS.index(min_tls_version)
+    ):
+        return Finding(
+            "handshake",
+            None,
+            f"only a legacy handshake succeeds ({version}); accepted by --min-tls-version "
+            f"{min_tls_version}",
+        )
+    return Finding(
+        "handshake",
+        f"libpq clients cannot connect: a handshake as they make it (TLS 1.2 or newer, "
+        f"OpenSSL's default security level) fails ({observation.legacy_reason}); the server "
+        f"only completes one with legacy settings ({observation.tls_version}, "
+        f"{observation.cipher})",
+        "legacy handshake only",
+    )
+
+
+# What a server's alert means for the client certificate, in OpenSSL's words.
+_REFUSALS = (
+    ("unknown ca", "the server does not trust its CA"),
+    ("unsupported certificate", "it is not for client use (extended key usage)"),
+    ("certificate revoked", "the server says it is revoked"),
+    ("certificate expired", "the server says it has expired"),
+    ("bad certificate", "the server calls it a bad certificate"),
+    ("access denied", "the server denies access"),
+)
+
+
+def client_certificate_finding(observation: Observation, configured: bool) -> Finding | None:
+    """Does the server want a client certificate, and does it take ours?
+
+    None when no certificate was asked for and none is configured.
+    """
+    refusal = observation.client_refusal
+    if refusal is not None:
+        if not observation.client_certificate_sent:
+            return Finding(
+                "client_certificate",
+                f"server requires a client certificate (give --sslcert and --sslkey): {refusal}",
+                "client certificate required",
+            )
+        meaning = next((text for alert, text in _REFUSALS if alert in refusal), None)
+        return Finding(
+            "client_certificate",
+            f"server refuses the client certificate: {meaning + ' (' if meaning else ''}"
+            f"{refusal}{')' if meaning else ''}",
+            "client certificate refused",
+        )
+    if observation.client_certificate_sent:
+        return Finding("client_certificate", None, "server accepted the client certificate")
+    if observation.certificate_requested:
+        return Finding(
+            "client_certificate",
+            None,
+            "server asks for a client certificate but does not require one",
+        )
+    if configured:
+        return Finding("client_certificate", None, "server did not ask for a client certificate")
+    return None
+
+
+def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Finding:
+    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root."""
+    loose = mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO if owned_by_root else 0o077)
+    shown = f"{stat.S_IMODE(mode):04o}"
+    if loose:
+        return Finding(
+            "client_key_permissions",
+            f"libpq refuses client key file {path}: it has group or world access (mode "
+            f"{shown}); make it 0600, or 0640 owned by root",
+            "client key file too open",
+            "warning",
+        )
+    return Finding("client_key_permissions", None, f"client key file mode {shown}")
+
+
 def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:
-    key = leaf.certificate.public_key()
+    try:
+        key = leaf.certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return Finding("key_strength", None, "key of a type the check does not know")
     if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
         kind, bits, minimum = (
             "RSA" if isinstance(key, rsa.RSAPublicKey) else "DSA",
@@ -110,7 +205,10 @@ def signature_finding(
         cert = chain[index].certificate
         if index > 0 and cert.issuer == cert.subject:
             continue
-        algorithm = cert.signature_hash_algorithm
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except (ValueError, UnsupportedAlgorithm):
+            continue
         if isinstance(algorithm, _WEAK_HASHES):
             who = "certificate" if index == 0 else f"intermediate {describe_name(cert.subject)}"
             return Finding(
@@ -122,11 +220,11 @@ def signature_finding(
     return Finding("signature", None, "signatures use strong hashes")
 
 
-def incomplete_chain_finding(missing: tuple[x509.Certificate, ...]) -> Finding:
+def incomplete_chain_finding(missing: tuple[CertFacts, ...]) -> Finding:
     """The chain verified only because the trust store held an intermediate."""
     if not missing:
         return Finding("intermediates", None, "server sends every intermediate certificate")
-    names = ", ".join(describe_name(cert.subject) for cert in missing)
+    names = ", ".join(cert.subject for cert in missing)
     return Finding(
         "intermediates",
         f"server sends no intermediate certificate ({names}); add it to ssl_cert_file: "

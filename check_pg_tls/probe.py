@@ -1,22 +1,35 @@
 """The only module that talks to the network.
 
 One call, :func:`probe`, connects, sends the SSLRequest, runs the TLS
-handshake without verification, and returns a frozen :class:`Observation`.
-Verification happens afterwards in pure code, so an expired or untrusted
-certificate still gets its days left reported. The handshake always ends
-with close_notify: a probe leaves no error line in the server's log.
+handshake and returns a frozen :class:`Observation`. OpenSSL verifies the
+chain inside the handshake, as it does for libpq, but its complaints are
+recorded rather than fatal (see :mod:`.openssl_client`): the handshake
+completes, an expired or untrusted certificate still gets its days left
+reported, and the connection always ends with close_notify, so a probe
+leaves no error line in the server's log.
 """
 
 from __future__ import annotations
 
+import select
 import socket
-import ssl
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TypeVar
+
+from OpenSSL import SSL, crypto
 
 from .errors import ServerMisbehaved, Unreachable
+from .model import Observation, Target, VerifyError
 from .names import ip_literal
+from .openssl_client import (
+    ALPN_PROTOCOL,
+    ClientContexts,
+    HandshakeLog,
+    openssl_reason,
+    verify_error_message,
+)
 from .protocol import (
     SSL_REQUEST,
     ProtocolViolation,
@@ -30,50 +43,9 @@ from .protocol import (
 
 __all__ = ["Observation", "Target", "probe", "probe_plaintext"]
 
-# Offered like libpq 17+ does; older servers ignore it.
-ALPN_PROTOCOL = "postgresql"
-
-# ssl.Encoding is not public; the private module has the constant in 3.10+.
-_ENCODING_DER: int = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009
-
 _FAMILIES = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
 
-
-class Target(NamedTuple):
-    """Where to connect and which name the certificate must carry."""
-
-    host: str
-    port: int = 5432
-    #: The name to verify and send as SNI (libpq's ``host`` when ``hostaddr``
-    #: is given); ``None`` means ``host``.
-    servername: str | None = None
-    #: 0 for any address family, 4 or 6 to insist on one.
-    family: int = 0
-
-    @property
-    def checked_name(self) -> str:
-        return self.servername or self.host
-
-    def __str__(self) -> str:
-        """The target in spec form: ``host:port``, ``host(servername):port``, ``[v6]:port``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        name = f"({self.servername})" if self.servername and self.servername != self.host else ""
-        return f"{host}{name}:{self.port}"
-
-
-class Observation(NamedTuple):
-    """What one probe saw. DER bytes only: parsing is the caller's business."""
-
-    #: The address actually connected to (one of those ``host`` resolved to).
-    address: str
-    #: Every certificate the server presented, leaf first, as sent.
-    chain: tuple[bytes, ...]
-    tls_version: str
-    cipher: str
-    alpn: str | None
-    #: Seconds from start to connected, and from start to handshake done.
-    connect_seconds: float
-    handshake_seconds: float
+_T = TypeVar("_T")
 
 
 class _Deadline:
@@ -99,12 +71,19 @@ class _Deadline:
         return time.monotonic() - self.start
 
 
-def probe(target: Target, timeout: float, direct: bool = False) -> Observation:
+def probe(
+    target: Target, timeout: float, contexts: ClientContexts, direct: bool = False
+) -> Observation:
     """Connect, negotiate TLS the PostgreSQL way, and record what was presented.
 
     Returns within ``timeout`` seconds. Never sends a StartupMessage, never
     authenticates. With ``direct``, skips the SSLRequest and starts TLS at
     once, as libpq's ``sslnegotiation=direct`` does (PostgreSQL 17+).
+
+    The handshake uses libpq's settings first. Only when that handshake
+    fails is a second one tried with legacy settings, so that an old server
+    is named for what it speaks; the observation then says why the first
+    one failed.
 
     Raises:
         Unreachable: resolution, connection or any step ran out of time.
@@ -113,12 +92,45 @@ def probe(target: Target, timeout: float, direct: bool = False) -> Observation:
     """
     deadline = _Deadline(timeout)
     addresses = _resolve(target, deadline)
+    try:
+        return _attempt(addresses, target, deadline, contexts.current, direct)
+    except _HandshakeFailed as exc:
+        if direct:
+            # PostgreSQL 16 and older read the ClientHello as a startup packet
+            # and hang up; pgbouncer answers in plain text.
+            raise ServerMisbehaved(
+                f"server does not support direct TLS negotiation (TLS handshake failed: "
+                f"{exc.reason})"
+            ) from None
+        first = exc.reason
+    try:
+        observation = _attempt(addresses, target, deadline, contexts.legacy, direct)
+    except (_HandshakeFailed, Unreachable, ServerMisbehaved):
+        raise ServerMisbehaved(f"TLS handshake failed: {first}") from None
+    return observation._replace(legacy_reason=first)
+
+
+class _HandshakeFailed(ServerMisbehaved):
+    """The TLS handshake itself failed; ``reason`` is OpenSSL's word for why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"TLS handshake failed: {reason}")
+        self.reason = reason
+
+
+def _attempt(
+    addresses: list[tuple[int, str]],
+    target: Target,
+    deadline: _Deadline,
+    context: SSL.Context,
+    direct: bool,
+) -> Observation:
     sock, address = _connect(addresses, target, deadline)
     connected = deadline.elapsed()
     try:
         if not direct:
             _negotiate(sock, deadline)
-        return _handshake(sock, target, address, deadline, connected, direct)
+        return _handshake(sock, target, address, deadline, connected, context, direct)
     finally:
         sock.close()
 
@@ -273,21 +285,27 @@ def _queued(sock: socket.socket) -> bytes:
         return b""
 
 
-def _context() -> ssl.SSLContext:
-    # Verification is done afterwards on the captured chain: verifying in the
-    # handshake would abort it with an alert and leave an error line in the
-    # server's log, and would hide the days left of a bad certificate.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    # Accept every protocol version and cipher a server may still offer, so
-    # that an old or weak server is seen and judged (libpq's own minimum is
-    # TLS 1.2: the verdict compares against --min-tls-version), rather than
-    # reported as a bare handshake failure.
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    context.set_ciphers("ALL:@SECLEVEL=0")
-    context.set_alpn_protocols([ALPN_PROTOCOL])
-    return context
+def _wait(sock: socket.socket, deadline: _Deadline, writable: bool, what: str) -> None:
+    try:
+        left = deadline.remaining()
+    except Unreachable:
+        raise Unreachable(f"{what} did not complete within {deadline.seconds:g} seconds") from None
+    ready = select.select([], [sock], [], left) if writable else select.select([sock], [], [], left)
+    if not any(ready):
+        raise Unreachable(f"{what} did not complete within {deadline.seconds:g} seconds")
+
+
+def _drive(step: Callable[[], _T], sock: socket.socket, deadline: _Deadline, what: str) -> _T:
+    # pyOpenSSL ignores socket timeouts (the socket is non-blocking
+    # underneath): every step that would block says so, and waits here for
+    # the socket against the probe's deadline.
+    while True:
+        try:
+            return step()
+        except SSL.WantReadError:
+            _wait(sock, deadline, False, what)
+        except SSL.WantWriteError:
+            _wait(sock, deadline, True, what)
 
 
 def _handshake(
@@ -296,79 +314,118 @@ def _handshake(
     address: str,
     deadline: _Deadline,
     connected: float,
+    context: SSL.Context,
     direct: bool,
 ) -> Observation:
     name = target.checked_name
-    # libpq sends SNI unless the host is an IP literal (sslsni=1).
-    sni = None if ip_literal(name) is not None else name
+    sock.setblocking(False)
+    tls = SSL.Connection(context, sock)
+    log = HandshakeLog()
+    tls.set_app_data(log)
+    # libpq sends SNI unless the host is an IP literal (sslsni=1); OpenSSL
+    # itself would send an IP literal too.
+    sni = name.encode("utf-8", "surrogateescape")
+    if ip_literal(name) is None and 0 < len(sni) <= 255:
+        tls.set_tlsext_host_name(sni)
+    tls.set_connect_state()
+    refusal = None
     try:
-        sock.settimeout(deadline.remaining())
-        tls = _context().wrap_socket(sock, server_hostname=sni, do_handshake_on_connect=False)
-        tls.settimeout(deadline.remaining())
-        tls.do_handshake()
-    except TimeoutError:
-        raise Unreachable(
-            f"TLS handshake did not complete within {deadline.seconds:g} seconds"
-        ) from None
-    except (ssl.SSLError, OSError) as exc:
-        reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else _reason(exc)
-        if direct:
-            # PostgreSQL 16 and older read the ClientHello as a startup packet
-            # and hang up; pgbouncer answers in plain text.
-            raise ServerMisbehaved(
-                f"server does not support direct TLS negotiation (TLS handshake failed: {reason})"
-            ) from None
-        raise ServerMisbehaved(f"TLS handshake failed: {reason}") from None
+        _drive(tls.do_handshake, sock, deadline, "TLS handshake")
+    except (SSL.SysCallError, SSL.Error) as exc:
+        reason = _failure_reason(exc)
+        if not (log.certificate_requested and tls.get_peer_cert_chain()):
+            raise _HandshakeFailed(reason) from None
+        # TLS 1.2: the server refuses the client (no certificate, or one it
+        # does not trust) at the end of the handshake, after it has sent its
+        # own chain. That chain is still worth its verdict.
+        refusal = reason
     handshake_done = deadline.elapsed()
-    if direct and tls.selected_alpn_protocol() != ALPN_PROTOCOL:
+    alpn = tls.get_alpn_proto_negotiated() or None
+    if refusal is None and direct and alpn != ALPN_PROTOCOL:
         # PostgreSQL 18 completes a handshake without ALPN and only then
         # hangs up: a finished handshake alone proves nothing.
-        _close_politely(tls, deadline)
+        _close_politely(tls, sock, deadline)
         raise ServerMisbehaved(
             "server does not support direct TLS negotiation (it did not select ALPN "
-            f"{ALPN_PROTOCOL})"
+            f"{ALPN_PROTOCOL.decode()})"
         )
-    chain = _presented_chain(tls)
-    cipher = tls.cipher()
+    chain = tuple(_der(cert) for cert in tls.get_peer_cert_chain() or ())
+    if not chain:
+        _close_politely(tls, sock, deadline)
+        raise ServerMisbehaved("server presented no certificate")
+    sent = tls.get_certificate() is not None
+    if refusal is None and log.certificate_requested:
+        # TLS 1.3: the client's handshake is over before the server has
+        # judged the client, so its refusal comes as an alert on the first
+        # read. Wait for it only as long as the server took to answer.
+        refusal = _refusal_after_handshake(tls, sock, deadline, max(0.1, 3 * connected))
     observation = Observation(
         address=address,
         chain=chain,
-        tls_version=tls.version() or "unknown",
-        cipher=cipher[0] if cipher else "unknown",
-        alpn=tls.selected_alpn_protocol(),
+        tls_version=tls.get_protocol_version_name() or "unknown",
+        cipher=tls.get_cipher_name() or "unknown",
+        alpn=alpn.decode("ascii", "replace") if alpn else None,
         connect_seconds=connected,
         handshake_seconds=handshake_done,
+        verify_errors=tuple(
+            VerifyError(depth, code, verify_error_message(code), _der(cert))
+            for depth, code, cert in log.complaints
+        ),
+        verified_chain=tuple(_der(cert) for cert in tls.get_verified_chain() or ()),
+        certificate_requested=log.certificate_requested,
+        client_certificate_sent=sent and log.certificate_requested,
+        client_refusal=refusal,
     )
-    _close_politely(tls, deadline)
+    if refusal is None:
+        _close_politely(tls, sock, deadline)
     return observation
 
 
-def _presented_chain(tls: ssl.SSLSocket) -> tuple[bytes, ...]:
-    # getpeercert() gives the leaf only. The whole chain as sent is public
-    # from Python 3.13 on and private (but present) before.
-    owner: Any = tls if hasattr(tls, "get_unverified_chain") else getattr(tls, "_sslobj", None)
-    chain = owner.get_unverified_chain() if owner is not None else None
-    # Elements are DER bytes (3.13+) or _ssl.Certificate objects (before).
-    ders = tuple(
-        item if isinstance(item, bytes) else item.public_bytes(_ENCODING_DER)
-        for item in chain or ()
-    )
-    if not ders:
-        leaf = tls.getpeercert(binary_form=True)
-        if not leaf:
-            raise ServerMisbehaved("server presented no certificate")
-        ders = (leaf,)
-    return ders
+def _failure_reason(exc: SSL.Error) -> str:
+    if isinstance(exc, SSL.SysCallError):
+        return _syscall_reason(exc)
+    return openssl_reason(exc) or "unknown error"
 
 
-def _close_politely(tls: ssl.SSLSocket, deadline: _Deadline) -> None:
+def _refusal_after_handshake(
+    tls: SSL.Connection, sock: socket.socket, deadline: _Deadline, patience: float
+) -> str | None:
+    """The server's alert after a finished handshake, or None if it says nothing in time."""
+    end = min(deadline.end, time.monotonic() + patience)
+    while True:
+        try:
+            tls.recv(1)
+        except SSL.WantReadError:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                return None
+            continue
+        except SSL.ZeroReturnError:
+            return "server closed the connection after the handshake"
+        except (SSL.SysCallError, SSL.Error) as exc:
+            # pgbouncer sometimes resets the connection instead of alerting.
+            return _failure_reason(exc)
+        # Data before any StartupMessage: not PostgreSQL's way, but no refusal.
+        return None
+
+
+def _der(cert: crypto.X509) -> bytes:
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+
+
+def _close_politely(tls: SSL.Connection, sock: socket.socket, deadline: _Deadline) -> None:
     # close_notify lets the server end the session quietly; without it the
     # server logs "could not receive data from client". What the server does
     # after that no longer matters: the observation is complete.
     try:
-        tls.settimeout(max(0.001, min(deadline.end - time.monotonic(), 1.0)))
-        tls.unwrap()
-    except (OSError, ValueError):
+        tls.shutdown()
+    except SSL.WantWriteError:
+        try:
+            _wait(sock, deadline, True, "close")
+            tls.shutdown()
+        except (SSL.Error, Unreachable, OSError):
+            pass
+    except (SSL.Error, OSError):
         pass
 
 
@@ -376,10 +433,11 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    # OpenSSL's reason code (e.g. TLSV1_ALERT_PROTOCOL_VERSION): our library's
-    # words for what happened, never text the server chose.
-    reason = getattr(exc, "reason", None)
-    return (
-        str(reason).lower().replace("_", " ") if reason else str(exc.args[-1] if exc.args else exc)
-    )
+def _syscall_reason(exc: SSL.SysCallError) -> str:
+    # (-1, "Unexpected EOF") when the server hung up, (errno, text) otherwise.
+    code = exc.args[0] if exc.args else None
+    if code == -1 or not exc.args:
+        return "server closed the connection"
+    if isinstance(code, int) and code > 0:
+        return _reason(OSError(code, str(exc.args[1]) if len(exc.args) > 1 else ""))
+    return str(exc.args[-1]).lower()

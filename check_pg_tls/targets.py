@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import socket
 
-from .probe import Target
+from .model import Target
 
 __all__ = ["parse_target", "read_targets_file"]
 

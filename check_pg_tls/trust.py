@@ -1,211 +1,264 @@
-"""Does the presented chain reach a trusted root? OpenSSL's rules, as libpq uses them.
+"""What OpenSSL's verification said, in words an admin can act on.
 
-libpq verifies with OpenSSL's defaults: issuers are looked up in the trusted
-store first, then among the certificates the server sent; the chain must end
-in a self-signed certificate from the store (partial chains are not allowed);
-every issuer must be a CA allowed to sign certificates, and certificates with
-an extended key usage must allow TLS server use. Certificate lifetimes are
-judged elsewhere (days left), except the trusted root's, which the server
-does not send.
+OpenSSL decides, in the handshake, exactly as it does for libpq: path
+building, basic constraints, key usages, name constraints, critical
+extensions, validity, security level. This module only turns its error
+codes, their depths and the presented chain into sentences, and notices
+what only a PostgreSQL-aware checker cares about: an intermediate that the
+server should send but that the trusted roots happened to supply.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.exceptions import UnsupportedAlgorithm
 
-from .certs import describe_name
+from .certs import CertFacts, describe_name, facts_from_der
+from .crls import CrlFacts, crl_for, revocation_of
+from .model import VerifyError
 
-__all__ = ["ChainCheck", "check_chain"]
+__all__ = ["ChainCheck", "describe_verification"]
 
-# OpenSSL's verify depth is 100; real chains are 2-4 long.
-_MAX_DEPTH = 32
+# OpenSSL's X509_V_ERR_* codes that need our own words.
+_UNABLE_TO_GET_ISSUER_CERT = 2
+_UNABLE_TO_GET_CRL = 3
+_CRL_SIGNATURE_FAILURE = 8
+_CRL_NOT_YET_VALID = 11
+_CRL_HAS_EXPIRED = 12
+_CERT_REVOKED = 23
+_UNABLE_TO_DECRYPT_CERT_SIGNATURE = 4
+_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY = 6
+_CERT_SIGNATURE_FAILURE = 7
+_CERT_NOT_YET_VALID = 9
+_CERT_HAS_EXPIRED = 10
+_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+_SELF_SIGNED_CERT_IN_CHAIN = 19
+_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+_CERT_CHAIN_TOO_LONG = 22
+_PATH_LENGTH_EXCEEDED = 25
+_INVALID_PURPOSE = 26
+_CERT_UNTRUSTED = 27
+_CERT_REJECTED = 28
+_KEYUSAGE_NO_CERTSIGN = 32
+_UNHANDLED_CRITICAL_EXTENSION = 34
+_INVALID_EXTENSION = 41
+_NAME_CONSTRAINT_CODES = frozenset(range(47, 54))
+_EE_KEY_TOO_SMALL = 66
+_CA_KEY_TOO_SMALL = 67
+_CA_MD_TOO_WEAK = 68
+_NO_SIGNATURE_ALGORITHM = 76
+_SIGNATURE_ALGORITHM_MISMATCH = 77
+_INVALID_CA = 79
 
-# Extended key usages OpenSSL accepts for a TLS server (serverAuth and the
-# two legacy Server Gated Crypto ones).
-_SERVER_EKUS = {
-    ExtendedKeyUsageOID.SERVER_AUTH,
-    x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
-    x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"),
-}
+_TIME_CODES = frozenset({_CERT_NOT_YET_VALID, _CERT_HAS_EXPIRED})
+_NO_ISSUER_CODES = frozenset(
+    {
+        _UNABLE_TO_GET_ISSUER_CERT,
+        _UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        _UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+    }
+)
+_SIGNATURE_CODES = frozenset(
+    {
+        _UNABLE_TO_DECRYPT_CERT_SIGNATURE,
+        _UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY,
+        _CERT_SIGNATURE_FAILURE,
+    }
+)
 
 
 class ChainCheck(NamedTuple):
-    """Outcome of path building. ``problem`` is None when the chain is trusted."""
+    """OpenSSL's verdict in words. ``problem`` is None when the chain is trusted."""
 
     problem: str | None
-    #: The certificates of the verified path, leaf first, root last.
-    path: tuple[x509.Certificate, ...] = ()
-    #: Intermediates of the path that the server did not send and the trust
-    #: store happened to hold: clients without them in their store fail.
-    missing: tuple[x509.Certificate, ...] = ()
+    #: Every complaint, worded, in OpenSSL's order (the first is libpq's error).
+    complaints: tuple[str, ...] = ()
+    #: The verified path, leaf first, root last, as DER (when trusted).
+    path: tuple[bytes, ...] = ()
+    #: Intermediates of the path that the server did not send and the trusted
+    #: roots happened to hold: clients without them in their store fail.
+    missing: tuple[CertFacts, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        return False
-    return True
-
-
-def _self_signed(cert: x509.Certificate) -> bool:
-    return _issued_by(cert, cert)
-
-
-def _find_issuer(
-    cert: x509.Certificate, candidates: Sequence[x509.Certificate], now: dt.datetime
-) -> x509.Certificate | None:
-    # Like OpenSSL, prefer an issuer that is valid now: a store may hold an
-    # expired root next to its renewed copy with the same name and key.
-    issuers = [c for c in candidates if c != cert and _issued_by(cert, c)]
-    for issuer in issuers:
-        if issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc:
-            return issuer
-    return issuers[0] if issuers else None
-
-
-def check_chain(
-    presented: Sequence[x509.Certificate],
-    roots: Sequence[x509.Certificate],
-    now: dt.datetime,
+def describe_verification(
+    presented: Sequence[CertFacts],
+    errors: Sequence[VerifyError],
+    verified_chain: Sequence[bytes],
+    crls: Sequence[CrlFacts] = (),
 ) -> ChainCheck:
-    """Build a path from the leaf to a trusted root and check its constraints."""
-    leaf = presented[0]
-    untrusted = list(presented[1:])
-    path = [leaf]
-    current = leaf
-    while True:
-        # A trusted root's own signature is not checked (OpenSSL's default):
-        # being in the store is what makes it trusted.
-        if current.issuer == current.subject and current in roots:
-            break
-        if len(path) > _MAX_DEPTH:
-            return ChainCheck("certificate chain is too long")
-        issuer = _find_issuer(current, roots, now)
-        if issuer is None:
-            issuer = _find_issuer(current, untrusted, now)
-        if issuer is None:
-            weak = _weakly_signed(current, [*roots, *untrusted])
-            return ChainCheck(weak or _no_issuer(current, leaf, untrusted))
-        path.append(issuer)
-        current = issuer
-    problem = _constraints(path, now)
-    missing = tuple(c for c in path[1:-1] if c not in presented)
-    return ChainCheck(problem, tuple(path), missing)
+    """Word OpenSSL's complaints about the chain ``presented`` (leaf first).
 
-
-def _weakly_signed(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:
-    # cryptography, like OpenSSL at the security level clients run with
-    # today, will not verify a SHA-1 or MD5 signature: the issuer is there,
-    # but the link cannot be trusted. Say so, rather than "issuer not found".
-    try:
-        algorithm = cert.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        algorithm = None
-    if not isinstance(algorithm, (hashes.SHA1, hashes.MD5)):
-        return None
-    if not any(candidate.subject == cert.issuer for candidate in candidates):
-        return None
-    return (
-        f"chain does not reach a trusted root: {describe_name(cert.subject)} is signed "
-        f"with {algorithm.name.upper()}, which clients refuse to verify"
-    )
-
-
-def _no_issuer(
-    current: x509.Certificate, leaf: x509.Certificate, untrusted: list[x509.Certificate]
-) -> str:
-    if _self_signed(current):
-        if current is leaf:
-            return "certificate is self-signed and not in the trusted roots"
-        return f"chain ends in {describe_name(current.subject)}, which is not a trusted root"
-    issuer = describe_name(current.issuer)
-    if current is leaf and not untrusted:
-        return (
-            f"chain does not reach a trusted root: the server sends no intermediate "
-            f"certificate (issuer {issuer}); add it to ssl_cert_file"
+    An expired or not yet valid certificate that the server itself sent is
+    left to the days-left and validity judgements, which name it with its
+    dates; everything else OpenSSL complained about makes the chain untrusted.
+    """
+    sent = {cert.der for cert in presented}
+    relevant = [
+        error
+        for error in errors
+        if not (
+            error.code in _TIME_CODES
+            and error.certificate in sent
+            and error.depth < _top(verified_chain)
         )
-    return f"chain does not reach a trusted root: issuer {issuer} not found"
+    ]
+    if not relevant:
+        path = tuple(verified_chain)
+        missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
+        return ChainCheck(None, (), path, missing)
+    complaints = tuple(_word(error, presented, sent, verified_chain, crls) for error in relevant)
+    return ChainCheck(complaints[0], complaints)
 
 
-def _constraints(path: list[x509.Certificate], now: dt.datetime) -> str | None:
-    root = path[-1]
-    root_name = describe_name(root.subject)
-    if now > root.not_valid_after_utc:
-        return f"trusted root {root_name} expired on {root.not_valid_after_utc:%Y-%m-%d}"
-    if now < root.not_valid_before_utc:
-        return f"trusted root {root_name} is not valid before {root.not_valid_before_utc:%Y-%m-%d}"
-    for cert in path:
-        for extension in cert.extensions:
-            if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
-                return (
-                    f"{describe_name(cert.subject)} has an unsupported critical extension "
-                    f"{extension.oid.dotted_string}"
-                )
-    for depth, cert in enumerate(path):
-        if depth == 0:
-            problem = _leaf_usage(cert)
-        else:
-            problem = _ca_problem(cert, intermediates_below=depth - 1, is_root=cert is root)
-        if problem:
-            return problem
-    return None
+def _top(verified_chain: Sequence[bytes]) -> int:
+    # The depth of the trust anchor (or of the last certificate OpenSSL found).
+    return max(len(verified_chain) - 1, 1)
 
 
-def _leaf_usage(cert: x509.Certificate) -> str | None:
-    ext_usage = _extension(cert, x509.ExtendedKeyUsage)
-    if ext_usage is not None and not _SERVER_EKUS & set(ext_usage):
-        return "certificate's extended key usage does not allow TLS server use"
-    usage = _extension(cert, x509.KeyUsage)
-    if usage is not None and not (
-        usage.digital_signature or usage.key_encipherment or usage.key_agreement
-    ):
-        return "certificate's key usage does not allow TLS server use"
-    return None
+def _who(error: VerifyError, sent: set[bytes], verified_chain: Sequence[bytes]) -> str:
+    if error.depth == 0:
+        return "certificate"
+    cert = _facts(error.certificate)
+    name = cert.subject if cert is not None else "<unreadable certificate>"
+    anchor = error.depth == len(verified_chain) - 1 and cert is not None and _self_issued(cert)
+    if anchor:
+        return f"trusted root {name}"
+    where = "" if error.certificate in sent else " (from the root certificate file)"
+    return f"intermediate {name}{where}"
 
 
-def _ca_problem(cert: x509.Certificate, intermediates_below: int, is_root: bool) -> str | None:
-    name = describe_name(cert.subject)
-    constraints = _extension(cert, x509.BasicConstraints)
-    usage = _extension(cert, x509.KeyUsage)
-    if constraints is not None:
-        is_ca = constraints.ca
-    else:
-        # OpenSSL's lenient default: a v1 root, or a key usage that allows
-        # signing certificates, still makes a CA.
-        is_ca = cert.version is x509.Version.v1 or (usage is not None and usage.key_cert_sign)
-    if not is_ca:
-        return f"issuer {name} is not a CA certificate"
-    if usage is not None and not usage.key_cert_sign:
-        return f"issuer {name} may not sign certificates (key usage)"
-    limit = constraints.path_length if constraints is not None else None
-    if limit is not None and intermediates_below > limit:
-        return f"issuer {name} allows a shorter chain (path length {limit})"
-    if not is_root:
-        ext_usage = _extension(cert, x509.ExtendedKeyUsage)
-        if ext_usage is not None and not _SERVER_EKUS & set(ext_usage):
-            return f"intermediate {name} does not allow TLS server use (extended key usage)"
-    return None
+def _word(
+    error: VerifyError,
+    presented: Sequence[CertFacts],
+    sent: set[bytes],
+    verified_chain: Sequence[bytes],
+    crls: Sequence[CrlFacts],
+) -> str:
+    code, who = error.code, _who(error, sent, verified_chain)
+    cert = _facts(error.certificate)
+    openssl = f"OpenSSL: {error.message}"
+    if code in _CRL_CODES:
+        return _word_crl(code, who, cert, crls, openssl)
+    if code in _NO_ISSUER_CODES:
+        issuer = cert.issuer if cert is not None else "unknown"
+        if error.depth == 0 and len(presented) == 1:
+            return (
+                f"chain does not reach a trusted root: the server sends no intermediate "
+                f"certificate (issuer {issuer}); add it to ssl_cert_file"
+            )
+        return (
+            f"chain does not reach a trusted root: issuer {issuer} of {who} is neither "
+            f"sent by the server nor a trusted root"
+        )
+    if code == _DEPTH_ZERO_SELF_SIGNED_CERT:
+        return "certificate is self-signed and not in the trusted roots"
+    if code == _SELF_SIGNED_CERT_IN_CHAIN:
+        name = cert.subject if cert is not None else "a self-signed certificate"
+        return f"chain ends in {name}, which is not a trusted root"
+    if code in _TIME_CODES and cert is not None:
+        if code == _CERT_HAS_EXPIRED:
+            return f"{who} expired on {cert.not_after:%Y-%m-%d}"
+        return f"{who} is not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC"
+    if code in _SIGNATURE_CODES:
+        return f"signature on {who} does not verify ({openssl})"
+    if code == _INVALID_CA:
+        return f"{who} is not a valid CA certificate, yet issued the certificate below it"
+    if code == _PATH_LENGTH_EXCEEDED:
+        return f"{who} allows fewer intermediates below it than the chain has (path length)"
+    if code == _INVALID_PURPOSE:
+        if error.depth == 0:
+            return "certificate's key usage or extended key usage does not allow TLS server use"
+        return f"{who} may not issue TLS server certificates (extended key usage)"
+    if code in (_CERT_UNTRUSTED, _CERT_REJECTED):
+        return f"{who} is not trusted for TLS servers by the root certificate file ({openssl})"
+    if code == _KEYUSAGE_NO_CERTSIGN:
+        return f"{who} may not sign certificates (key usage)"
+    if code == _UNHANDLED_CRITICAL_EXTENSION:
+        return f"{who} has a critical extension that OpenSSL does not handle"
+    if code == _INVALID_EXTENSION:
+        return f"{who} has an invalid or inconsistent extension ({openssl})"
+    if code in _NAME_CONSTRAINT_CODES:
+        return f"{who} breaks a name constraint of an issuing CA ({openssl})"
+    if code == _EE_KEY_TOO_SMALL:
+        return (
+            f"certificate's key is too weak{_key(cert)}: clients at OpenSSL's default "
+            f"security level refuse it ({openssl})"
+        )
+    if code == _CA_KEY_TOO_SMALL:
+        return (
+            f"{who} has a key too weak{_key(cert)}: clients at OpenSSL's default security "
+            f"level refuse it ({openssl})"
+        )
+    if code == _CA_MD_TOO_WEAK:
+        return (
+            f"{who} is signed with a digest too weak for clients at OpenSSL's default "
+            f"security level ({openssl})"
+        )
+    if code == _CERT_CHAIN_TOO_LONG:
+        return f"certificate chain is too long ({openssl})"
+    return f"{who}: {error.message}"
 
 
-_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
+_CRL_CODES = frozenset(
+    {
+        _UNABLE_TO_GET_CRL,
+        _CRL_SIGNATURE_FAILURE,
+        _CRL_NOT_YET_VALID,
+        _CRL_HAS_EXPIRED,
+        _CERT_REVOKED,
+    }
+)
 
 
-def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
+def _word_crl(
+    code: int, who: str, cert: CertFacts | None, crls: Sequence[CrlFacts], openssl: str
+) -> str:
+    if cert is None:
+        return f"{who}: {openssl}"
+    issuer = describe_name(cert.certificate.issuer)
+    crl = crl_for(cert.certificate, crls)
+    if code == _CERT_REVOKED:
+        revoked = revocation_of(cert.certificate, crl) if crl is not None else None
+        return f"{who} {revoked or 'revoked'} (by {issuer})"
+    if code == _UNABLE_TO_GET_CRL:
+        return (
+            f"no CRL of {issuer} is loaded, needed to check {who}: with CRLs, libpq requires "
+            "a current one from every CA in the chain"
+        )
+    if code == _CRL_HAS_EXPIRED:
+        when = f" on {crl.next_update:%Y-%m-%d %H:%M} UTC" if crl and crl.next_update else ""
+        return f"CRL of {issuer} expired{when}: libpq refuses every certificate it covers"
+    if code == _CRL_NOT_YET_VALID:
+        return f"CRL of {issuer} is not valid yet ({openssl})"
+    return f"CRL of {issuer} does not verify ({openssl})"
+
+
+def _facts(der: bytes) -> CertFacts | None:
     try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
+        return facts_from_der(der)
+    except ValueError:
         return None
+
+
+def _self_issued(cert: CertFacts) -> bool:
+    try:
+        return cert.certificate.subject == cert.certificate.issuer
+    except ValueError:
+        return False
+
+
+def _key(cert: CertFacts | None) -> str:
+    if cert is None:
+        return ""
+    try:
+        size = getattr(cert.certificate.public_key(), "key_size", None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return ""
+    return f" ({size} bits)" if isinstance(size, int) else ""

@@ -12,12 +12,13 @@ from typing import NamedTuple
 from cryptography import x509
 
 from . import posture
-from .certs import CertFacts, load_chain
-from .names import host_matches_certificate
+from .certs import CertFacts, facts_from_der, load_chain
+from .crls import CrlFacts, CrlStatus, judge_crl
+from .model import Observation
+from .names import check_name
 from .posture import Finding, KeyFile
-from .probe import Observation
 from .text import safe
-from .trust import ChainCheck, check_chain
+from .trust import ChainCheck, describe_verification
 
 __all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
 
@@ -28,8 +29,9 @@ class Policy(NamedTuple):
     sslmode: str
     #: The name checked under verify-full (libpq's ``host``).
     servername: str
-    #: Trusted roots; None when nothing needs them.
-    roots: tuple[x509.Certificate, ...] | None = None
+    #: libpq's ``sslrootcert`` when roots are loaded (a file or ``system``);
+    #: None when nothing is verified.
+    sslrootcert: str | None = None
     #: Oldest acceptable protocol (libpq's default ssl_min_protocol_version).
     min_tls_version: str = "TLSv1.2"
     min_rsa_bits: int = 2048
@@ -40,13 +42,27 @@ class Policy(NamedTuple):
     cert_file: tuple[str, x509.Certificate] | None = None
     #: ``--key-file``: what was learnt about it.
     key_file: KeyFile | None = None
+    #: Every CRL to judge: those OpenSSL checks against (``--sslcrl``,
+    #: ``--sslcrldir``), and those given only for their freshness.
+    crls: tuple[CrlFacts, ...] = ()
+    #: Whether OpenSSL checks revocation against the loaded CRLs.
+    checks_crls: bool = False
+    #: Certificates that may have signed a CRL besides the presented chain
+    #: (the root certificate file's).
+    crl_issuers: tuple[CertFacts, ...] = ()
+    #: Why CRLs given on the command line do not count, as for libpq.
+    crls_ignored: str | None = None
+    #: ``--sslcert``: the client certificate presented when asked.
+    client_cert: CertFacts | None = None
+    #: ``--sslkey``: its path, mode and whether root owns it (libpq's rule).
+    client_key_mode: tuple[str, int, bool] | None = None
 
     @property
     def verifies_chain(self) -> bool:
         # libpq: "if a root CA file exists, the behavior of sslmode=require
         # will be the same as that of verify-ca". Roots given with require
         # therefore mean verify-ca, as they do to psql.
-        return self.sslmode != "require" or self.roots is not None
+        return self.sslmode != "require" or self.sslrootcert is not None
 
     @property
     def verifies_name(self) -> bool:
@@ -62,8 +78,12 @@ class Verdict(NamedTuple):
     #: Index into ``chain`` of that certificate.
     limiting: int
     findings: tuple[Finding, ...]
-    #: The verified path, leaf first, when the chain was verified.
-    path: tuple[x509.Certificate, ...] = ()
+    #: The verified path, leaf first, as DER, when the chain was verified.
+    path: tuple[bytes, ...] = ()
+    #: Every complaint of OpenSSL's verification, worded (for -v and JSON).
+    complaints: tuple[str, ...] = ()
+    #: Every CRL judged, soonest to expire first.
+    crls: tuple[CrlStatus, ...] = ()
 
     @property
     def leaf(self) -> CertFacts:
@@ -83,9 +103,12 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     chain = load_chain(observation.chain)
     findings: list[Finding] = []
     chain_check: ChainCheck | None = None
+    if observation.legacy_reason is not None:
+        findings.append(posture.legacy_finding(observation, policy.min_tls_version))
     if policy.verifies_chain:
-        assert policy.roots is not None
-        chain_check = check_chain([c.certificate for c in chain], policy.roots, now)
+        chain_check = describe_verification(
+            chain, observation.verify_errors, observation.verified_chain, policy.crls
+        )
         findings.append(
             Finding(
                 "trust",
@@ -109,6 +132,14 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings.append(posture.reload_finding(chain[0], on_disk, path))
     if policy.key_file is not None:
         findings.extend(posture.key_file_findings(policy.key_file, chain[0]))
+    client = posture.client_certificate_finding(observation, policy.client_cert is not None)
+    if client is not None:
+        findings.append(client)
+    if policy.client_key_mode is not None:
+        findings.append(posture.client_key_mode_finding(*policy.client_key_mode))
+    crls = _judge_crls(policy, chain, observation.verified_chain, now)
+    if crls or policy.crls_ignored:
+        findings.append(_crl_finding(crls, policy.crls_ignored))
     return Verdict(
         chain=chain,
         relevant=relevant,
@@ -116,7 +147,34 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         limiting=limiting,
         findings=tuple(findings),
         path=chain_check.path if chain_check else (),
+        complaints=chain_check.complaints if chain_check else (),
+        crls=crls,
     )
+
+
+def _judge_crls(
+    policy: Policy, chain: tuple[CertFacts, ...], verified: tuple[bytes, ...], now: dt.datetime
+) -> tuple[CrlStatus, ...]:
+    if not policy.crls:
+        return ()
+    issuers = [*chain, *policy.crl_issuers]
+    known = {cert.der for cert in issuers}
+    for der in verified:
+        if der not in known:
+            issuers.append(facts_from_der(der))
+    judged = [judge_crl(crl, issuers, now) for crl in policy.crls]
+    far = float("inf")
+    return tuple(sorted(judged, key=lambda j: far if j.days_left is None else j.days_left))
+
+
+def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
+    if ignored is not None:
+        return Finding("crl", ignored, "CRLs ignored", "warning")
+    problems = [c.problem for c in crls if c.problem is not None]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Finding("crl", problems[0] + more, "CRL unusable")
+    return Finding("crl", None, f"{len(crls)} CRL{'s' if len(crls) != 1 else ''} current")
 
 
 def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:
@@ -124,14 +182,19 @@ def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[i
     # (an old cross-signed root, say) do not affect clients: ignore them.
     if check is None or not check.ok:
         return tuple(range(len(chain)))
-    used = [i for i, c in enumerate(chain) if c.certificate in check.path]
+    used = [i for i, c in enumerate(chain) if c.der in check.path]
     return tuple(used) or (0,)
 
 
 def _name_finding(leaf: CertFacts, name: str) -> Finding:
     shown = safe(name, 100)
-    if host_matches_certificate(leaf, name):
+    check = check_name(leaf.names, name)
+    if check.matches:
         return Finding("name", None, f"certificate is valid for {shown}")
+    if check.malformed is not None:
+        return Finding(
+            "name", f"certificate is not valid for {shown}: {check.malformed}", "bad name"
+        )
     names = leaf.names_for_display()
     valid_for = (
         f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""

@@ -14,7 +14,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FaultServer", "FullBacklog", "RefusedPort", "scripted", "silent", "tls_only"]
+__all__ = [
+    "FaultServer",
+    "FullBacklog",
+    "RefusedPort",
+    "postgres_tls",
+    "scripted",
+    "silent",
+    "tls_only",
+]
 
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
@@ -157,3 +165,26 @@ class RefusedPort:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def postgres_tls(cert_file: Path, key_file: Path) -> Behaviour:
+    """PostgreSQL's negotiation in miniature: read the SSLRequest, say ``S``, serve TLS.
+
+    Serves whatever chain ``cert_file`` holds, so that a test can show the
+    client any chain without starting a PostgreSQL server.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+
+    def behaviour(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.settimeout(10)
+        if _read_request(conn) != b"\x00\x00\x00\x08\x04\xd2\x16\x2f":
+            return
+        conn.sendall(b"S")
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1024)
+        except (ssl.SSLError, OSError):
+            pass
+
+    return behaviour

@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "make_intermediate", "make_leaf", "make_root", "write_pem"]
+__all__ = [
+    "Issued",
+    "make_crl",
+    "make_intermediate",
+    "make_leaf",
+    "make_root",
+    "write_crls",
+    "write_pem",
+]
 
 DAY = dt.timedelta(days=1)
 
@@ -234,3 +242,42 @@ def make_leaf_openssl(
         )
         cert = x509.load_pem_x509_certificate((folder / "leaf.crt").read_bytes())
     return Issued(cert, key)
+
+
+def make_crl(
+    issuer: Issued,
+    revoked: Sequence[tuple[Issued, x509.ReasonFlags | None]] = (),
+    days_before: float = 1,
+    days_after: float = 7,
+    signer: Issued | None = None,
+) -> x509.CertificateRevocationList:
+    """A CRL of ``issuer`` listing ``revoked``, signed by ``signer`` (default: the issuer).
+
+    ``days_after`` below zero makes it stale (nextUpdate in the past); a
+    ``signer`` with another key makes a CRL that only claims the issuer's name.
+    """
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(now - days_before * DAY)
+        .next_update(now + days_after * DAY)
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(_aki(issuer), critical=False)
+    )
+    for cert, reason in revoked:
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.cert.serial_number)
+            .revocation_date(now - DAY)
+        )
+        if reason is not None:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign((signer or issuer).key, hashes.SHA256())
+
+
+def write_crls(path: Path, *crls: x509.CertificateRevocationList) -> Path:
+    """Write CRLs as one PEM file, the form libpq's sslcrl reads."""
+    path.write_bytes(b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls))
+    return path

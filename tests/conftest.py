@@ -157,10 +157,15 @@ def psql_home(workspace: Workspace) -> Path:
 
 
 def psql_connects(
-    cluster: Cluster, home: Path, host: str, sslmode: str, sslrootcert: str | None
+    cluster: Cluster,
+    home: Path,
+    host: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    extra: tuple[str, ...] = (),
 ) -> bool:
-    """The oracle: does libpq (psql) with these settings connect?"""
-    return psql_attempt(cluster, home, host, sslmode, sslrootcert).connected
+    """The oracle: does libpq (psql) with these settings (and ``extra`` keywords) connect?"""
+    return psql_attempt(cluster, home, host, sslmode, sslrootcert, extra).connected
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,12 @@ class PsqlAttempt:
 
 
 def psql_attempt(
-    cluster: Cluster, home: Path, host: str, sslmode: str, sslrootcert: str | None
+    cluster: Cluster,
+    home: Path,
+    host: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    extra: tuple[str, ...] = (),
 ) -> PsqlAttempt:
     """psql connects with ``host`` as the name to verify and 127.0.0.1 as the address."""
     conninfo = [
@@ -185,6 +195,7 @@ def psql_attempt(
     ]
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
+    conninfo.extend(extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
     done = subprocess.run(
         [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],

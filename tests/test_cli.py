@@ -59,7 +59,8 @@ def test_root_file_without_certificates_is_unknown(tmp_path: Path) -> None:
     junk.write_text("this is not PEM\n")
     assert_unknown(
         ["-H", "127.0.0.1", "--sslrootcert", str(junk)],
-        f"no valid PEM certificate in root certificate file {junk}",
+        f"OpenSSL cannot use root certificate file {junk} (no certificate or crl found); "
+        "libpq cannot either",
     )
 
 

@@ -1,4 +1,8 @@
-"""Host name checking with libpq's ``sslmode=verify-full`` rules (PostgreSQL 14+)."""
+"""Host name checking with libpq's ``sslmode=verify-full`` rules (PostgreSQL 14+).
+
+Names are read from the certificate's DER in order, as libpq reads them; the
+first dNSName or iPAddress that matches or is malformed decides.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,26 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from check_pg_tls.certs import CertFacts, facts
-from check_pg_tls.names import host_matches_certificate, name_matches
+from check_pg_tls.names import (
+    DNS_NAME,
+    IP_ADDRESS,
+    CertNames,
+    check_name,
+    name_matches,
+    read_names,
+)
 from testbed.pki import Issued, make_leaf, make_root
 
 ROOT = make_root()
+
+
+def host_matches_certificate(cert: CertFacts, host: str) -> bool:
+    return check_name(cert.names, host).matches
 
 
 def leaf(dns: Sequence[str] = (), ips: Sequence[str] = (), cn: str | None = None) -> CertFacts:
@@ -213,3 +229,114 @@ def test_address_range_ip_san_does_not_let_the_cn_match() -> None:
     san = [x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "10.0.0.1")])
     assert not host_matches_certificate(hand_made(subject, san, ROOT), "10.0.0.1")
+
+
+# --- SAN entries in order, read from the DER ----------------------------------
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    assert len(content) < 128
+    return bytes([tag, len(content)]) + content
+
+
+def raw_san_cert(entries: bytes, cn: str | None = "db.test", copies: int = 1) -> bytes:
+    """A DER certificate whose SAN holds exactly ``entries`` (GeneralName TLVs).
+
+    With ``copies=2`` the SAN appears twice: cryptography refuses to write
+    that, so a same-sized stand-in extension (OID 1.2.3.4) is renamed in
+    the DER afterwards. The signature breaks; reading names does not care.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn is not None else []
+    value = _tlv(0x30, entries)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ROOT.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=90))
+        .add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, value), False
+        )
+    )
+    stand_in = x509.ObjectIdentifier("1.2.3.4")
+    if copies == 2:
+        builder = builder.add_extension(x509.UnrecognizedExtension(stand_in, value), False)
+    der = builder.sign(ROOT.key, hashes.SHA256()).public_bytes(Encoding.DER)
+    return der.replace(_tlv(0x06, bytes.fromhex("2a0304")), _tlv(0x06, bytes.fromhex("551d11")))
+
+
+def test_nul_in_an_earlier_dns_name_makes_libpq_refuse() -> None:
+    entries = _tlv(0x82, b"bad\x00.test") + _tlv(0x82, b"db.test")
+    check = check_name(read_names(raw_san_cert(entries)), "db.test")
+    assert check.matches is False
+    assert check.malformed == (
+        "subjectAltName entry #1 is a DNS name with an embedded NUL, which libpq refuses"
+    )
+
+
+def test_nul_after_the_matching_name_is_never_reached() -> None:
+    entries = _tlv(0x82, b"db.test") + _tlv(0x82, b"bad\x00.test")
+    assert check_name(read_names(raw_san_cert(entries)), "db.test") == (True, None)
+
+
+def test_ip_address_of_invalid_length_before_the_match_makes_libpq_refuse() -> None:
+    entries = _tlv(0x87, b"\x7f\x00\x00\x01\x01") + _tlv(0x82, b"db.test")
+    check = check_name(read_names(raw_san_cert(entries)), "db.test")
+    assert check.matches is False
+    assert check.malformed is not None
+    assert "IP address of invalid length 5" in check.malformed
+
+
+def test_x400_address_is_skipped_as_libpq_skips_it() -> None:
+    entries = _tlv(0xA3, _tlv(0x30, b"")) + _tlv(0x82, b"db.test")
+    der = raw_san_cert(entries)
+    with pytest.raises(x509.UnsupportedGeneralNameType):
+        _ = x509.load_der_x509_certificate(der).extensions
+    assert check_name(read_names(der), "db.test") == (True, None)
+
+
+def test_uri_and_email_only_let_the_common_name_decide() -> None:
+    entries = _tlv(0x86, b"postgresql://db.test") + _tlv(0x81, b"dba@db.test")
+    names = read_names(raw_san_cert(entries, cn="db.test"))
+    assert check_name(names, "db.test").matches
+    assert not check_name(names, "other.test").matches
+
+
+def test_duplicate_san_extensions_count_as_none() -> None:
+    # OpenSSL's X509_get_ext_d2i gives nothing for a duplicated extension,
+    # so libpq falls back to the Common Name.
+    der = raw_san_cert(_tlv(0x82, b"other.test"), cn="db.test", copies=2)
+    names = read_names(der)
+    assert names.san is None
+    assert check_name(names, "db.test").matches
+
+
+def test_common_name_is_the_first_one() -> None:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "first.test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "db.test"),
+        ]
+    )
+    cert = hand_made(subject, [], ROOT)
+    assert cert.names.common_name == b"first.test"
+    assert not host_matches_certificate(cert, "db.test")
+    assert host_matches_certificate(cert, "first.test")
+
+
+@pytest.mark.parametrize(
+    ("san", "host", "expected"),
+    [
+        pytest.param([(DNS_NAME, b"db.test")], "DB.TEST", True, id="case"),
+        pytest.param([(IP_ADDRESS, bytes(16))], "::", True, id="ipv6-any"),
+        pytest.param([(IP_ADDRESS, b"")], "db.test", False, id="empty-ip-is-malformed"),
+        pytest.param([(DNS_NAME, b"*.test")], "db.test", True, id="wildcard"),
+        pytest.param([(DNS_NAME, b"db.test.")], "db.test", False, id="trailing-dot"),
+    ],
+)
+def test_check_name_on_raw_entries(san: list[tuple[int, bytes]], host: str, expected: bool) -> None:
+    assert check_name(CertNames(tuple(san), None), host).matches is expected

@@ -7,6 +7,7 @@ server too old for it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -66,17 +67,45 @@ def test_old_protocol_is_critical_and_libpq_agrees(
     # The certificate itself was still seen and judged.
     assert "certificate expires in 89 days" in result.status_line
     assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
+    assert "libpq clients cannot connect" in result.status_line
+    document = json.loads(check(cluster, ca, "--json").stdout)
+    (target,) = document["targets"]
+    assert target["tls"]["version"] == "TLSv1.1"
+    assert "protocol version" in target["tls"]["legacy_handshake"]
+    assert target["checks"]["handshake"]["severity"] == "critical"
     relaxed = check(cluster, ca, "--min-tls-version", "TLSv1")
     assert relaxed.returncode == 0, relaxed.stdout
 
 
-def test_small_rsa_key_is_a_warning(start: Callable[..., Cluster], ca: Pki) -> None:
+def test_small_rsa_key_is_refused_like_libpq_does(
+    start: Callable[..., Cluster], ca: Pki, psql_home: Path
+) -> None:
     leaf = pki.make_leaf(ca.intermediate, rsa_bits=1024)
     cluster = start([leaf, ca.intermediate], leaf, weak=True, settings=WEAK_SERVER)
     result = check(cluster, ca)
+    # OpenSSL's default security level refuses the key while verifying, so
+    # libpq cannot connect with verify-full: CRITICAL, as psql shows.
+    assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
+    assert result.returncode == 2, result.stdout
+    assert "certificate's key is too weak (1024 bits)" in result.status_line
+    assert "certificate has a weak RSA key of 1024 bits (minimum 2048)" in result.status_line
+
+
+def test_small_rsa_key_without_verification_is_a_warning(
+    start: Callable[..., Cluster], ca: Pki, psql_home: Path
+) -> None:
+    leaf = pki.make_leaf(ca.intermediate, rsa_bits=1024)
+    cluster = start([leaf, ca.intermediate], leaf, weak=True, settings=WEAK_SERVER)
+    # Without verification libpq does not look at the key: psql connects,
+    # and only our stricter posture limit speaks.
+    assert psql_connects(cluster, psql_home, "db.test", "require", None)
+    result = run_plugin("-H", "127.0.0.1", "-p", str(cluster.port), "--sslmode", "require")
     assert result.returncode == 1, result.stdout
     assert "certificate has a weak RSA key of 1024 bits (minimum 2048)" in result.status_line
-    assert check(cluster, ca, "--min-rsa-bits", "1024").returncode == 0
+    relaxed = run_plugin(
+        "-H", "127.0.0.1", "-p", str(cluster.port), "--sslmode", "require", "--min-rsa-bits", "1024"
+    )
+    assert relaxed.returncode == 0, relaxed.stdout
 
 
 def test_strong_rsa_key_is_fine(start: Callable[..., Cluster], ca: Pki) -> None:
@@ -93,7 +122,10 @@ def test_sha1_signature_is_critical(start: Callable[..., Cluster], ca: Pki) -> N
     assert result.returncode == 2, result.stdout
     assert "certificate is signed with SHA1, which can be forged" in result.status_line
     # Clients refuse to verify it too, so the chain is not trusted either.
-    assert "is signed with SHA1, which clients refuse to verify" in result.status_line
+    assert (
+        "certificate is signed with a digest too weak for clients at OpenSSL's default "
+        "security level" in result.status_line
+    )
     # Without chain verification, the weak signature alone decides.
     downgraded = check(
         cluster,

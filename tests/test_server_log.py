@@ -38,3 +38,32 @@ def test_probes_leave_no_error_lines(server: Callable[[str], Cluster], ca: Pki) 
     assert log.count("connection received") == len(runs)
     for line in log.splitlines():
         assert not any(noise in line for noise in NOISE), line
+
+
+def test_bad_chains_leave_no_error_lines(server: Callable[[str], Cluster], ca: Pki) -> None:
+    # OpenSSL verifies inside the handshake; its complaints must not turn
+    # into a TLS alert, which the server would log as a failed connection.
+    clusters = [server("expired"), server("self_signed"), server("unknown_ca")]
+    runs = [
+        (clusters[0], ["--servername", "db.test"]),  # expired leaf
+        (clusters[0], ["--servername", "wrong.test"]),  # expired and the wrong name
+        (clusters[1], ["--servername", "db.test"]),  # self-signed: untrusted
+        (clusters[2], ["--servername", "db.test"]),  # another CA: untrusted
+    ]
+    # The clusters are shared: psql, as the oracle elsewhere, aborts bad
+    # handshakes and leaves its own error lines. Only this test's part counts.
+    before = [len(cluster.log()) for cluster in clusters]
+    results = [
+        run_plugin("-H", "127.0.0.1", "-p", str(c.port), "--sslrootcert", str(ca.root_file), *args)
+        for c, args in runs
+    ]
+    assert [r.returncode for r in results] == [2, 2, 2, 2], [r.stdout for r in results]
+    assert "certificate expired" in results[0].status_line
+    assert "certificate is not valid for wrong.test" in results[1].status_line
+    assert "self-signed and not in the trusted roots" in results[2].status_line
+    assert "chain does not reach a trusted root" in results[3].status_line
+    ours = [cluster.log()[start:] for cluster, start in zip(clusters, before, strict=True)]
+    assert [log.count("connection received") for log in ours] == [2, 1, 1]
+    for log in ours:
+        for line in log.splitlines():
+            assert not any(noise in line for noise in NOISE), line

@@ -1,222 +1,258 @@
-"""Path building to a trusted root, the way OpenSSL does it for libpq."""
+"""OpenSSL decides trust in the handshake; we word its answer.
+
+Each test serves a chain over PostgreSQL's negotiation on loopback (a small
+in-process server: a real PostgreSQL serves real chains in the matrix and
+scenario tests), probes it with real OpenSSL verification, and checks the
+exact sentence an admin reads.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import ssl
-import warnings
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
-from check_pg_tls.local_files import LocalFileError, load_roots
-from check_pg_tls.trust import ChainCheck, check_chain
+from check_pg_tls.errors import LocalFileError
+from check_pg_tls.model import Target
+from check_pg_tls.openssl_client import client_contexts
+from check_pg_tls.probe import probe
+from check_pg_tls.verdict import Policy, Verdict, judge
+from testbed.faults import FaultServer, postgres_tls
 from testbed.pki import Issued, make_intermediate, make_leaf, make_root, write_pem
-
-NOW = dt.datetime.now(dt.timezone.utc)
 
 ROOT = make_root()
 INTERMEDIATE = make_intermediate(ROOT)
 LEAF = make_leaf(INTERMEDIATE)
+OTHER_ROOT = make_root("Some Other Root")
 
 
-def check(presented: list[Issued], roots: list[Issued | x509.Certificate]) -> ChainCheck:
-    return check_chain(
-        [issued.cert for issued in presented],
-        [root.cert if isinstance(root, Issued) else root for root in roots],
-        NOW,
-    )
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
 
 
-# --- check_chain --------------------------------------------------------------
-
-
-def test_leaf_and_intermediate_reach_the_root_in_the_store() -> None:
-    result = check([LEAF, INTERMEDIATE], [ROOT])
-    assert result.ok
-    assert result.problem is None
-    assert result.path == (LEAF.cert, INTERMEDIATE.cert, ROOT.cert)
-
-
-def test_root_sent_by_the_server_is_harmless() -> None:
-    result = check([LEAF, INTERMEDIATE, ROOT], [ROOT])
-    assert result.ok
-    assert result.path == (LEAF.cert, INTERMEDIATE.cert, ROOT.cert)
-
-
-def test_missing_intermediate_is_named_as_the_problem() -> None:
-    result = check([LEAF], [ROOT])
-    assert not result.ok
-    assert result.problem is not None
-    assert "sends no intermediate" in result.problem
-
-
-def test_intermediate_from_the_store_fills_the_gap() -> None:
-    result = check([LEAF], [INTERMEDIATE, ROOT])
-    assert result.ok
-    assert result.path == (LEAF.cert, INTERMEDIATE.cert, ROOT.cert)
-
-
-def test_trusted_intermediate_without_its_root_is_not_enough() -> None:
-    # OpenSSL's default: no X509_V_FLAG_PARTIAL_CHAIN.
-    assert not check([LEAF, INTERMEDIATE], [INTERMEDIATE]).ok
-    assert not check([LEAF], [INTERMEDIATE]).ok
-
-
-def test_self_signed_leaf_not_in_the_store_is_called_self_signed() -> None:
-    snakeoil = make_leaf(None)
-    result = check([snakeoil], [ROOT])
-    assert not result.ok
-    assert result.problem is not None
-    assert "self-signed" in result.problem
-
-
-def test_self_signed_leaf_in_the_store_is_trusted() -> None:
-    snakeoil = make_leaf(None)
-    result = check([snakeoil], [snakeoil])
-    assert result.ok
-    assert result.path == (snakeoil.cert,)
-
-
-def test_chain_from_an_unknown_ca_is_not_trusted() -> None:
-    other_root = make_root("Some Other Root")
-    assert not check([LEAF, INTERMEDIATE], [other_root]).ok
-
-
-def test_chain_ending_in_an_untrusted_root_is_not_trusted() -> None:
-    other_root = make_root("check_pg_tls Test Root")  # same name, other key
-    result = check([LEAF, INTERMEDIATE, ROOT], [other_root])
-    assert not result.ok
-
-
-def test_leaf_issued_by_a_non_ca_leaf_is_not_trusted() -> None:
-    parent = make_leaf(ROOT, common_name="not a CA")
-    child = make_leaf(parent)
-    result = check([child, parent], [ROOT])
-    assert not result.ok
-    assert result.problem is not None
-    assert "not a CA" in result.problem
-
-
-def test_leaf_for_client_auth_only_is_not_trusted_for_a_server() -> None:
-    client_only = make_leaf(INTERMEDIATE, server_auth=False)
-    result = check([client_only, INTERMEDIATE], [ROOT])
-    assert not result.ok
-    assert result.problem is not None
-    assert "key usage" in result.problem
-
-
-def test_expired_trusted_root_is_named_as_expired() -> None:
-    old_root = make_root(days_before=400, days_after=-1)
-    result = check([make_leaf(old_root)], [old_root])
-    assert not result.ok
-    assert result.problem is not None
-    assert "expired" in result.problem
-
-
-def test_trusted_root_not_yet_valid_is_not_trusted() -> None:
-    future_root = make_root(days_before=-1)
-    result = check([make_leaf(future_root)], [future_root])
-    assert not result.ok
-    assert result.problem is not None
-    assert "not valid before" in result.problem
-
-
-def test_intermediate_path_length_is_enforced() -> None:
-    # INTERMEDIATE has pathLen 0: it may not issue another CA below it.
-    sub = make_intermediate(INTERMEDIATE, common_name="Sub Intermediate")
-    leaf = make_leaf(sub)
-    assert not check([leaf, sub, INTERMEDIATE], [ROOT]).ok
-
-
-def renewed(root: Issued, not_before: dt.datetime, not_after: dt.datetime) -> x509.Certificate:
-    """The same root (name and key) re-issued with another validity period."""
-    return (
-        x509.CertificateBuilder()
-        .subject_name(root.cert.subject)
-        .issuer_name(root.cert.subject)
-        .public_key(root.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(root.key.public_key()), critical=False
+def verdict(
+    folder: Path,
+    chain: list[Issued],
+    key: Issued,
+    roots: list[Issued],
+    sslmode: str = "verify-full",
+) -> Verdict:
+    """Serve ``chain``, probe it trusting ``roots``, judge it."""
+    cert_file = write_pem(folder / "chain.crt", *chain)
+    key_file = folder / "server.key"
+    key_file.write_bytes(key.key_pem)
+    root_file = write_pem(folder / "roots.crt", *roots)
+    with FaultServer(postgres_tls(cert_file, key_file)) as server:
+        observation = probe(
+            Target("127.0.0.1", server.port, "db.test"), 5, client_contexts(str(root_file))
         )
-        .sign(root.key, hashes.SHA256())
+    policy = Policy(sslmode=sslmode, servername="db.test", sslrootcert=str(root_file))
+    return judge(observation, policy, dt.datetime.now(dt.timezone.utc))
+
+
+def problem(result: Verdict, check: str = "trust") -> str | None:
+    (finding,) = [f for f in result.findings if f.check == check]
+    return finding.problem
+
+
+def test_complete_chain_is_trusted(files: Path) -> None:
+    result = verdict(files, [LEAF, INTERMEDIATE], LEAF, [ROOT])
+    assert problem(result) is None
+    assert problem(result, "intermediates") is None
+    assert len(result.path) == 3
+    assert result.relevant == (0, 1)
+
+
+def test_missing_intermediate_is_named_as_the_problem(files: Path) -> None:
+    result = verdict(files, [LEAF], LEAF, [ROOT])
+    assert problem(result) == (
+        "chain does not reach a trusted root: the server sends no intermediate certificate "
+        "(issuer CN=check_pg_tls Test Intermediate,O=check_pg_tls tests); add it to ssl_cert_file"
     )
 
 
-def test_expired_copy_of_a_renewed_root_does_not_hide_the_valid_one() -> None:
-    root = make_root("Renewed Root")
-    expired_copy = renewed(root, NOW - dt.timedelta(days=4000), NOW - dt.timedelta(days=1))
-    leaf = make_leaf(root)
-    result = check([leaf], [expired_copy, root])
-    assert result.ok, result.problem
-    assert result.path == (leaf.cert, root.cert)
-
-
-# --- load_roots ---------------------------------------------------------------
-
-
-def one_line_roots_error(spec: str) -> str:
-    with pytest.raises(LocalFileError) as caught:
-        load_roots(spec)
-    message = str(caught.value)
-    assert message
-    assert "\n" not in message
-    return message
-
-
-def test_roots_file_is_loaded_in_order(tmp_path: Path) -> None:
-    other = make_root("Second Root")
-    roots = load_roots(str(write_pem(tmp_path / "roots.crt", ROOT, other)))
-    assert roots == (ROOT.cert, other.cert)
-
-
-def test_missing_roots_file_is_a_roots_error(tmp_path: Path) -> None:
-    message = one_line_roots_error(str(tmp_path / "absent.crt"))
-    assert "absent.crt" in message
-
-
-def test_roots_path_that_is_a_directory_is_a_roots_error(tmp_path: Path) -> None:
-    one_line_roots_error(str(tmp_path))
-
-
-def test_empty_roots_file_is_a_roots_error(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.crt"
-    empty.write_bytes(b"")
-    one_line_roots_error(str(empty))
-
-
-def test_non_pem_roots_file_is_a_roots_error(tmp_path: Path) -> None:
-    der = tmp_path / "root.der"
-    der.write_bytes(ROOT.cert.public_bytes(serialization.Encoding.DER))
-    one_line_roots_error(str(der))
-
-
-def test_text_roots_file_is_a_roots_error(tmp_path: Path) -> None:
-    text = tmp_path / "notes.txt"
-    text.write_text("these are not the certificates\nyou are looking for\n")
-    one_line_roots_error(str(text))
-
-
-def _system_store_present() -> bool:
-    paths = ssl.get_default_verify_paths()
-    return bool(
-        (paths.cafile and os.path.isfile(paths.cafile))
-        or (paths.capath and os.path.isdir(paths.capath))
+def test_intermediate_from_the_root_file_fills_the_gap_with_a_warning(files: Path) -> None:
+    result = verdict(files, [LEAF], LEAF, [ROOT, INTERMEDIATE])
+    assert problem(result) is None
+    finding = next(f for f in result.findings if f.check == "intermediates")
+    assert finding.severity == "warning"
+    assert finding.problem is not None
+    assert finding.problem.startswith(
+        "server sends no intermediate certificate (CN=check_pg_tls Test Intermediate,"
     )
 
 
-@pytest.mark.skipif(not _system_store_present(), reason="no system trust store here")
-def test_system_roots_load_without_warnings() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        roots = load_roots("system")
-    assert isinstance(roots, tuple)
-    assert roots
-    assert all(isinstance(root, x509.Certificate) for root in roots)
+def test_trusted_intermediate_without_its_root_is_not_enough(files: Path) -> None:
+    # libpq does not allow partial chains: the path must end in a root.
+    result = verdict(files, [LEAF, INTERMEDIATE], LEAF, [INTERMEDIATE])
+    assert problem(result) == (
+        "chain does not reach a trusted root: issuer CN=check_pg_tls Test Root,O=check_pg_tls "
+        "tests of intermediate CN=check_pg_tls Test Intermediate,O=check_pg_tls tests is "
+        "neither sent by the server nor a trusted root"
+    )
+
+
+def test_self_signed_leaf_is_called_self_signed(files: Path) -> None:
+    snakeoil = make_leaf(None)
+    result = verdict(files, [snakeoil], snakeoil, [ROOT])
+    assert problem(result) == "certificate is self-signed and not in the trusted roots"
+
+
+def test_self_signed_leaf_in_the_root_file_is_trusted(files: Path) -> None:
+    snakeoil = make_leaf(None)
+    assert problem(verdict(files, [snakeoil], snakeoil, [snakeoil])) is None
+
+
+def test_chain_ending_in_an_untrusted_root_names_it(files: Path) -> None:
+    inter = make_intermediate(OTHER_ROOT, "Other Intermediate")
+    leaf = make_leaf(inter)
+    result = verdict(files, [leaf, inter, OTHER_ROOT], leaf, [ROOT])
+    assert problem(result) == (
+        "chain ends in CN=Some Other Root,O=check_pg_tls tests, which is not a trusted root"
+    )
+
+
+def test_unknown_issuer_of_an_intermediate_is_named(files: Path) -> None:
+    inter = make_intermediate(OTHER_ROOT, "Other Intermediate")
+    leaf = make_leaf(inter)
+    result = verdict(files, [leaf, inter], leaf, [ROOT])
+    assert problem(result) == (
+        "chain does not reach a trusted root: issuer CN=Some Other Root,O=check_pg_tls tests "
+        "of intermediate CN=Other Intermediate,O=check_pg_tls tests is neither sent by the "
+        "server nor a trusted root"
+    )
+
+
+def test_expired_intermediate_from_the_root_file_is_named_with_its_date(files: Path) -> None:
+    old = make_intermediate(ROOT, "Old Intermediate", days_before=400, days_after=-3)
+    leaf = make_leaf(old)
+    result = verdict(files, [leaf], leaf, [ROOT, old])
+    assert problem(result) == (
+        f"intermediate CN=Old Intermediate,O=check_pg_tls tests (from the root certificate "
+        f"file) expired on {old.cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+
+
+def test_expired_intermediate_sent_is_left_to_days_left(files: Path) -> None:
+    old = make_intermediate(ROOT, "Old Intermediate", days_before=400, days_after=-3)
+    leaf = make_leaf(old)
+    result = verdict(files, [leaf, old], leaf, [ROOT])
+    # Not "the server sends no intermediate": it sends one, expired.
+    assert problem(result) is None
+    assert result.limiting == 1
+    assert result.days_left < -2
+
+
+def test_expired_trusted_root_is_named(files: Path) -> None:
+    root = make_root("Expired Root", days_before=400, days_after=-1)
+    inter = make_intermediate(root)
+    leaf = make_leaf(inter)
+    result = verdict(files, [leaf, inter], leaf, [root])
+    assert problem(result) == (
+        f"trusted root CN=Expired Root,O=check_pg_tls tests expired on "
+        f"{root.cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+
+
+def test_renewed_root_beside_its_expired_copy_is_used(files: Path) -> None:
+    old = Issued(make_root("check_pg_tls Test Root", days_before=400, days_after=-1).cert, ROOT.key)
+    # Same name, other key: OpenSSL picks the issuer whose key signed.
+    assert problem(verdict(files, [LEAF, INTERMEDIATE], LEAF, [old, ROOT])) is None
+
+
+def test_client_only_leaf_is_not_for_a_server(files: Path) -> None:
+    leaf = make_leaf(INTERMEDIATE, server_auth=False)
+    result = verdict(files, [leaf, INTERMEDIATE], leaf, [ROOT])
+    assert problem(result) == (
+        "certificate's key usage or extended key usage does not allow TLS server use"
+    )
+
+
+def test_leaf_issued_by_a_leaf_is_not_trusted(files: Path) -> None:
+    leaf = make_leaf(LEAF)
+    result = verdict(files, [leaf, LEAF, INTERMEDIATE], leaf, [ROOT])
+    assert problem(result) == (
+        "intermediate O=check_pg_tls tests is not a valid CA certificate, yet issued the "
+        "certificate below it"
+    )
+
+
+def test_path_length_is_enforced(files: Path) -> None:
+    lower = make_intermediate(INTERMEDIATE, "Lower Intermediate")  # below pathLen 0
+    leaf = make_leaf(lower)
+    result = verdict(files, [leaf, lower, INTERMEDIATE], leaf, [ROOT])
+    assert problem(result) == (
+        "intermediate CN=check_pg_tls Test Intermediate,O=check_pg_tls tests allows fewer "
+        "intermediates below it than the chain has (path length)"
+    )
+
+
+def test_untrusted_chain_under_require_is_not_judged(files: Path) -> None:
+    snakeoil = make_leaf(None)
+    result = verdict(files, [snakeoil], snakeoil, [ROOT], sslmode="require")
+    assert "trust" in {f.check for f in result.findings}  # roots given: as verify-ca
+
+
+# --- the root file goes through OpenSSL's own loader --------------------------
+
+
+def test_trusted_certificate_form_is_accepted(files: Path) -> None:
+    plain = write_pem(files / "root.pem", ROOT)
+    trusted = files / "root-trusted.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-in",
+            str(plain),
+            "-trustout",
+            "-addtrust",
+            "serverAuth",
+            "-out",
+            str(trusted),
+        ],
+        check=True,
+    )
+    assert b"BEGIN TRUSTED CERTIFICATE" in trusted.read_bytes()
+    client_contexts(str(trusted))
+
+
+def test_text_around_pem_and_a_key_are_accepted(files: Path) -> None:
+    path = files / "bundle.pem"
+    path.write_bytes(b"Our root, renewed 2026\n" + ROOT.cert_pem + b"\nnotes\n" + ROOT.key_pem)
+    client_contexts(str(path))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"", "(no certificate or crl found); libpq cannot either", id="empty"),
+        pytest.param(b"not a certificate\n", "no certificate or crl found", id="text"),
+    ],
+)
+def test_unusable_root_file_is_a_clear_error(files: Path, content: bytes, message: str) -> None:
+    path = files / "roots.crt"
+    path.write_bytes(content)
+    with pytest.raises(LocalFileError, match=r"^OpenSSL cannot use root certificate file ") as err:
+        client_contexts(str(path))
+    assert message in str(err.value)
+
+
+def test_der_root_file_is_refused_as_libpq_refuses_it(files: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = files / "root.der"
+    path.write_bytes(ROOT.cert.public_bytes(Encoding.DER))
+    with pytest.raises(LocalFileError, match="OpenSSL cannot use root certificate file"):
+        client_contexts(str(path))
+
+
+def test_missing_and_directory_root_files_say_so(files: Path) -> None:
+    with pytest.raises(LocalFileError, match="No such file or directory"):
+        client_contexts(str(files / "absent.crt"))
+    with pytest.raises(LocalFileError, match="it is a directory"):
+        client_contexts(str(files))

@@ -1,0 +1,77 @@
+"""The shared records: what to check, and what one probe saw.
+
+Pure data, no I/O: the probe produces these, the judgement modules read
+them, and neither needs to import the other to do so.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["Observation", "Target", "VerifyError"]
+
+
+class Target(NamedTuple):
+    """Where to connect and which name the certificate must carry."""
+
+    host: str
+    port: int = 5432
+    #: The name to verify and send as SNI (libpq's ``host`` when ``hostaddr``
+    #: is given); ``None`` means ``host``.
+    servername: str | None = None
+    #: 0 for any address family, 4 or 6 to insist on one.
+    family: int = 0
+
+    @property
+    def checked_name(self) -> str:
+        return self.servername or self.host
+
+    def __str__(self) -> str:
+        """The target in spec form: ``host:port``, ``host(servername):port``, ``[v6]:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        name = f"({self.servername})" if self.servername and self.servername != self.host else ""
+        return f"{host}{name}:{self.port}"
+
+
+class VerifyError(NamedTuple):
+    """One complaint of OpenSSL's certificate verification, as its callback saw it."""
+
+    #: 0 for the leaf, 1 for its issuer, and so on up the chain OpenSSL built.
+    depth: int
+    #: OpenSSL's X509_V_ERR_* number.
+    code: int
+    #: OpenSSL's own words for ``code``.
+    message: str
+    #: The certificate the complaint is about, as DER.
+    certificate: bytes
+
+
+class Observation(NamedTuple):
+    """What one probe saw. DER bytes only: parsing is the caller's business."""
+
+    #: The address actually connected to (one of those ``host`` resolved to).
+    address: str
+    #: Every certificate the server presented, leaf first, as sent.
+    chain: tuple[bytes, ...]
+    tls_version: str
+    cipher: str
+    alpn: str | None
+    #: Seconds from start to connected, and from start to handshake done.
+    connect_seconds: float
+    handshake_seconds: float
+    #: What OpenSSL's verification complained about, in the order it did;
+    #: empty when the chain is trusted (or was not verified).
+    verify_errors: tuple[VerifyError, ...] = ()
+    #: The chain OpenSSL built, leaf first: the whole path to the trusted
+    #: root when verification succeeded, as far as it got otherwise.
+    verified_chain: tuple[bytes, ...] = ()
+    #: Why a handshake with libpq's settings (TLS 1.2 or newer, OpenSSL's
+    #: default security level) failed, when only a legacy one succeeded.
+    legacy_reason: str | None = None
+    #: Whether the server asked for a client certificate, whether one was
+    #: sent, and the server's refusal (OpenSSL's words for its alert) if it
+    #: refused the connection over it: in the handshake (TLS 1.2) or on the
+    #: first read after it (TLS 1.3).
+    certificate_requested: bool = False
+    client_certificate_sent: bool = False
+    client_refusal: str | None = None

@@ -1,0 +1,210 @@
+"""CRLs as libpq uses them (sslcrl, sslcrldir), with psql as the oracle.
+
+One PKI: a root, an intermediate and a revoked intermediate, each with a
+leaf. Real PostgreSQL 15 servers serve the chains; for every CRL set-up,
+psql with ``sslcrl``/``sslcrldir`` decides first, then the plugin must
+agree and say why in an admin's words.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from testbed import pki
+from testbed.pgcluster import Cluster, Workspace
+
+from .conftest import Run, psql_connects, run_plugin
+
+
+@dataclass
+class Lab:
+    root: pki.Issued
+    inter: pki.Issued
+    bad_inter: pki.Issued
+    good: Cluster
+    revoked_leaf: Cluster
+    revoked_inter: Cluster
+    dir: Path
+    root_file: Path
+
+    def crls(self, name: str, *crls: x509.CertificateRevocationList) -> Path:
+        return pki.write_crls(self.dir / f"{name}.crl", *crls)
+
+
+@pytest.fixture(scope="module")
+def lab(workspace: Workspace) -> Iterator[Lab]:
+    root = pki.make_root("Revocation Root")
+    inter = pki.make_intermediate(root, "Revocation Intermediate")
+    bad_inter = pki.make_intermediate(root, "Revoked Intermediate")
+    good = pki.make_leaf(inter)
+    revoked = pki.make_leaf(inter)
+    under_bad = pki.make_leaf(bad_inter)
+    folder = workspace.new_dir("revocation")
+    clusters = [
+        workspace.cluster(chain, chain[0], name=name).start()
+        for name, chain in (
+            ("crl-good", [good, inter]),
+            ("crl-revoked-leaf", [revoked, inter]),
+            ("crl-revoked-inter", [under_bad, bad_inter]),
+        )
+    ]
+    made = Lab(
+        root,
+        inter,
+        bad_inter,
+        *clusters,
+        dir=folder,
+        root_file=pki.write_pem(folder / "root.crt", root),
+    )
+    made.revoked_leaf_cert = revoked  # type: ignore[attr-defined]
+    yield made
+    for cluster in clusters:
+        cluster.stop()
+
+
+def fresh_crls(lab: Lab) -> list[x509.CertificateRevocationList]:
+    """A current CRL from every CA: the root revokes one intermediate, the intermediate a leaf."""
+    revoked_leaf = lab.revoked_leaf_cert  # type: ignore[attr-defined]
+    return [
+        pki.make_crl(lab.root, [(lab.bad_inter, x509.ReasonFlags.ca_compromise)]),
+        pki.make_crl(lab.inter, [(revoked_leaf, x509.ReasonFlags.key_compromise)]),
+        pki.make_crl(lab.bad_inter),
+    ]
+
+
+def plugin(lab: Lab, cluster: Cluster, *args: str) -> Run:
+    return run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(cluster.port),
+        "--servername",
+        "db.test",
+        "--sslrootcert",
+        str(lab.root_file),
+        *args,
+    )
+
+
+def agree(lab: Lab, home: Path, cluster: Cluster, keyword: str, path: Path) -> tuple[bool, Run]:
+    libpq = psql_connects(
+        cluster, home, "db.test", "verify-full", str(lab.root_file), (f"{keyword}={path}",)
+    )
+    result = plugin(lab, cluster, f"--{keyword}", str(path))
+    assert result.returncode in (0, 2), result.stdout
+    assert (result.returncode == 0) == libpq, (libpq, result.stdout)
+    return libpq, result
+
+
+def test_good_leaf_with_every_crl_connects(lab: Lab, psql_home: Path) -> None:
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", lab.crls("all", *fresh_crls(lab)))
+    assert libpq
+    assert "PG_TLS OK" in result.status_line
+    assert "crl_days_left=" in result.status_line
+
+
+def test_revoked_leaf_is_named_with_date_and_reason(lab: Lab, psql_home: Path) -> None:
+    path = lab.crls("all-leaf", *fresh_crls(lab))
+    libpq, result = agree(lab, psql_home, lab.revoked_leaf, "sslcrl", path)
+    assert not libpq
+    assert "certificate revoked on " in result.status_line
+    assert "(key compromise) (by CN=Revocation Intermediate" in result.status_line
+
+
+def test_revoked_intermediate_is_named(lab: Lab, psql_home: Path) -> None:
+    path = lab.crls("all-inter", *fresh_crls(lab))
+    libpq, result = agree(lab, psql_home, lab.revoked_inter, "sslcrl", path)
+    assert not libpq
+    assert "intermediate CN=Revoked Intermediate" in result.status_line
+    assert "revoked on " in result.status_line
+    assert "(ca compromise) (by CN=Revocation Root" in result.status_line
+
+
+def test_missing_root_crl_fails_like_libpq(lab: Lab, psql_home: Path) -> None:
+    # Only the intermediate's CRL: libpq also wants the root's (CRL_CHECK_ALL).
+    path = lab.crls("inter-only", fresh_crls(lab)[1])
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert not libpq
+    assert "no CRL of CN=Revocation Root" in result.status_line
+    assert "needed to check intermediate CN=Revocation Intermediate" in result.status_line
+
+
+def test_expired_crl_fails_like_libpq(lab: Lab, psql_home: Path) -> None:
+    crls = fresh_crls(lab)
+    stale = pki.make_crl(lab.inter, days_before=10, days_after=-1)
+    path = lab.crls("stale", crls[0], stale)
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert not libpq
+    assert "CRL of CN=Revocation Intermediate,O=check_pg_tls tests expired on " in (
+        result.status_line
+    )
+
+
+def test_crl_directory_works_like_sslcrldir(lab: Lab, psql_home: Path) -> None:
+    folder = lab.dir / "crldir"
+    folder.mkdir()
+    for number, crl in enumerate(fresh_crls(lab)):
+        pki.write_crls(folder / f"ca{number}.pem", crl)
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True)
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrldir", folder)
+    assert libpq
+    assert "PG_TLS OK" in result.status_line
+    libpq, result = agree(lab, psql_home, lab.revoked_leaf, "sslcrldir", folder)
+    assert not libpq
+    assert "certificate revoked on " in result.status_line
+
+
+def test_crl_about_to_expire_warns_before_clients_fail(lab: Lab) -> None:
+    crls = fresh_crls(lab)
+    soon = pki.make_crl(lab.inter, days_after=1.5)  # 35 whole hours left when checked
+    result = plugin(lab, lab.good, "--sslcrl", str(lab.crls("soon", crls[0], soon)))
+    assert result.returncode == 1, result.stdout
+    assert "CRL of CN=Revocation Intermediate,O=check_pg_tls tests expires in 35 hours" in (
+        result.status_line
+    )
+    assert float(result.perfdata["crl_days_left"].split(";")[0]) == pytest.approx(1.5, abs=0.02)
+
+
+def test_audit_crl_with_a_forged_signature_is_critical(lab: Lab) -> None:
+    forged = pki.make_crl(lab.inter, signer=pki.make_intermediate(lab.root, "Impostor"))
+    path = lab.dir / "forged.der"
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path.write_bytes(forged.public_bytes(Encoding.DER))
+    result = plugin(lab, lab.good, "--audit-crl", str(path))
+    assert result.returncode == 2, result.stdout
+    assert (
+        f"CRL of CN=Revocation Intermediate,O=check_pg_tls tests ({path}) is not signed by "
+        "CN=Revocation Intermediate" in result.status_line
+    )
+
+
+def test_crls_with_the_system_store_are_ignored_as_libpq_does(lab: Lab) -> None:
+    result = run_plugin(
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(lab.good.port),
+        "--sslmode",
+        "require",
+        "--sslcrl",
+        str(lab.crls("ignored", *fresh_crls(lab))),
+    )
+    assert result.returncode == 1, result.stdout
+    assert "libpq ignores sslcrl and sslcrldir without a root certificate file" in (
+        result.status_line
+    )
+
+
+def test_unloadable_crl_file_is_unknown(lab: Lab) -> None:
+    path = lab.dir / "garbage.crl"
+    path.write_text("not a CRL\n")
+    result = plugin(lab, lab.good, "--sslcrl", str(path))
+    assert result.returncode == 3, result.stdout
+    assert "OpenSSL cannot load CRL file" in result.status_line
