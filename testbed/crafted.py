@@ -46,6 +46,7 @@ __all__ = [
     "edit_extensions",
     "eku",
     "elements",
+    "explicit_p256_spki",
     "extension",
     "integer",
     "issue",
@@ -63,7 +64,10 @@ __all__ = [
     "rsa_key",
     "san",
     "seq",
+    "set_public_key_info",
+    "set_serial",
     "set_subject",
+    "set_validity",
     "set_version",
     "sign_tbs",
     "tlv",
@@ -171,7 +175,7 @@ def _offset(fields: list[bytes]) -> int:
 
 
 # Positions after the optional version.
-_SIGNATURE, _ISSUER, _VALIDITY, _SUBJECT, _SPKI = 1, 2, 3, 4, 5
+_SERIAL, _SIGNATURE, _ISSUER, _VALIDITY, _SUBJECT, _SPKI = 0, 1, 2, 3, 4, 5
 
 
 def _replace(tbs: bytes, index: int, value: bytes) -> bytes:
@@ -196,6 +200,21 @@ def set_version(version: int) -> Edit:
 def set_subject(subject: bytes) -> Edit:
     """Replace the subject with a Name given as DER."""
     return lambda tbs: _replace(tbs, _SUBJECT, subject)
+
+
+def set_serial(serial: bytes) -> Edit:
+    """Replace the serial number with an element given as DER (any INTEGER)."""
+    return lambda tbs: _replace(tbs, _SERIAL, serial)
+
+
+def set_validity(not_before: bytes, not_after: bytes) -> Edit:
+    """Replace the validity with two time elements given as DER."""
+    return lambda tbs: _replace(tbs, _VALIDITY, seq(not_before, not_after))
+
+
+def set_public_key_info(spki: bytes) -> Edit:
+    """Replace the SubjectPublicKeyInfo (e.g. with explicit EC parameters)."""
+    return lambda tbs: _replace(tbs, _SPKI, spki)
 
 
 def _extension_list(fields: list[bytes]) -> tuple[int, list[bytes]]:
@@ -342,6 +361,39 @@ def sign_tbs(tbs: bytes, key: PrivateKey, sig: Sig = Sig()) -> bytes:
 
 
 # ------------------------------------------------------------------- keys
+
+# P-256 (SEC 2, secp256r1) spelt out, as certificates with explicit curve
+# parameters carry it.
+_P256 = {
+    "p": 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF,
+    "a": 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFC,
+    "b": 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
+    "gx": 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    "gy": 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+    "n": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+}
+
+
+def explicit_p256_spki(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The SubjectPublicKeyInfo of a P-256 key with the curve's parameters
+    written out (ECParameters) instead of its name."""
+
+    def octets32(value: int) -> bytes:
+        return octets(value.to_bytes(32, "big"))
+
+    c = _P256
+    parameters = seq(
+        integer(1),
+        seq(oid("1.2.840.10045.1.1"), integer(c["p"])),
+        seq(octets32(c["a"]), octets32(c["b"])),
+        octets(b"\x04" + c["gx"].to_bytes(32, "big") + c["gy"].to_bytes(32, "big")),
+        integer(c["n"]),
+        integer(1),
+    )
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return seq(seq(oid("1.2.840.10045.2.1"), parameters), bit_string(point))
 
 
 @functools.cache

@@ -21,6 +21,7 @@ as properties next to psql's error and the plugin's status line.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import ssl
@@ -42,6 +43,7 @@ from testbed.crafted import (
     CLIENT_AUTH,
     SERVER_AUTH,
     Cert,
+    Edit,
     Ext,
     PrivateKey,
     Sig,
@@ -52,6 +54,7 @@ from testbed.crafted import (
     ec_key,
     edit_extensions,
     eku,
+    explicit_p256_spki,
     integer,
     issue,
     ku,
@@ -67,14 +70,17 @@ from testbed.crafted import (
     rsa_key,
     san,
     seq,
+    set_public_key_info,
+    set_serial,
     set_subject,
+    set_validity,
     set_version,
     tlv,
     trusted_pem,
 )
 from testbed.pgcluster import Workspace, weak_openssl_conf
 
-from .conftest import psql_attempt, run_plugin
+from .conftest import PsqlAttempt, Run, psql_attempt, run_plugin
 
 HOST = "db.test"
 SHA256 = Sig()
@@ -993,6 +999,25 @@ case("key-intermediate-ed25519", True)(lambda: _curves(inter_key=_ed25519()))
 case("key-root-ed25519", True)(lambda: _curves(root_key=_ed25519()))
 case("key-leaf-ed448", True)(lambda: _curves(leaf_key=_ed448()))
 
+
+def _explicit_curve() -> tuple[PrivateKey, tuple[Edit, ...]]:
+    key = ec_key()
+    return key, (set_public_key_info(explicit_p256_spki(key)),)
+
+
+# OpenSSL 3 refuses explicit curve parameters at any depth, strict or not.
+@case("key-intermediate-p256-explicit-parameters", False, ca=False)
+def _() -> Served:
+    key, edits = _explicit_curve()
+    return with_inter(key=key, edits=edits)
+
+
+@case("key-root-p256-explicit-parameters", False)
+def _() -> Served:
+    key, edits = _explicit_curve()
+    return with_root(key=key, edits=edits)
+
+
 # ------------------------------------------------------ signature digests
 
 
@@ -1163,6 +1188,9 @@ case("cn-multiple-match-first", True)(
 case("cn-with-nul", False)(
     lambda: leaf_only(*LEAF[:3], edits=(set_subject(crafted_name(ORG, (CN, 0x0C, NUL_NAME))),))
 )
+case("san-non-ascii-byte-after-match", True, hosts={"caf\u00e9.test": False})(
+    lambda: leaf_only(*LEAF[:3], san_raw(gn_dns(HOST.encode()), gn_dns(b"caf\xe9.test")))
+)
 case("cn-wildcard", True, host="a.db.test", hosts={HOST: False})(
     lambda: leaf_only(*LEAF[:3], cn="*.db.test")
 )
@@ -1307,6 +1335,57 @@ case("parse-duplicate-unknown-extension-root", True)(
 case("parse-unknown-signature-algorithm-intermediate", False)(
     lambda: _signed(inter_sig=Sig(algorithm_oid="1.3.6.1.4.1.55555.9.9"))
 )
+case("parse-serial-negative-leaf", True)(lambda: with_leaf(edits=(set_serial(integer(-4242)),)))
+case("parse-serial-21-octets-leaf", True)(
+    lambda: with_leaf(edits=(set_serial(integer(0x40 << (8 * 20))),))
+)
+case("parse-serial-zero-leaf", True)(lambda: with_leaf(edits=(set_serial(integer(0)),)))
+
+
+def _times(not_before: str, not_after: str) -> Edit:
+    """Validity as literal UTCTime (13 or 11 characters) or GeneralizedTime text."""
+
+    def element(text: str) -> bytes:
+        return tlv(0x17 if len(text) in (11, 13) else 0x18, text.encode())
+
+    return set_validity(element(not_before), element(not_after))
+
+
+def _when(days: float, form: str) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days)).strftime(form)
+
+
+# Times must be exactly YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ for OpenSSL's
+# comparison ("format error in certificate's notBefore field").
+case("parse-validity-generalized-time-fraction-leaf", False)(
+    lambda: with_leaf(edits=(_times(_when(-1, "%Y%m%d%H%M%S.5Z"), _when(90, "%Y%m%d%H%M%S.25Z")),))
+)
+case("parse-validity-utctime-without-seconds-leaf", False)(
+    lambda: with_leaf(edits=(_times(_when(-1, "%y%m%d%H%MZ"), _when(90, "%y%m%d%H%MZ")),))
+)
+case("parse-validity-generalized-time-before-2050-leaf", True)(
+    lambda: with_leaf(edits=(_times(_when(-1, "%Y%m%d%H%M%SZ"), _when(90, "%Y%m%d%H%M%SZ")),))
+)
+
+
+def _boolean_true_as_01(found: list[bytes]) -> list[bytes]:
+    # BER allows any non-zero octet for TRUE; DER demands 0xFF.
+    return [e.replace(b"\x01\x01\xff", b"\x01\x01\x01", 1) for e in found]
+
+
+case("parse-critical-true-encoded-01-leaf", True)(
+    lambda: with_leaf(edits=(edit_extensions(_boolean_true_as_01),))
+)
+case("parse-empty-subject-noncritical-san-leaf", True, ca=True)(
+    lambda: with_leaf(edits=(set_subject(seq()),))
+)
+# Known, non-critical extensions OpenSSL does not decode to verify.
+case("parse-malformed-noncritical-aia-leaf", True)(
+    lambda: leaf_only(*LEAF, raw("1.3.6.1.5.5.7.1.1", b"\x05\x00"))
+)
+case("parse-malformed-noncritical-sct-list-leaf", True)(
+    lambda: leaf_only(*LEAF, raw("1.3.6.1.4.1.11129.2.4.2", octets(b"\x00\x05junk!")))
+)
 # DER forbids encoding a default value; OpenSSL reads "critical FALSE" anyway.
 case("parse-extension-critical-false-encoded-leaf", True)(
     lambda: with_leaf(
@@ -1318,10 +1397,24 @@ case("parse-extension-critical-false-encoded-leaf", True)(
 # ------------------------------------------------------------------- running
 
 
+#: Processes run at once for the checks of one case (psql, plugin, openssl).
+WORKERS = 2 * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    psql: PsqlAttempt
+    #: OpenSSL's reason when psql fails, from ``openssl s_client``.
+    openssl: str
+    plugin: Run
+
+
 class Matrix:
     """One cluster and the built cases; serves one case at a time."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, psql_home: Path) -> None:
+        self.psql_home = psql_home
+        self.observed: dict[Check, Outcome] = {}
         self.built = {case_id: c.build() for case_id, c in CASES.items()}
         self.roots = workspace.new_dir("matrix-roots")
         self.root_files: dict[str, Path] = {}
@@ -1359,6 +1452,32 @@ class Matrix:
         self.current = chosen.id
         return self.root_files[chosen.id]
 
+    def outcome(self, chosen: Case, check: Check) -> Outcome:
+        """What psql, OpenSSL and the plugin make of one check of a case.
+
+        The first item of a case serves it and runs all its checks at once,
+        every psql and plugin run its own process; the other items of the
+        case read the results.
+        """
+        if self.current != chosen.id or check not in self.observed:
+            root_file = self.serve(chosen)
+            with ThreadPoolExecutor(WORKERS) as pool:
+                libpq = {c: pool.submit(self._psql, c, root_file) for c in chosen.checks}
+                plugin = {
+                    c: pool.submit(run_plugin, *plugin_args(self.cluster.port, c, root_file))
+                    for c in chosen.checks
+                }
+                self.observed = {
+                    c: Outcome(*libpq[c].result(), plugin[c].result()) for c in chosen.checks
+                }
+        return self.observed[check]
+
+    def _psql(self, check: Check, root_file: Path) -> tuple[PsqlAttempt, str]:
+        attempt = psql_attempt(
+            self.cluster, self.psql_home, check.host, check.sslmode, str(root_file)
+        )
+        return attempt, "" if attempt.connected else self.openssl_says(root_file)
+
     def _install(self, chain_pem: bytes, key: PrivateKey) -> None:
         self.cluster.install_pem(chain_pem, private_key_pem(key))
         self.cluster.reload()
@@ -1385,8 +1504,8 @@ class Matrix:
 
 
 @pytest.fixture(scope="session")
-def matrix(workspace: Workspace) -> Iterator[Matrix]:
-    made = Matrix(workspace)
+def matrix(workspace: Workspace, psql_home: Path) -> Iterator[Matrix]:
+    made = Matrix(workspace, psql_home)
     yield made
     made.cluster.stop()
 
@@ -1411,18 +1530,12 @@ def plugin_args(port: int, check: Check, root_file: Path) -> list[str]:
 @pytest.mark.parametrize(("chosen", "check"), ITEMS)
 def test_plugin_agrees_with_libpq(
     matrix: Matrix,
-    psql_home: Path,
     chosen: Case,
     check: Check,
     record_property: Callable[[str, object], None],
 ) -> None:
-    root_file = matrix.serve(chosen)
-    with ThreadPoolExecutor(1) as pool:
-        # The plugin runs while psql does: two processes, two cores.
-        plugin = pool.submit(run_plugin, *plugin_args(matrix.cluster.port, check, root_file))
-        libpq = psql_attempt(matrix.cluster, psql_home, check.host, check.sslmode, str(root_file))
-        run = plugin.result()
-    openssl = "" if libpq.connected else matrix.openssl_says(root_file)
+    seen = matrix.outcome(chosen, check)
+    libpq, openssl, run = seen.psql, seen.openssl, seen.plugin
     record_property("psql", libpq.error or "connected")
     record_property("openssl", openssl)
     record_property("plugin", f"exit {run.returncode}: {run.status_line}")
