@@ -22,8 +22,12 @@ from .certs import CertFacts, describe_name
 __all__ = [
     "CrlFacts",
     "CrlStatus",
+    "Revocation",
+    "check_fetched",
     "crl_for",
+    "distribution_points",
     "judge_crl",
+    "parse_crl",
     "revocation_of",
 ]
 
@@ -119,3 +123,68 @@ def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, UnsupportedAlgorithm):
         return False
+
+
+def distribution_points(cert: x509.Certificate) -> tuple[str, ...]:
+    """The URIs of the certificate's CRL Distribution Points, in order."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    return tuple(
+        name.value
+        for point in points
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+    )
+
+
+def parse_crl(body: bytes) -> x509.CertificateRevocationList | None:
+    """A CRL from an HTTP body: DER, as RFC 5280 says, or PEM, as some serve it."""
+    try:
+        if body.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(body)
+        return x509.load_der_x509_crl(body)
+    except ValueError:
+        return None
+
+
+class Revocation(NamedTuple):
+    """One certificate checked against the CRL at one URL."""
+
+    #: ``revoked on DATE (reason)`` when listed.
+    revoked: str | None
+    #: Why the CRL cannot be relied on (stale, forged, another shard); None when usable.
+    problem: str | None
+
+
+def check_fetched(
+    cert: x509.Certificate,
+    issuer: x509.Certificate | None,
+    crl: x509.CertificateRevocationList,
+    url: str,
+    now: dt.datetime,
+) -> Revocation:
+    """Judge a certificate against a CRL fetched from its distribution point.
+
+    A CRL is only believed when its issuer's key signed it, it is current,
+    and (for a partitioned CRL) its Issuing Distribution Point names the URL
+    it came from; only then does a listed serial mean "revoked".
+    """
+    facts = CrlFacts(crl, url)
+    if issuer is None or crl.issuer != cert.issuer:
+        return Revocation(None, f"CRL at {url} is not issued by {describe_name(cert.issuer)}")
+    if not _signed_by(crl, issuer):
+        return Revocation(None, f"CRL at {url} is not signed by {describe_name(cert.issuer)}")
+    stale = _staleness(facts, facts.days_left(now), now)
+    if stale is not None:
+        return Revocation(None, stale)
+    try:
+        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except (x509.ExtensionNotFound, ValueError):
+        point = None
+    if point is not None and point.full_name is not None:
+        names = [n.value for n in point.full_name if isinstance(n, x509.UniformResourceIdentifier)]
+        if url not in names:
+            return Revocation(None, f"CRL at {url} covers another distribution point")
+    return Revocation(revocation_of(cert, facts), None)

@@ -6,7 +6,14 @@ boundary; everything above it deals only with these types.
 
 from __future__ import annotations
 
-__all__ = ["LocalFileError", "ProbeError", "ServerMisbehaved", "Unreachable"]
+__all__ = [
+    "BadTarget",
+    "CheckFailed",
+    "LocalFileError",
+    "ProbeError",
+    "ServerMisbehaved",
+    "Unreachable",
+]
 
 
 class ProbeError(Exception):
@@ -27,6 +34,22 @@ class ServerMisbehaved(ProbeError):
 
     It refused TLS, sent an error, broke the protocol or failed the
     handshake. Always CRITICAL: a client could not connect securely.
+    """
+
+
+class CheckFailed(ProbeError):
+    """The check itself could not judge this server: UNKNOWN for this target only.
+
+    A host name no resolver can take, or a bug of ours that one odd server
+    brought out: either way the other servers of a fleet run keep their
+    results.
+    """
+
+
+class BadTarget(CheckFailed):
+    """There was nothing to probe: a line of a targets file names no server.
+
+    UNKNOWN, as for any bad input; the other targets are still checked.
     """
 
 

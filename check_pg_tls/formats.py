@@ -6,12 +6,15 @@ Each takes the evaluated per-target reports and returns the whole text.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import nagiosplugin
 
 from .plugin import TargetReport
+from .targets import Unparsed
+from .text import safe
 
 __all__ = ["fleet_lines", "json_document", "quiet", "tap"]
 
@@ -46,7 +49,7 @@ def tap(reports: Sequence[TargetReport]) -> str:
         lines.extend(f"    - {_yaml_string(p)}" for p in report.problems)
         verdict = report.resource.verdict
         if verdict is not None:
-            lines.append(f"  days_left: {verdict.days_left:.2f}")
+            lines.append(f"  days_left: {_floor(verdict.days_left, 2):.2f}")
             lines.append(f"  not_after: {verdict.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
         lines.append("  ...")
     return "\n".join(lines) + "\n"
@@ -75,6 +78,13 @@ def json_document(reports: Sequence[TargetReport], state: nagiosplugin.state.Ser
     return json.dumps(document, indent=2) + "\n"
 
 
+def _floor(days: float, places: int) -> float:
+    # Days are rounded down everywhere, so that no output says a day more
+    # than the status line.
+    scale = 10.0**places
+    return math.floor(days * scale) / scale
+
+
 def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -99,8 +109,13 @@ def _target(report: TargetReport) -> dict[str, Any]:
         "expires_first": None,
         "checks": {},
         "openssl": [],
+        "crls": [],
+        "client_certificate": None,
         "chain": [],
     }
+    if isinstance(target, Unparsed):
+        # A line of the targets file that names no server.
+        entry.update(host=None, port=None, servername=None, sslmode=None)
     if observation is not None:
         entry["tls"] = {
             "version": observation.tls_version,
@@ -112,7 +127,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         }
     if verdict is not None:
         now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
-        entry["days_left"] = round(verdict.days_left, 4)
+        entry["days_left"] = _floor(verdict.days_left, 4)
         entry["not_after"] = _time(verdict.limiting_cert.not_after)
         entry["expires_first"] = verdict.limiting
         entry["checks"] = {
@@ -124,6 +139,23 @@ def _target(report: TargetReport) -> dict[str, Any]:
             for f in resource.findings
         }
         entry["openssl"] = list(verdict.complaints)
+        entry["crls"] = [
+            {
+                "issuer": status.crl.issuer,
+                "source": safe(status.crl.source),
+                "next_update": _time(status.crl.next_update) if status.crl.next_update else None,
+                "days_left": None if status.days_left is None else _floor(status.days_left, 4),
+                "problem": status.problem,
+            }
+            for status in verdict.crls
+        ]
+        client = resource.policy.client_cert
+        if client is not None:
+            entry["client_certificate"] = {
+                "subject": client.subject,
+                "not_after": _time(client.not_after),
+                "days_left": _floor(client.days_left(now), 4),
+            }
         entry["chain"] = [
             {
                 "subject": cert.subject,
@@ -131,7 +163,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
                 "serial": cert.serial,
                 "not_before": _time(cert.not_before),
                 "not_after": _time(cert.not_after),
-                "days_left": round(cert.days_left(now), 4),
+                "days_left": _floor(cert.days_left(now), 4),
                 "dns_names": list(cert.dns_names),
                 "ip_addresses": list(cert.ip_addresses),
                 "sha256": cert.sha256,

@@ -7,7 +7,9 @@ is replaced by :class:`UsageError`, which the CLI turns into UNKNOWN.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -19,9 +21,48 @@ class UsageError(Exception):
     """A bad option: UNKNOWN, with a one-line reason."""
 
 
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(self._attach_negative_values(args), namespace)
+
+    def _attach_negative_values(self, args: Sequence[str] | None) -> list[str]:
+        """``-t -1`` as ``-t=-1``, so that the value's own check says what is wrong.
+
+        With options such as -4 and -6 defined, argparse takes anything that
+        looks like a negative number for an option, and would only say that
+        -t "expected one argument".
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        # Options whose values are numbers or thresholds (a host is never "-1").
+        takes_number = {
+            option
+            for action in self._actions
+            if action.type is not None or action.dest in ("warning", "critical")
+            for option in action.option_strings
+        }
+        out: list[str] = []
+        index = 0
+        while index < len(argv):
+            arg = argv[index]
+            if arg == "--":
+                out += argv[index:]
+                break
+            following = argv[index + 1] if index + 1 < len(argv) else ""
+            if arg in takes_number and _NEGATIVE.match(following):
+                out.append(f"{arg}={following}")
+                index += 2
+                continue
+            out.append(arg)
+            index += 1
+        return out
 
 
 def parser() -> _Parser:
@@ -37,9 +78,9 @@ def parser() -> _Parser:
         epilog=(
             "Targets: host, host:port, host(servername):port, [ipv6]:port. "
             "Thresholds: a number N means fewer than N days left; Nagios ranges "
-            "(10:, @0:30) are accepted; N%% is a share of the leaf certificate's "
-            "lifetime. Exit codes, in every output format: the worst state over all "
-            "targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+            "(10:, @0:30) are accepted; N% is a share of the lifetime of the "
+            "certificate that expires first. Exit codes, in every output format: "
+            "the worst state over all targets, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
         ),
     )
     add = parser.add_argument
@@ -175,6 +216,18 @@ def parser() -> _Parser:
         "e.g. the server's own ssl_crl_file (repeatable)",
     )
     revocation.add_argument(
+        "--check-revocation",
+        action="store_true",
+        help="fetch each certificate's CRL from its CRL Distribution Point (http only, "
+        "within -t) and check its signature, freshness and entries: CRITICAL when revoked",
+    )
+    revocation.add_argument(
+        "--revocation-unknown-state",
+        default="warning",
+        choices=("ok", "warning", "critical", "unknown"),
+        help="state when --check-revocation cannot fetch or believe a CRL (default: %(default)s)",
+    )
+    revocation.add_argument(
         "--crl-warning",
         type=_days,
         default=2.0,
@@ -252,6 +305,27 @@ def parser() -> _Parser:
         action="store_true",
         help="cron mode: print nothing when all is well, else one line "
         "per server that needs attention",
+    )
+    output.add_argument(
+        "--openmetrics",
+        action="store_true",
+        help="print Prometheus metrics, blackbox_exporter's names where they mean the "
+        "same (needs the prometheus extra: pip install 'check_pg_tls[prometheus]')",
+    )
+    metrics = parser.add_argument_group("Prometheus (with --openmetrics)")
+    metrics.add_argument(
+        "--metrics-format",
+        choices=("prometheus", "openmetrics"),
+        default=None,
+        help="prometheus: the text format node_exporter's textfile collector reads; "
+        "openmetrics: OpenMetrics 1.0, ending in '# EOF' (default: prometheus)",
+    )
+    metrics.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the metrics to FILE, replaced atomically, instead of stdout; also "
+        "when the run fails (probe_success 0 and the reason); e.g. a .prom file in "
+        "node_exporter's textfile directory",
     )
     add(
         "-v",

@@ -11,19 +11,24 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
-from .errors import ProbeError, ServerMisbehaved, Unreachable
+from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
 from .openssl_client import ClientContexts
+from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import probe, probe_plaintext
-from .text import safe
+from .text import safe, span
 from .thresholds import Threshold
 from .verdict import Finding, Policy, Verdict, describe_days, judge
+
+if TYPE_CHECKING:
+    # urllib costs 30 ms of start-up: only --check-revocation imports it.
+    from .crl_fetch import CrlFetcher
 
 __all__ = [
     "CertificateResource",
@@ -33,9 +38,19 @@ __all__ = [
     "FindingContext",
     "FleetSummary",
     "Plaintext",
+    "Revocation",
+    "SecondsContext",
     "TargetReport",
+    "UncheckedResource",
     "reports",
 ]
+
+
+class Revocation(NamedTuple):
+    """``--check-revocation``: the run's shared fetcher and how bad "unknown" is."""
+
+    fetcher: CrlFetcher
+    unknown_severity: str = "warning"
 
 
 class Plaintext(NamedTuple):
@@ -63,6 +78,7 @@ class CertificateResource(nagiosplugin.Resource):
         label: str = "",
         direct: bool = False,
         plaintext: Plaintext | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
@@ -72,6 +88,7 @@ class CertificateResource(nagiosplugin.Resource):
         self.label = label
         self.direct = direct
         self.plaintext = plaintext
+        self.revocation = revocation
         self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
@@ -90,6 +107,18 @@ class CertificateResource(nagiosplugin.Resource):
         self.collected = True
         started = time.monotonic()
         try:
+            self._collect(started)
+        except Exception as exc:  # noqa: BLE001 - one server's oddity must not cost the others
+            self.verdict = None
+            self.findings = ()
+            self.error = CheckFailed(
+                f"internal error while checking this server: {type(exc).__name__}: "
+                f"{safe(str(exc), 150)}"
+            )
+            self.seconds = time.monotonic() - started
+
+    def _collect(self, started: float) -> None:
+        try:
             self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
         except ProbeError as exc:
             self.error = exc
@@ -103,6 +132,19 @@ class CertificateResource(nagiosplugin.Resource):
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
             return
         self.findings = self.verdict.findings
+        if self.revocation is not None:
+            from .revocation import revocation_finding
+
+            self.findings += (
+                revocation_finding(
+                    self.verdict.chain,
+                    self.verdict.path or self.observation.verified_chain,
+                    self.revocation.fetcher,
+                    started + self.timeout * 0.9,
+                    self.checked_at,
+                    self.revocation.unknown_severity,
+                ),
+            )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
             left = self.timeout - (time.monotonic() - started)
@@ -149,8 +191,27 @@ class CertificateResource(nagiosplugin.Resource):
             yield self._metric("crl_days_left", math.floor(soonest * 100) / 100, "crl_days_left")
 
 
+class UncheckedResource(CertificateResource):
+    """A target that names no server (a bad line of a targets file): never probed."""
+
+    def __init__(self, target: Target, problem: str, label: str = "") -> None:
+        # Never probed: no client contexts are needed.
+        super().__init__(
+            target, Policy("require", target.checked_name), cast(ClientContexts, None), 0, label
+        )
+        self.collected = True
+        self.error = BadTarget(problem)
+
+    def collect(self) -> None:
+        pass
+
+    def probe(self) -> Iterator[Metric]:
+        yield self._metric("connection", self.error, "connection")
+
+
 class ConnectionContext(nagiosplugin.Context):
-    """A probe that got no certificate: CRITICAL, or the user's choice when unreachable."""
+    """A probe that got no certificate: CRITICAL, or the user's choice when
+    unreachable; UNKNOWN when there was nothing to probe."""
 
     def __init__(self, unreachable_state: nagiosplugin.state.ServiceState) -> None:
         super().__init__("connection")
@@ -158,6 +219,8 @@ class ConnectionContext(nagiosplugin.Context):
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         error = metric.value
+        if isinstance(error, CheckFailed):  # a bad target, or our own failure
+            return Result(nagiosplugin.Unknown, str(error), metric)
         state = self.unreachable_state if isinstance(error, Unreachable) else Critical
         return Result(state, str(error), metric)
 
@@ -190,12 +253,15 @@ class DaysLeftContext(nagiosplugin.Context):
         self, resource: CertificateResource
     ) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
         assert resource.verdict is not None
-        lifetime = resource.verdict.leaf.lifetime_days
+        # A share (N%) is of the lifetime of the certificate compared: the
+        # one that expires first, which may be an intermediate.
+        lifetime = resource.verdict.limiting_cert.lifetime_days
         return self.warning.resolve(lifetime), self.critical.resolve(lifetime)
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         warning, critical = self._ranges(resource)
-        days = metric.value
+        # Compared unrounded: the metric is rounded down for perfdata only.
+        days = resource.verdict.days_left
         hint = describe_days(resource.verdict)
         if days < 0 or not critical.match(days):
             return Result(Critical, hint, metric)
@@ -205,7 +271,20 @@ class DaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         warning, critical = self._ranges(resource)
-        return Performance(metric.name, metric.value, "", warning, critical)
+        # A share resolved to days is shown to 1/10000 day (9 seconds); a
+        # range the user wrote, as written.
+        shown = [
+            range_text(bounds, 4 if given.percent is not None else None)
+            for bounds, given in ((warning, self.warning), (critical, self.critical))
+        ]
+        return Performance(metric.name, number(metric.value), "", *shown)
+
+
+class SecondsContext(nagiosplugin.ScalarContext):
+    """A duration: never a state of its own, perfdata in plain decimal."""
+
+    def performance(self, metric: Metric, resource: Any) -> Performance:
+        return Performance(metric.name, number(metric.value), metric.uom, min=number(metric.min))
 
 
 class ClientDaysLeftContext(nagiosplugin.Context):
@@ -227,9 +306,9 @@ class ClientDaysLeftContext(nagiosplugin.Context):
         when = f"{cert.not_after:%Y-%m-%d}"
         if days < 0:
             return Result(
-                Critical, f"client certificate expired {_crl_span(-days)} ago ({when})", metric
+                Critical, f"client certificate expired {span(-days)} ago ({when})", metric
             )
-        hint = f"client certificate expires in {_crl_span(days)} ({when})"
+        hint = f"client certificate expires in {span(days)} ({when})"
         if not critical.match(metric.value):
             return Result(Critical, hint, metric)
         if not warning.match(metric.value):
@@ -258,7 +337,7 @@ class CrlDaysLeftContext(nagiosplugin.Context):
         crl = soonest.crl
         when = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "never"
         days = soonest.days_left if soonest.days_left is not None else metric.value
-        hint = f"CRL of {crl.issuer} expires in {_crl_span(days)} ({when})"
+        hint = f"CRL of {crl.issuer} expires in {span(days)} ({when})"
         if metric.value < 0:
             return Result(Ok, "", metric)  # the crl finding names it as expired
         if not self.critical.match(metric.value):
@@ -269,15 +348,6 @@ class CrlDaysLeftContext(nagiosplugin.Context):
 
     def performance(self, metric: Metric, resource: Any) -> Performance:
         return Performance(metric.name, metric.value, "", self.warning, self.critical)
-
-
-def _crl_span(days: float) -> str:
-    if days >= 2:
-        return f"{int(days)} days"
-    hours = int(days * 24)
-    if hours >= 1:
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    return f"{int(days * 1440)} minutes"
 
 
 class TargetReport(NamedTuple):
@@ -367,7 +437,7 @@ class FleetSummary(nagiosplugin.Summary):
         bad = [r for r in reports(results, self.resources) if r.state != Ok]
         bad.sort(key=lambda r: int(r.state), reverse=True)
         listed = "; ".join(f"{r.target}: {', '.join(r.problems)}" for r in bad)
-        noun = "server needs" if len(bad) == 1 else "servers need"
+        noun = "servers needs" if len(bad) == 1 else "servers need"
         return f"{len(bad)} of {len(self.resources)} {noun} attention: {listed}"
 
     def verbose(self, results: nagiosplugin.Results) -> list[str]:
@@ -387,7 +457,8 @@ def details(resource: CertificateResource) -> list[str]:
         lines.append(
             f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
             f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
-            f"({cert.days_left(now):.1f} days left){unused}"
+            # Rounded down, as the status line's whole days are.
+            f"({math.floor(cert.days_left(now) * 10) / 10:.1f} days left){unused}"
         )
     lines.append(f"names: {', '.join(verdict.leaf.names_for_display()) or '(none)'}")
     lines.append(

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from OpenSSL import SSL, crypto
 
-from .errors import ServerMisbehaved, Unreachable
+from .errors import CheckFailed, ServerMisbehaved, Unreachable
 from .model import Observation, Target, VerifyError
 from .names import ip_literal
 from .openssl_client import (
@@ -40,6 +40,7 @@ from .protocol import (
     parse_startup_reply,
     startup_message,
 )
+from .text import safe
 
 __all__ = ["Observation", "Target", "probe", "probe_plaintext"]
 
@@ -192,6 +193,11 @@ def _resolve(target: Target, deadline: _Deadline) -> list[tuple[int, str]]:
         )
     except socket.gaierror:
         infos = _resolve_name(target.host, target.port, family, deadline)
+    except UnicodeError:
+        # Python's IDNA encoder refuses it (an empty or over-long label).
+        raise CheckFailed(
+            f"cannot look up {safe(target.host, 100)}: not a valid host name"
+        ) from None
     return [(info[0], str(info[4][0])) for info in infos]
 
 
@@ -203,7 +209,7 @@ def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> lis
     def lookup() -> None:
         try:
             outcome.append(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=lookup, daemon=True)
@@ -212,6 +218,8 @@ def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> lis
     if not outcome:
         raise Unreachable(f"cannot resolve {host}: no answer within {deadline.seconds:g} seconds")
     result = outcome[0]
+    if isinstance(result, UnicodeError):
+        raise CheckFailed(f"cannot look up {safe(host, 100)}: not a valid host name")
     if isinstance(result, OSError):
         reason = result.strerror or str(result)
         raise Unreachable(f"cannot resolve {host}: {reason}")

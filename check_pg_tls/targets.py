@@ -1,17 +1,21 @@
 """Target specs: ``host[:port]``, ``host(servername):port``, ``[::1]:5432``.
 
 The ``host(servername)`` form is the one the cron tool this plugin grew out
-of uses, so its users can keep their lists. Pure text in, Targets out.
+of uses, so its users can keep their lists. Specs come from the command line
+or, one a line, from a targets file; a name that no resolver or TLS library
+would take is refused here, with a reason, before anything is sent.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+from typing import NamedTuple
 
 from .model import Target
+from .text import safe
 
-__all__ = ["parse_target", "read_targets_file"]
+__all__ = ["Line", "Unparsed", "name_problem", "parse_target", "read_targets_file"]
 
 _SPEC = re.compile(
     r"""^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^\s()\[\]:]+))    # [v6] or host
@@ -20,6 +24,24 @@ _SPEC = re.compile(
     """,
     re.VERBOSE,
 )
+
+
+class Unparsed(Target):
+    """Stands for a line of a targets file that names no server: ``line 3``."""
+
+    def __str__(self) -> str:
+        return self.host
+
+
+class Line(NamedTuple):
+    """One line of a targets file that is neither blank nor a comment."""
+
+    number: int
+    #: The spec, comment and blanks removed; bytes that are not UTF-8 as
+    #: surrogates (``surrogateescape``), which :func:`.text.safe` shows as ``\\xNN``.
+    text: str
+    #: Why the line cannot be a spec before it is even parsed, or None.
+    problem: str | None = None
 
 
 def parse_target(
@@ -31,6 +53,12 @@ def parse_target(
         ValueError: with a message fit for the user.
     """
     text = spec.strip()
+    shown = f"invalid target '{safe(spec, 100)}'"
+    if "://" in text:
+        raise ValueError(
+            f"{shown}: a connection URI is not a target spec; give host[:port], "
+            "host(servername):port or [ipv6]:port"
+        )
     # A bare IPv6 address has colons of its own; only brackets add a port.
     if text.count(":") > 1 and not text.startswith("["):
         host, name, port = text, None, None
@@ -38,43 +66,88 @@ def parse_target(
             host, _, rest = text.partition("(")
             name = rest[:-1]
         if not _is_ipv6(host):
-            raise ValueError(
-                f"invalid target {spec!r}: an IPv6 address with a port goes in brackets, [::1]:5432"
-            )
+            raise ValueError(f"{shown}: an IPv6 address with a port goes in brackets, [::1]:5432")
     else:
         match = _SPEC.match(text)
         if not match:
-            raise ValueError(f"invalid target {spec!r}: expected host[:port] or host(name):port")
+            raise ValueError(f"{shown}: expected host[:port] or host(name):port")
         host = match.group("v6") or match.group("host")
         name = match.group("name")
         port = match.group("port")
     if not host:
-        raise ValueError(f"invalid target {spec!r}: no host")
+        raise ValueError(f"{shown}: no host")
+    for checked in (host, name):
+        problem = name_problem(checked) if checked else None
+        if problem:
+            raise ValueError(f"{shown}: {problem}")
     number = default_port if port is None else int(port)
     if not 1 <= number <= 65535:
-        raise ValueError(f"invalid target {spec!r}: port must be 1-65535")
+        raise ValueError(f"{shown}: port must be 1-65535")
     return Target(host, number, name or servername, family)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is neither an IP address nor a host name a resolver takes, or None.
+
+    The rules are those of the IDNA encoding that ``getaddrinfo`` and the
+    TLS library apply to a name (empty labels, 63 and 253 bytes), checked
+    here so that a typo is reported as such.
+    """
+    if _is_ipv4(name) or _is_ipv6(name):
+        return None
+    if any(ord(char) < 0x20 or char == "\x7f" for char in name):
+        return "control character in host name"
+    labels = (name[:-1] if name.endswith(".") else name).split(".")
+    if "" in labels:
+        return "empty label in host name"
+    length = len(labels) - 1
+    for label in labels:
+        try:
+            encoded = label.encode("ascii") if label.isascii() else label.encode("idna")
+        except UnicodeError:
+            return f"host name label '{safe(label, 70)}' is not a valid internationalized name"
+        if len(encoded) > 63:
+            return "host name label longer than 63 characters"
+        length += len(encoded)
+    if length > 253:
+        return "host name longer than 253 characters"
+    return None
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _is_ipv6(host: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-    except OSError:
+    except (OSError, ValueError):
         return False
     return True
 
 
-def read_targets_file(path: str) -> list[str]:
-    """Target specs from a file: one a line, ``#`` comments, blank lines ignored.
+def read_targets_file(path: str) -> list[Line]:
+    """The lines of a targets file that hold a spec; ``#`` comments and blank lines go.
+
+    Every line stands alone: one that is not UTF-8 comes back with its
+    problem, and the others are unaffected.
 
     Raises:
         OSError: the file cannot be read.
     """
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        lines = handle.read().splitlines()
-    specs = []
-    for line in lines:
-        text = line.split("#", 1)[0].strip()
-        if text:
-            specs.append(text)
-    return specs
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        spec = raw.split(b"#", 1)[0].strip()
+        if not spec:
+            continue
+        try:
+            lines.append(Line(number, spec.decode("utf-8")))
+        except UnicodeDecodeError:
+            lines.append(Line(number, spec.decode("utf-8", "surrogateescape"), "not UTF-8"))
+    return lines

@@ -2,9 +2,10 @@
 
 A bare number N means "fewer than N days left", as in other certificate
 plugins (it becomes the range ``N:``). Full Nagios range syntax is accepted
-as is. ``N%`` is a share of the leaf certificate's whole validity period,
-because fixed day counts stop making sense as certificate lifetimes shrink
-toward 47 days.
+as is. ``N%`` is a share of the whole validity period of the certificate
+being judged, because fixed day counts stop making sense as certificate
+lifetimes shrink toward 47 days. A share is resolved exactly: rounding it
+(to 0.01 day, say) would move the limit of a short-lived certificate.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from typing import NamedTuple
 
 from nagiosplugin import Range
+
+from .perfdata import number
 
 __all__ = ["Threshold", "parse_threshold"]
 
@@ -25,13 +28,13 @@ class Threshold(NamedTuple):
     text: str
     #: Nagios range spec, when the value is in days.
     spec: str | None = None
-    #: Share of the leaf's lifetime in percent, when the value ends in ``%``.
+    #: Share of a certificate's lifetime in percent, when the value ends in ``%``.
     percent: float | None = None
 
     def resolve(self, lifetime_days: float) -> Range:
         """The range in days for a certificate that lives ``lifetime_days``."""
         if self.percent is not None:
-            return Range(f"{_number(lifetime_days * self.percent / 100)}:")
+            return Range(f"{number(lifetime_days * self.percent / 100)}:")
         assert self.spec is not None
         return Range(self.spec)
 
@@ -62,7 +65,3 @@ def parse_threshold(text: str) -> Threshold:
             "(10:, @0:30) or a share of the lifetime (33%)"
         ) from None
     return Threshold(text=value, spec=spec)
-
-
-def _number(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")

@@ -17,7 +17,7 @@ from .crls import CrlFacts, CrlStatus, judge_crl
 from .model import Observation
 from .names import check_name
 from .posture import Finding, KeyFile
-from .text import safe
+from .text import safe, span
 from .trust import ChainCheck, describe_verification
 
 __all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
@@ -227,12 +227,5 @@ def describe_days(verdict: Verdict) -> str:
     who = "certificate" if verdict.limiting == 0 else f"intermediate {cert.subject}"
     when = f"{cert.not_after:%Y-%m-%d}"
     if days < 0:
-        return f"{who} expired {_span(-days)} ago ({when})"
-    return f"{who} expires in {_span(days)} ({when})"
-
-
-def _span(days: float) -> str:
-    if days >= 2:
-        return f"{int(days)} days"
-    hours = int(days * 24)
-    return f"{hours} hour{'s' if hours != 1 else ''}"
+        return f"{who} expired {span(-days)} ago ({when})"
+    return f"{who} expires in {span(days)} ({when})"

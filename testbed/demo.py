@@ -5,6 +5,10 @@ certificate (good, expiring soon, wrong name, self-signed "snakeoil"), runs
 the installed ``check_pg_tls`` against each as a monitoring system would,
 prints what it says, and stops the servers again. ``--keep`` leaves them
 running until Ctrl-C so you can try options yourself.
+
+However the demo ends (Ctrl-C, SIGTERM, a closed terminal, or even
+SIGKILL), its servers stop; its directory goes with it, or, after SIGKILL,
+with the next run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 from . import pki
 from .pgcluster import Cluster, Workspace
@@ -25,11 +30,29 @@ def _plugin() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "check_pg_tls"]
 
 
+class Stopped(Exception):
+    """A signal asked the demo to stop."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the servers until Ctrl-C")
     args = parser.parse_args()
+    # Each of these would end Python without running the clean-up below.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    try:
+        return _demo(args.keep)
+    except Stopped as stopped:
+        print(f"Stopped by {stopped} before the end; the servers are gone.", file=sys.stderr)
+        return 1
 
+
+def _demo(keep: bool) -> int:
     workspace = Workspace()
     root = pki.make_root()
     inter = pki.make_intermediate(root)
@@ -70,13 +93,20 @@ def main() -> int:
             print(done.stdout, end="")
             print(f"(exit code {done.returncode})\n")
             failures += done.returncode != expected
-        if args.keep:
-            print("Servers keep running; press Ctrl-C to stop them.")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        if keep:
+            print("Servers keep running; press Ctrl-C to stop them.", flush=True)
+            try:
+                while True:
+                    signal.pause()
+            except Stopped:
+                pass
         if failures:
             print(f"{failures} result(s) were not what the demo expected", file=sys.stderr)
         return 1 if failures else 0
     finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         for _, cluster, _ in servers:
             cluster.stop()
         workspace.cleanup()

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .pgcluster import ServerProcess, free_port, spawn_as
+from .pgcluster import PORT_ATTEMPTS, ServerProcess, free_port, port_taken, spawn_as
 
 __all__ = [
     "CONF",
@@ -588,6 +588,22 @@ class Nrpe(ServerProcess):
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20) -> Nrpe:
+        """Start; if another program took the port meanwhile, start on a new one."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                # NRPE says why only to syslog: see whether the port is taken.
+                if attempt == PORT_ATTEMPTS or not port_taken(self.port):
+                    raise
+                text = self.config.read_text()
+                self.port = free_port()
+                self.config.write_text(
+                    re.sub(r"(?m)^server_port=\d+$", f"server_port={self.port}", text)
+                )
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Nrpe:
         with open(self.log_path, "wb") as log:
             self.process = _spawn([program("nrpe"), "-c", str(self.config), "-f"], log)
         # Ready when it answers a version request (check_nrpe without -c).

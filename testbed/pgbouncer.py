@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from types import TracebackType
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .pgcluster import Cluster, ServerProcess, free_port, spawn_as
+from .pgcluster import PORT_ATTEMPTS, Cluster, ServerProcess, free_port, lost_port, spawn_as
 from .pki import Issued
 
 __all__ = ["PgBouncer", "find_pgbouncer"]
@@ -103,12 +102,17 @@ class PgBouncer(ServerProcess):
                 client_tls_key_file=str(self.dir / "server.key"),
             )
         settings_out.update(settings or {})
+        self._databases = f"* = host={backend} port={cluster.port}"
+        self._settings = settings_out
+        self._write_config()
+
+    def _write_config(self) -> None:
         lines = [
             "[databases]",
-            f"* = host={backend} port={cluster.port}",
+            self._databases,
             "",
             "[pgbouncer]",
-            *(f"{k} = {v}" for k, v in settings_out.items()),
+            *(f"{k} = {v}" for k, v in self._settings.items()),
         ]
         self._write("pgbouncer.ini", ("\n".join(lines) + "\n").encode(), 0o644)
 
@@ -120,28 +124,45 @@ class PgBouncer(ServerProcess):
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
 
     def start(self, timeout: float = 10) -> PgBouncer:
-        """Start in the foreground; return once the port accepts connections."""
-        with open(self.log_path, "ab") as log:
-            self.process = spawn_as(self.user, [str(find_pgbouncer()), str(self.config_path)], log)
-        self._wait_ready(timeout)
-        return self
+        """Start in the foreground; return once it listens on its port.
+
+        If another program took the port meanwhile, start on a new one.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            logged = len(self.log())
+            with open(self.log_path, "ab") as log:
+                self.process = spawn_as(
+                    self.user, [str(find_pgbouncer()), str(self.config_path)], log
+                )
+            try:
+                self._wait_ready(timeout, logged)
+            except RuntimeError:
+                if attempt == PORT_ATTEMPTS or not lost_port(self.log()[logged:]):
+                    raise
+                self.port = free_port(self.host)
+                self._settings["listen_port"] = str(self.port)
+                self._write_config()
+                continue
+            return self
+        raise AssertionError("unreachable")
 
     # SIGTERM closes everything at once (SIGINT would wait for clients).
     stop_signal = signal.SIGTERM
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, logged: int) -> None:
+        # Its own log line, not a connection: a connection would also succeed
+        # to another program that took the port.
         assert self.process is not None
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        listening = f"listening on {host}:{self.port}"
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"pgbouncer exited with {self.process.returncode}:\n{self.log()}"
                 )
-            with socket.socket(family) as sock:
-                sock.settimeout(1)
-                if sock.connect_ex((self.host, self.port)) == 0:
-                    return
+            if listening in self.log()[logged:]:
+                return
             time.sleep(0.002)
         self.stop()
         raise TimeoutError(f"pgbouncer not listening after {timeout} s:\n{self.log()}")

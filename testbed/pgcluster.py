@@ -4,6 +4,11 @@ One ``initdb`` per workspace makes a template on tmpfs; each cluster is a
 copy of it with its own port, certificate chain and settings. PostgreSQL
 refuses to run as root, so under root the server runs as the ``postgres``
 system user, in a directory that user can read.
+
+Servers live no longer than the process that started them: each gets a
+parent-death signal, a stopped cluster's directory is removed at once, and
+a workspace left behind by a process that was killed is removed by the
+next one.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -27,7 +33,17 @@ from cryptography.hazmat.primitives import serialization
 
 from .pki import Issued
 
-__all__ = ["Cluster", "Workspace", "find_bindir", "free_port", "served_leaf"]
+__all__ = [
+    "PORT_ATTEMPTS",
+    "Cluster",
+    "Workspace",
+    "find_bindir",
+    "free_port",
+    "lost_port",
+    "port_taken",
+    "served_leaf",
+    "spawn_as",
+]
 
 _BASE_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -43,6 +59,12 @@ _BASE_SETTINGS = {
     "max_wal_senders": "0",
     "wal_level": "minimal",
     "log_connections": "on",
+    "log_disconnections": "on",
+    # The backend's PID on every line: wait_for_backends() reads it.
+    "log_line_prefix": "'%m [%p] '",
+    # Dynamic shared memory in the data directory, not loose in /dev/shm:
+    # it goes with the cluster, however the server ended.
+    "dynamic_shared_memory_type": "mmap",
     "logging_collector": "off",
     "log_min_messages": "info",
 }
@@ -72,10 +94,38 @@ def find_bindir(version: int | None = None) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now; another program may take it before a server binds
+    it, which :func:`lost_port` recognises in the server's log."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# What PostgreSQL, pgbouncer and NRPE log when their port is taken.
+_BIND_FAILURES = ("could not bind", "Address already in use", "bind failure")
+#: Attempts at starting a server on a fresh port when its port was taken.
+PORT_ATTEMPTS = 5
+
+
+def lost_port(log: str) -> bool:
+    """Whether a server's log says it could not bind its port."""
+    return any(failure in log for failure in _BIND_FAILURES)
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether another socket holds ``port``, for servers that do not log why they quit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+_OWNER = "owner.pid"
+_PREFIX = "check_pg_tls-"
 
 
 class Workspace:
@@ -85,7 +135,9 @@ class Workspace:
         self.bindir = bindir or find_bindir()
         shm = Path("/dev/shm")
         parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-        self.path = Path(tempfile.mkdtemp(prefix="check_pg_tls-", dir=parent))
+        _remove_orphans(Path(parent or tempfile.gettempdir()))
+        self.path = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
+        (self.path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         self.user = _server_user()
         os.chmod(self.path, 0o755)
         self._chown(self.path)
@@ -151,6 +203,34 @@ class Workspace:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), or "" if it is gone.
+
+    With the PID, it names a process for good: a PID alone may be reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return ""
+    return stat.rpartition(b")")[2].split()[19].decode()
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove workspaces whose owner process is gone (it was killed).
+
+    Their servers went with the owner (parent-death signal); only files
+    remain, tens of megabytes each on tmpfs. A workspace without an owner
+    file, or whose owner still runs, belongs to someone else: left alone.
+    """
+    for path in parent.glob(f"{_PREFIX}*"):
+        try:
+            pid, started = (path / _OWNER).read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(pid)) != started:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class ServerProcess:
     """A server run in the foreground by a test: its process, its log, a way to stop it."""
 
@@ -167,6 +247,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
+            self._stopped()
             return
         self.process.send_signal(self.stop_signal)
         try:
@@ -176,6 +257,10 @@ class ServerProcess:
             # goes with all its workers, and nothing else.
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._stopped()
+
+    def _stopped(self) -> None:
+        """Called once the server has stopped: a place to clean up."""
 
 
 class Cluster(ServerProcess):
@@ -224,14 +309,45 @@ class Cluster(ServerProcess):
         self._write_settings()
 
     def start(self, timeout: float = 30, env: Mapping[str, str] | None = None) -> Cluster:
-        """Start the server; ``env`` adds environment variables (e.g. OPENSSL_CONF)."""
+        """Start the server; ``env`` adds environment variables (e.g. OPENSSL_CONF).
+
+        If another program took the port meanwhile, start on a new one.
+        """
         user = self.workspace.user
-        with open(self.log_path, "ab") as log:
-            self.process = spawn_as(
-                user, [str(self.workspace.bindir / "postgres"), "-D", str(self.data)], log, env
-            )
-        self._wait_ready(timeout)
-        return self
+        argv = [str(self.workspace.bindir / "postgres"), "-D", str(self.data)]
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            logged = len(self.log())
+            with open(self.log_path, "ab") as log:
+                self.process = spawn_as(user, argv, log, env, death_signal=self.stop_signal)
+            try:
+                self._wait_ready(timeout)
+            except RuntimeError:
+                if attempt == PORT_ATTEMPTS or not lost_port(self.log()[logged:]):
+                    raise
+                self.set(port=str(free_port()))
+                self.port = int(self.settings["port"])
+                continue
+            return self
+        raise AssertionError("unreachable")
+
+    def _stopped(self) -> None:
+        # ~40 MB of tmpfs each: given back now, not when the whole run ends.
+        # The log, next to the data directory, stays.
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def wait_for_backends(self, timeout: float = 10) -> None:
+        """Return once every backend the log mentions has exited.
+
+        A backend writes its last lines to the log as it exits, after the
+        client has gone: a test that reads the log must wait for this.
+        """
+        end = time.monotonic() + timeout
+        pids = set(re.findall(r"\[(\d+)\] LOG:  connection received", self.log()))
+        while pids:
+            pids = {pid for pid in pids if _running(int(pid))}
+            if pids and time.monotonic() > end:
+                raise TimeoutError(f"backends {sorted(pids)} still running after {timeout} s")
+            time.sleep(0.005)
 
     def _wait_ready(self, timeout: float) -> None:
         # Ready means postmaster.pid's status line says so for our process;
@@ -290,15 +406,31 @@ def _server_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam(os.environ.get("PG_USER", "postgres"))
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
 def spawn_as(
     user: pwd.struct_passwd | None,
     argv: list[str],
     log: IO[bytes],
     env: Mapping[str, str] | None = None,
+    death_signal: int = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
-    # The child execs the program directly, so the PID is the postmaster's.
+    """Start ``argv`` as ``user``, in a session of its own, tied to this process.
+
+    When the thread that started it ends, whatever the reason (even
+    SIGKILL), the program gets ``death_signal``: ``setpriv --pdeathsig``
+    sets that and execs the program, so the PID is still the program's
+    own (the postmaster's, for PostgreSQL).
+    """
+    signame = signal.Signals(death_signal).name.removeprefix("SIG")
     return subprocess.Popen(
-        argv,
+        [_setpriv(), f"--pdeathsig={signame}", "--", *argv],
         env={**os.environ, **env} if env else None,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -309,6 +441,13 @@ def spawn_as(
         group=user.pw_gid if user else None,
         extra_groups=[] if user else None,
     )
+
+
+def _setpriv() -> str:
+    found = shutil.which("setpriv", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"]))
+    if found is None:
+        raise FileNotFoundError("setpriv not found: apt-get install util-linux")
+    return found
 
 
 def _run_as(user: pwd.struct_passwd | None, argv: list[str]) -> None:

@@ -113,10 +113,11 @@ def make_intermediate(
     days_before: float = 30,
     days_after: float = 1825,
     path_length: int | None = 0,
+    crl_url: str | None = None,
 ) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    cert = (
+    builder = (
         _builder(
             _name(common_name),
             issuer.cert.subject,
@@ -127,9 +128,15 @@ def make_intermediate(
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(_aki(issuer), critical=False)
-        .sign(issuer.key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    if crl_url is not None:
+        builder = builder.add_extension(_crl_points(crl_url), critical=False)
+    return Issued(builder.sign(issuer.key, hashes.SHA256()), key)
+
+
+def _crl_points(url: str) -> x509.CRLDistributionPoints:
+    point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
+    return x509.CRLDistributionPoints([point])
 
 
 def make_leaf(
@@ -142,6 +149,7 @@ def make_leaf(
     ca: bool = False,
     server_auth: bool = True,
     rsa_bits: int | None = None,
+    crl_url: str | None = None,
 ) -> Issued:
     """A server certificate; ``issuer=None`` makes it self-signed (snakeoil).
 
@@ -168,6 +176,8 @@ def make_leaf(
     builder = builder.add_extension(_key_usage(cert_sign=ca), critical=True)
     if issuer is not None:
         builder = builder.add_extension(_aki(issuer), critical=False)
+    if crl_url is not None:
+        builder = builder.add_extension(_crl_points(crl_url), critical=False)
     cert = builder.sign(key if issuer is None else issuer.key, hashes.SHA256())
     return Issued(cert, key)
 

@@ -19,6 +19,8 @@ import pytest
 from testbed import pki
 from testbed.pgcluster import Cluster, Workspace
 
+pytest_plugins = ["tests.no_skips"]
+
 
 @dataclass(frozen=True)
 class Run:
@@ -46,7 +48,13 @@ def plugin_argv() -> list[str]:
     return [sys.executable, "-m", "check_pg_tls"]
 
 
-def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> Run:
+def run_plugin(
+    *args: str,
+    guard: float = 60,
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Run:
+    """Run the plugin; ``env`` adds environment variables."""
     # ``guard`` only stops a hung test run; it is not what a test asserts.
     done = subprocess.run(
         [*prefix, *plugin_argv(), *args],
@@ -54,6 +62,7 @@ def run_plugin(*args: str, guard: float = 60, prefix: tuple[str, ...] = ()) -> R
         text=True,
         timeout=guard,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 
@@ -163,9 +172,13 @@ def psql_connects(
     sslmode: str,
     sslrootcert: str | None,
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> bool:
-    """The oracle: does libpq (psql) with these settings (and ``extra`` keywords) connect?"""
-    return psql_attempt(cluster, home, host, sslmode, sslrootcert, extra).connected
+    """The oracle: does libpq (psql) with these settings connect?
+
+    ``extra``: more conninfo settings; ``env``: more environment variables.
+    """
+    return psql_attempt(cluster, home, host, sslmode, sslrootcert, extra, env).connected
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,7 @@ def psql_attempt(
     sslmode: str,
     sslrootcert: str | None,
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> PsqlAttempt:
     """psql connects with ``host`` as the name to verify and 127.0.0.1 as the address."""
     conninfo = [
@@ -195,8 +209,8 @@ def psql_attempt(
     ]
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
-    conninfo.extend(extra)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    conninfo += extra
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **(env or {})}
     done = subprocess.run(
         [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
         capture_output=True,

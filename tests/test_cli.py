@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls import __version__
+from testbed.faults import RefusedPort
 from testbed.pgcluster import Cluster
 
 from .conftest import Pki, run_plugin
@@ -156,3 +157,129 @@ def test_option_order_does_not_matter(server: Callable[[str], Cluster], ca: Pki)
     )
     assert ordered.returncode == shuffled.returncode == 1
     assert ordered.status_line.split(" | ")[0] == shuffled.status_line.split(" | ")[0]
+
+
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-H", "a..b"], "invalid target 'a..b': empty label in host name"),
+        (["-H", ".db.test"], "invalid target '.db.test': empty label in host name"),
+        (
+            ["-H", f"{LONG_LABEL}.test"],
+            f"invalid target '{LONG_LABEL}.test': host name label longer than 63 characters",
+        ),
+        (["-H", f"{'a.' * 127}b"], "host name longer than 253 characters"),
+        (
+            ["-H", "db\u202e.test"],
+            "invalid target 'db\\u202e.test': host name label 'db\\u202e' is not "
+            "a valid internationalized name",
+        ),
+        (
+            ["-H", "db.test", "--servername", ".example.test"],
+            "invalid --servername '.example.test': empty label in host name",
+        ),
+        (
+            ["-H", "db.test", "--servername", "\u00e4..b"],
+            "invalid --servername '\\xe4..b': empty label in host name",
+        ),
+        (["-H", "127.0.0.1(a..b):5432"], "invalid target '127.0.0.1(a..b):5432': empty label"),
+    ],
+    ids=[
+        "double-dot",
+        "leading-dot",
+        "64-char-label",
+        "254-char-name",
+        "idna-rejects",
+        "servername-leading-dot",
+        "servername-non-ascii",
+        "spec-servername",
+    ],
+)
+def test_bad_name_is_unknown(args: list[str], message: str) -> None:
+    assert_unknown(args, message)
+
+
+@pytest.mark.parametrize(
+    "env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C"}], ids=["pythonioencoding", "lc-all-c"]
+)
+def test_non_ascii_servername_is_escaped_for_any_stdout(env: dict[str, str]) -> None:
+    with RefusedPort() as closed:
+        result = run_plugin(
+            "-H", "127.0.0.1", "-p", str(closed.port), "--servername", "d\u00e9.test", env=env
+        )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.status_line.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1(d\\xe9.test):{closed.port}: connection refused | time="
+    )
+    assert result.stdout.isascii()
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-H", "db", "-t", "-1"], "invalid timeout '-1': must be 0.001 to 3600"),
+        (["-H", "db", "--timeout", "-0.5"], "invalid timeout '-0.5': must be 0.001 to 3600"),
+        (["-H", "db", "-t", "-4"], "invalid timeout '-4': must be 0.001 to 3600"),
+        (["-H", "db", "--min-rsa-bits", "-5"], "invalid number of bits '-5': must be 0 to 65536"),
+        (["-H", "db", "--min-ec-bits", "-256"], "invalid number of bits '-256': must be 0 to"),
+        (["-H", "db", "-p", "-5432"], "invalid port '-5432': must be 1 to 65535"),
+        (["-H", "db", "--workers", "-2"], "invalid number of workers '-2': must be 1 to 256"),
+        (
+            ["-H", "postgresql://h:5432/db"],
+            "invalid target 'postgresql://h:5432/db': a connection URI is not a target spec; "
+            "give host[:port]",
+        ),
+        (["postgres://h/db"], "invalid target 'postgres://h/db': a connection URI is not"),
+    ],
+    ids=[
+        "t-negative",
+        "timeout-negative-fraction",
+        "t-looks-like-ipv4-option",
+        "rsa-bits-negative",
+        "ec-bits-negative",
+        "port-negative",
+        "workers-negative",
+        "uri-host",
+        "uri-target",
+    ],
+)
+def test_bad_value_is_named(args: list[str], message: str) -> None:
+    assert_unknown(args, message)
+
+
+def test_negative_threshold_reaches_the_threshold_parser(
+    server: Callable[[str], Cluster], ca: Pki
+) -> None:
+    # -c -5 is the Nagios range "-5:": alert only five days after expiry;
+    # the expired certificate is CRITICAL anyway, the option is accepted.
+    port = str(server("valid").port)
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", port, "--servername", "db.test", "--sslrootcert",
+        str(ca.root_file), "-w", "-5", "-c", "-10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert result.perfdata["days_left"].split(";")[1:] == ["-5:", "-10:"]
+
+
+def test_help_shows_percent_once() -> None:
+    result = run_plugin("--help")
+    assert result.returncode == 0
+    assert "%%" not in result.stdout
+    assert "N% is a share" in " ".join(result.stdout.split())
+
+
+def test_verbose_days_agree_with_the_status_line(server: Callable[[str], Cluster], ca: Pki) -> None:
+    # 90 days from issue, a moment ago: 89 whole days and a fraction left.
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", str(server("valid").port), "--servername", "db.test",
+        "--sslrootcert", str(ca.root_file), "-v",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "certificate expires in 89 days" in result.status_line
+    leaf = next(line for line in result.stdout.splitlines() if line.startswith("leaf: "))
+    assert leaf.endswith("UTC (89.9 days left)"), leaf
+    assert float(result.perfdata["days_left"].split(";")[0]) == 89.99

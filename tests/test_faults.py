@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from testbed import pki
 from testbed.faults import FaultServer, FullBacklog, RefusedPort, scripted, silent, tls_only
 
 from .conftest import Pki, run_plugin
+from .test_deadline import MARGIN
 
 # An ErrorResponse whose text tries to reach the operator's screen.
 EVIL = "FATAL: \x1b[31mcall 555-0100 and read out your password\x1b[0m"
@@ -67,7 +68,14 @@ def test_misbehaving_server_is_critical(
 
 
 def test_error_text_from_server_is_never_shown(fault: list[FaultServer]) -> None:
-    result = check(start(fault, scripted(ERROR_RESPONSE)), "-vvv")
+    server = start(fault, scripted(ERROR_RESPONSE))
+    result = check(server, "-vvv")
+    assert result.returncode == 2, result.stdout
+    assert result.stdout.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1:{server.port}: server answered the SSLRequest with "
+        "an error message (not shown: it is unauthenticated) | time="
+    )
+    assert result.stdout.count("\n") == 1, result.stdout
     assert "555-0100" not in result.stdout
     assert "\x1b" not in result.stdout
 
@@ -79,14 +87,23 @@ def test_probe_sends_exactly_the_ssl_request(fault: list[FaultServer]) -> None:
         seen.append(conn.recv(64))
         conn.sendall(b"N")
 
-    check(start(fault, record))
+    server = start(fault, record)
+    result = check(server)
+    assert result.returncode == 2, result.stdout
+    assert result.status_line.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1:{server.port}: server does not offer TLS"
+    )
     assert seen == [SSL_REQUEST]
 
 
 def test_silent_server_times_out_critical_within_t(fault: list[FaultServer]) -> None:
+    started = time.monotonic()
     result = check(start(fault, silent()), "-t", "2", guard=10)
+    took = time.monotonic() - started
     assert result.returncode == 2, result.stdout
     assert "did not answer the SSLRequest within 2 seconds" in result.status_line
+    # Within -t, start-up included, and not long before it either.
+    assert 1.5 < took < 2 + MARGIN, took
 
 
 def test_stalled_handshake_times_out_critical(fault: list[FaultServer]) -> None:
@@ -131,7 +148,6 @@ def test_connection_refused_can_be_unknown() -> None:
     assert result.status_line.split(" | ")[0].endswith(": connection refused")
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
 def test_name_that_does_not_resolve_is_critical() -> None:
     # In a network namespace of its own the resolver cannot reach anything,
     # so no query leaves this machine.

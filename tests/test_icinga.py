@@ -63,6 +63,9 @@ NOT_MAPPED = {
     "--tap",
     "--quiet",
     "--min-days",
+    "--openmetrics",
+    "--metrics-format",
+    "--output",
 }
 
 

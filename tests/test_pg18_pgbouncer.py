@@ -90,6 +90,7 @@ def test_postgresql_18_probes_leave_no_error_lines(pg18: Cluster, ca: Pki) -> No
             "db18.test",
             *args,
         ).returncode in (0, 2)
+    pg18.wait_for_backends()
     new = pg18.log().splitlines()[before:]
     assert sum("connection received" in line for line in new) == 3
     for line in new:

@@ -49,7 +49,7 @@ def check(cluster: Cluster, ca: Pki, *args: str) -> Run:
 
 
 def test_old_protocol_is_critical_and_libpq_agrees(
-    start: Callable[..., Cluster], ca: Pki, psql_home: Path
+    start: Callable[..., Cluster], ca: Pki, psql_home: Path, workspace: Workspace
 ) -> None:
     leaf = pki.make_leaf(ca.intermediate)
     cluster = start(
@@ -73,6 +73,17 @@ def test_old_protocol_is_critical_and_libpq_agrees(
     assert target["tls"]["version"] == "TLSv1.1"
     assert "protocol version" in target["tls"]["legacy_handshake"]
     assert target["checks"]["handshake"]["severity"] == "critical"
+    # Positive control: the same psql, allowed TLS 1.1, connects; so the
+    # refusal above was the protocol's, not a broken oracle's.
+    assert psql_connects(
+        cluster,
+        psql_home,
+        "db.test",
+        "verify-full",
+        str(ca.root_file),
+        extra=("ssl_min_protocol_version=TLSv1",),
+        env=weak_openssl_conf(workspace),
+    )
     relaxed = check(cluster, ca, "--min-tls-version", "TLSv1")
     assert relaxed.returncode == 0, relaxed.stdout
 
@@ -236,6 +247,7 @@ def test_world_readable_key_is_a_warning(
     assert f"private key file {path} is world-readable (mode 0644)" in result.status_line
     writable = _key_file(tmp_path, key, 0o662, "writable.key")
     result = check(cluster, ca, "--key-file", str(writable))
+    assert result.returncode == 1, result.stdout
     assert "is world-writable and group-writable (mode 0662)" in result.status_line
 
 
@@ -309,6 +321,8 @@ def test_plaintext_accepted_by_host_line(
     critical = check(cluster, ca, "--check-plaintext", "postgres", "--plaintext-state", "critical")
     assert critical.returncode == 2
     # No password was ever sent: the server never saw an authentication attempt fail.
+    cluster.wait_for_backends()
+    assert cluster.log().count("connection received") >= 2
     assert "password authentication failed" not in cluster.log()
 
 

@@ -208,3 +208,14 @@ def test_unloadable_crl_file_is_unknown(lab: Lab) -> None:
     result = plugin(lab, lab.good, "--sslcrl", str(path))
     assert result.returncode == 3, result.stdout
     assert "OpenSSL cannot load CRL file" in result.status_line
+
+
+def test_missing_intermediate_crl_fails_like_libpq(lab: Lab, psql_home: Path) -> None:
+    # Only the root's CRL: nothing says whether the leaf is revoked.
+    path = lab.crls("root-only", fresh_crls(lab)[0])
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert not libpq
+    assert "no CRL of CN=Revocation Intermediate,O=check_pg_tls tests is loaded, needed to " in (
+        result.status_line
+    )
+    assert "check certificate" in result.status_line

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from testbed import pki
-from testbed.pgcluster import Cluster
+from testbed.pgcluster import Cluster, Workspace
 
 from .conftest import Pki, Run, check_local, run_plugin
 
@@ -238,3 +239,48 @@ def test_host_name_resolved_from_hosts_file(server: ServerFactory, ca: Pki) -> N
         str(ca.root_file),
     )
     assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture
+def own_server(workspace: Workspace) -> Iterator[Callable[..., Cluster]]:
+    """A cluster for one test, serving the given chain."""
+    started: list[Cluster] = []
+
+    def start(chain: list[pki.Issued], key: pki.Issued) -> Cluster:
+        started.append(workspace.cluster(chain, key).start())
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+def test_percent_is_a_share_of_the_certificate_that_expires_first(
+    own_server: Callable[..., Cluster], ca: Pki
+) -> None:
+    # A leaf for ever (1950-9999) under the five-year intermediate: the
+    # intermediate expires first, and 10% is 10% of its lifetime, not of the
+    # leaf's 8000 years.
+    now = dt.datetime.now(dt.timezone.utc)
+    days_before = (now - dt.datetime(1950, 1, 1, tzinfo=dt.timezone.utc)).days
+    days_after = (dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc) - now).days
+    leaf = pki.make_leaf(ca.intermediate, days_before=days_before, days_after=days_after)
+    cluster = own_server([leaf, ca.intermediate], leaf)
+    result = check(cluster, ca, "--servername", "db.test", "-w", "10%", "-c", "5%")
+    assert result.returncode == 0, result.stdout
+    assert "intermediate CN=check_pg_tls Test Intermediate" in result.status_line
+    # The intermediate lives 30 + 1825 days.
+    assert result.perfdata["days_left"].split(";")[1:] == ["185.5:", "92.75:"]
+
+
+def test_percent_of_a_short_lifetime_is_not_rounded_away(
+    own_server: Callable[..., Cluster], ca: Pki
+) -> None:
+    # A certificate that lives one hour and has three minutes left: 10% of
+    # its lifetime is six minutes, so it is CRITICAL (not rounded to 0 days).
+    leaf = pki.make_leaf(ca.intermediate, days_before=57 / 1440, days_after=3 / 1440)
+    cluster = own_server([leaf, ca.intermediate], leaf)
+    result = check(cluster, ca, "--servername", "db.test", "-w", "20%", "-c", "10%")
+    assert result.returncode == 2, result.stdout
+    assert result.status_line.startswith("PG_TLS CRITICAL - 127.0.0.1(db.test):")
+    assert result.perfdata["days_left"].split(";")[1:] == ["0.0083:", "0.0042:"]

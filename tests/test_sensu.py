@@ -167,13 +167,15 @@ def test_every_token_has_a_default_and_renders_shell_safe() -> None:
         )
 
 
-def _run(rendered: str) -> subprocess.CompletedProcess[str]:
+def _run(rendered: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     # Run as a shell would (the agent uses sh -c); shlex.split is that
     # shell's word splitting, and the rendered command holds nothing else.
     assert not SHELL_SPECIAL.search(rendered), rendered
     argv = shlex.split(rendered)
     assert argv[0] == PLUGIN_PATH
-    return subprocess.run([*plugin_argv(), *argv[1:]], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*prefix, *plugin_argv(), *argv[1:]], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize(
@@ -215,12 +217,15 @@ def test_command_output_is_accepted_by_sensus_perfdata_parser(
 
 
 def test_command_with_only_defaults_prints_one_status_line() -> None:
-    # No labels at all: localhost:5432, whatever answers there (usually
-    # nothing: connection refused, CRITICAL). Still one Nagios status line.
-    done = _run(_render(_checks()[0]["spec"]["command"], {}))
-    assert done.returncode in (0, 1, 2, 3), done
+    # No labels at all: localhost:5432. In a network namespace of its own
+    # nothing answers there, whatever runs on this machine: CRITICAL, and
+    # still one Nagios status line with perfdata.
+    done = _run(_render(_checks()[0]["spec"]["command"], {}), prefix=("unshare", "-n"))
+    assert done.returncode == 2, done
     assert done.stderr == ""
-    assert done.stdout.startswith("PG_TLS ") and done.stdout.count("\n") == 1, done.stdout
-    assert done.stdout.count("|") <= 1
-    if "|" in done.stdout:
-        assert sensu_nagios_perfdata(done.stdout)[1] == []
+    assert done.stdout.startswith("PG_TLS CRITICAL - localhost:5432: "), done.stdout
+    assert done.stdout.count("\n") == 1, done.stdout
+    assert done.stdout.count("|") == 1
+    metrics, errors = sensu_nagios_perfdata(done.stdout)
+    assert errors == []
+    assert [label for label, _ in metrics] == ["time"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls.probe import Target
-from check_pg_tls.targets import parse_target, read_targets_file
+from check_pg_tls.targets import Line, name_problem, parse_target, read_targets_file
 
 
 @pytest.mark.parametrize(
@@ -75,4 +75,54 @@ def test_targets_print_in_spec_form(target: Target, shown: str) -> None:
 def test_targets_file(tmp_path: Path) -> None:
     path = tmp_path / "targets"
     path.write_text("# production\ndb1:5432\n\n  db2(db.example.com)  # replica\n#db3\n")
-    assert read_targets_file(str(path)) == ["db1:5432", "db2(db.example.com)"]
+    assert read_targets_file(str(path)) == [Line(2, "db1:5432"), Line(4, "db2(db.example.com)")]
+
+
+def test_a_line_that_is_not_utf8_stands_alone(tmp_path: Path) -> None:
+    path = tmp_path / "targets"
+    path.write_bytes(b"db1\nd\xffb # x\xff\r\nd\xc3\xa9.test\n")
+    assert read_targets_file(str(path)) == [
+        Line(1, "db1"),
+        Line(2, "d\udcffb", "not UTF-8"),
+        Line(3, "d\u00e9.test"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "db1",
+        "db.example.com",
+        "db.example.com.",
+        "127.0.0.1",
+        "::1",
+        "fe80::1%eth0",
+        "d\u00e9.test",
+        "a" * 63 + ".test",
+        "_pg.example",
+    ],
+)
+def test_good_names(name: str) -> None:
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a..b", "empty label in host name"),
+        (".a", "empty label in host name"),
+        ("a.", None),
+        ("a\x00b", "control character in host name"),
+        ("a\tb", "control character in host name"),
+        ("a" * 64, "host name label longer than 63 characters"),
+        # Too long once encoded; shown shortened.
+        (
+            "\u00e4" * 60,
+            "host name label '" + "\\xe4" * 16 + "\\xe...' is not a valid internationalized name",
+        ),
+        ("a\u202eb", "host name label 'a\\u202eb' is not a valid internationalized name"),
+        (".".join(["a" * 63] * 4), "host name longer than 253 characters"),
+    ],
+)
+def test_bad_names(name: str, problem: str | None) -> None:
+    assert name_problem(name) == problem

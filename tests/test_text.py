@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from check_pg_tls.text import safe
+from check_pg_tls.text import printable, safe, span
 
 LIMIT = 200
 
@@ -77,3 +77,44 @@ def test_result_is_short_printable_ascii_without_pipe(text: str) -> None:
 def test_escaping_is_reversible_when_not_capped(text: str) -> None:
     # Backslash itself is escaped, so no two texts give the same result.
     assert safe(text).encode("ascii").decode("unicode_escape") == text
+
+
+@given(st.text())
+def test_printable_leaves_safe_text_alone(text: str) -> None:
+    assert printable(safe(text)) == safe(text)
+
+
+@given(st.text())
+def test_printable_is_printable_ascii(text: str) -> None:
+    assert printable_ascii(printable(text))
+
+
+def test_printable_escapes_only_what_is_not_printable_ascii() -> None:
+    assert printable("d\u00e9.test | a\\b\x00") == "d\\xe9.test | a\\b\\x00"
+
+
+def test_bytes_kept_by_surrogateescape_show_as_bytes() -> None:
+    assert safe(b"bad\xffname".decode("utf-8", "surrogateescape")) == "bad\\xffname"
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [
+        (400.7, "400 days"),
+        (2.0, "2 days"),
+        (1.99, "47 hours"),
+        (1 / 24, "1 hour"),
+        (1 / 24 - 1e-9, "59 minutes"),
+        (2 / 1440, "2 minutes"),
+        (1 / 1440, "1 minute"),
+        (1 / 1440 - 1e-9, "less than a minute"),
+        (0.0, "less than a minute"),
+    ],
+)
+def test_span_says_the_largest_whole_unit(days: float, text: str) -> None:
+    assert span(days) == text
+
+
+@given(st.floats(min_value=0, max_value=1e6))
+def test_span_never_says_zero(days: float) -> None:
+    assert not span(days).startswith("0 ")

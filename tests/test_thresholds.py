@@ -71,3 +71,18 @@ def test_share_bounds_are_accepted(text: str) -> None:
 def test_invalid_threshold_is_a_value_error_for_the_user(text: str) -> None:
     with pytest.raises(ValueError, match=r"^invalid threshold"):
         parse_threshold(text)
+
+
+def test_share_of_a_short_lifetime_keeps_its_precision() -> None:
+    # One hour: 10% is six minutes, not "0.00 days".
+    hour = 1 / 24
+    assert parse_threshold("10%").resolve(hour).start == hour * 10 / 100
+    assert alerts("10%", 0.004, lifetime_days=hour)
+    assert not alerts("10%", 0.0042, lifetime_days=hour)
+
+
+@pytest.mark.parametrize("lifetime", [1e-6, 1 / 1440, 1 / 24, 47, 90, 397, 2_930_000])
+@pytest.mark.parametrize("percent", [0.5, 10, 33, 99.99])
+def test_share_is_exact(lifetime: float, percent: float) -> None:
+    bound = lifetime * percent / 100
+    assert parse_threshold(f"{percent}%").resolve(lifetime).start == bound

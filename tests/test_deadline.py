@@ -1,0 +1,78 @@
+"""-t is the whole run as the monitoring system sees it: one line, an exit code 0-3, in time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.faults import FaultServer, silent
+
+from .conftest import plugin_argv
+
+# What a monitoring system adds around the plugin's own run: fork, exec and
+# reaping the child. The plugin counts -t from the start of its process.
+MARGIN = 0.05
+
+
+@pytest.fixture
+def mute() -> Iterator[FaultServer]:
+    with FaultServer(silent()) as server:
+        yield server
+
+
+def _timed(*argv: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.monotonic()
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    return time.monotonic() - started, done
+
+
+@pytest.mark.parametrize("seconds", ["0.5", "1"])
+def test_silent_server_run_ends_within_t(mute: FaultServer, seconds: str) -> None:
+    took, done = _timed(*plugin_argv(), "-H", "127.0.0.1", "-p", str(mute.port), "-t", seconds)
+    assert done.returncode == 2, done.stdout
+    assert done.stdout.count("\n") == 1, done.stdout
+    assert done.stdout.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1:{mute.port}: server accepted the connection "
+        f"but did not answer the SSLRequest within {seconds} seconds | time="
+    )
+    assert took < float(seconds) + MARGIN, took
+
+
+def test_tiny_timeout_exits_two_every_time(mute: FaultServer) -> None:
+    # The alarm that guards the run once killed the process (exit 142)
+    # after it had printed its result.
+    runs = [
+        _timed(*plugin_argv(), "-H", "127.0.0.1", "-p", str(mute.port), "-t", t)[1]
+        for t in ("0.2", "0.3") * 5
+    ]
+    assert [r.returncode for r in runs] == [2] * 10, [r.stdout for r in runs]
+    assert all(r.stdout.count("\n") == 1 for r in runs), [r.stdout for r in runs]
+
+
+def test_no_alarm_outlives_the_result(mute: FaultServer) -> None:
+    # Whatever the process does after the plugin's main() returned (here:
+    # waiting past -t), nothing of the plugin may print or exit any more.
+    code = (
+        "import sys, time\n"
+        "from check_pg_tls.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "time.sleep(0.5)\n"
+        "print('still here')\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(mute.port), "-t", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stdout
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[1] == "still here", done.stdout
+    assert lines[0].startswith("PG_TLS CRITICAL - "), done.stdout
