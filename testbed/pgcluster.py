@@ -13,16 +13,18 @@ next one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +41,7 @@ __all__ = [
     "free_port",
     "lost_port",
     "port_taken",
+    "served_leaf",
     "spawn_as",
 ]
 
@@ -285,8 +288,12 @@ class Cluster(ServerProcess):
             (c.cert if isinstance(c, Issued) else c).public_bytes(serialization.Encoding.PEM)
             for c in chain
         )
-        self._write_private("server.crt", pem)
-        self._write_private("server.key", key.key_pem)
+        self.install_pem(pem, key.key_pem)
+
+    def install_pem(self, chain_pem: bytes, key_pem: bytes) -> None:
+        """Certificate file (leaf first) and key file as PEM, taken as they are."""
+        self._write_private("server.crt", chain_pem)
+        self._write_private("server.key", key_pem)
 
     def _write_private(self, name: str, data: bytes) -> None:
         # Written next to the old file and renamed over it, as certbot does.
@@ -367,6 +374,30 @@ class Cluster(ServerProcess):
     def reload(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGHUP)
+
+    def wait_served(
+        self, accept: Callable[[bytes | ssl.SSLError], bool], timeout: float = 10
+    ) -> None:
+        """Poll until the server presents what ``accept`` wants (after a reload, say).
+
+        ``accept`` gets the leaf (DER) of a handshake without verification, or
+        the TLS error that ended it. A reload with a certificate the server
+        cannot load keeps the old one: the deadline then fails with the log.
+        """
+        end = time.monotonic() + timeout
+        seen: bytes | OSError | None = None
+        while time.monotonic() < end:
+            try:
+                seen = served_leaf(self.port)
+            except OSError as exc:  # ssl.SSLError included
+                seen = exc
+            if isinstance(seen, bytes | ssl.SSLError) and accept(seen):
+                return
+            time.sleep(0.002)
+        shown = f"a certificate {seen[:32].hex()}..." if isinstance(seen, bytes) else repr(seen)
+        raise TimeoutError(
+            f"server on port {self.port} still presents {shown} after {timeout} s:\n{self.log()}"
+        )
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -451,3 +482,28 @@ def weak_openssl_conf(workspace: Workspace) -> dict[str, str]:
         path.write_text(_WEAK_OPENSSL_CONF)
         os.chmod(path, 0o644)
     return {"OPENSSL_CONF": str(path)}
+
+
+def served_leaf(port: int, host: str = "127.0.0.1", timeout: float = 2) -> bytes:
+    """The leaf certificate (DER) a PostgreSQL server presents, unverified.
+
+    Raises ssl.SSLError when the handshake fails, OSError when the server
+    does not answer or does not offer TLS.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # Weak test certificates must still be seen.
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest
+        if sock.recv(1) != b"S":
+            raise ConnectionRefusedError("server does not offer TLS")
+        with context.wrap_socket(sock) as tls:
+            leaf = tls.getpeercert(binary_form=True)
+            with contextlib.suppress(OSError, ValueError):
+                tls.unwrap()
+    if not leaf:
+        raise ssl.SSLError("no certificate presented")
+    return leaf

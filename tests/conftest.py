@@ -178,6 +178,26 @@ def psql_connects(
 
     ``extra``: more conninfo settings; ``env``: more environment variables.
     """
+    return psql_attempt(cluster, home, host, sslmode, sslrootcert, extra, env).connected
+
+
+@dataclass(frozen=True)
+class PsqlAttempt:
+    connected: bool
+    #: What psql printed on failure (libpq's reason), else "".
+    error: str
+
+
+def psql_attempt(
+    cluster: Cluster,
+    home: Path,
+    host: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> PsqlAttempt:
+    """psql connects with ``host`` as the name to verify and 127.0.0.1 as the address."""
     conninfo = [
         f"host={host}",
         "hostaddr=127.0.0.1",
@@ -199,4 +219,5 @@ def psql_connects(
         env=env,
         stdin=subprocess.DEVNULL,
     )
-    return done.returncode == 0 and done.stdout.strip() == "1"
+    connected = done.returncode == 0 and done.stdout.strip() == "1"
+    return PsqlAttempt(connected, "" if connected else done.stderr.strip())
