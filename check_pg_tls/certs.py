@@ -10,11 +10,11 @@ costs the verdict.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from .names import DNS_NAME, IP_ADDRESS, CertNames, read_names
 from .text import safe
@@ -26,17 +26,23 @@ class CertFacts(NamedTuple):
     """What the verdict and the output need to know about one certificate."""
 
     der: bytes
-    #: cryptography's view, for the details only it offers (keys, algorithms).
-    certificate: x509.Certificate
+    #: cryptography's view, for the details only it offers (keys, algorithms);
+    #: None for a certificate it refuses to parse, which OpenSSL may still
+    #: accept (an odd version, a BER-encoded boolean).
+    certificate: x509.Certificate | None
     not_before: dt.datetime
     not_after: dt.datetime
     #: The names as libpq reads them.
     names: CertNames
+    #: Subject and issuer as text, when cryptography could not read them.
+    fallback_names: tuple[str, str] = ("<unknown>", "<unknown>")
 
     # Text for people, made only when some output asks: a fleet run judges
     # thousands of certificates and prints few of their names.
     @property
     def subject(self) -> str:
+        if self.certificate is None:
+            return self.fallback_names[0]
         try:
             return describe_name(self.certificate.subject)
         except ValueError:
@@ -44,6 +50,8 @@ class CertFacts(NamedTuple):
 
     @property
     def issuer(self) -> str:
+        if self.certificate is None:
+            return self.fallback_names[1]
         try:
             return describe_name(self.certificate.issuer)
         except ValueError:
@@ -51,11 +59,11 @@ class CertFacts(NamedTuple):
 
     @property
     def serial(self) -> str:
-        return format(self.certificate.serial_number, "x")
+        return format(self.certificate.serial_number, "x") if self.certificate else "unknown"
 
     @property
     def sha256(self) -> str:
-        return self.certificate.fingerprint(hashes.SHA256()).hex()
+        return hashlib.sha256(self.der).hexdigest()
 
     @property
     def lifetime_days(self) -> float:
@@ -101,9 +109,49 @@ def facts_from_der(der: bytes) -> CertFacts:
     """Facts about one DER certificate.
 
     Raises:
-        ValueError: it does not parse at all.
+        ValueError: neither cryptography nor OpenSSL can parse it.
     """
-    return facts(x509.load_der_x509_certificate(der), der)
+    try:
+        return facts(x509.load_der_x509_certificate(der), der)
+    except (ValueError, x509.InvalidVersion):
+        return _facts_from_openssl(der)
+
+
+def _facts_from_openssl(der: bytes) -> CertFacts:
+    # OpenSSL verified this certificate in the handshake; what cryptography
+    # refuses to describe is still dated and named, so the verdict stands.
+    from OpenSSL import crypto
+
+    try:
+        cert = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+        not_before, not_after = cert.get_notBefore(), cert.get_notAfter()
+    except crypto.Error:
+        raise ValueError("certificate does not parse") from None
+    if not_before is None or not_after is None:
+        raise ValueError("certificate has no validity")
+    return CertFacts(
+        der=der,
+        certificate=None,
+        not_before=_asn1_time(not_before),
+        not_after=_asn1_time(not_after),
+        names=read_names(der),
+        fallback_names=(_openssl_name(cert.get_subject()), _openssl_name(cert.get_issuer())),
+    )
+
+
+def _asn1_time(value: bytes) -> dt.datetime:
+    return dt.datetime.strptime(value.decode("ascii"), "%Y%m%d%H%M%SZ").replace(
+        tzinfo=dt.timezone.utc
+    )
+
+
+def _openssl_name(name: object) -> str:
+    components: list[tuple[bytes, bytes]] = getattr(name, "get_components", lambda: [])()
+    text = ",".join(
+        f"{key.decode('ascii', 'replace')}={value.decode('utf-8', 'replace')}"
+        for key, value in reversed(components)
+    )
+    return safe(text) or "<empty name>"
 
 
 def facts(cert: x509.Certificate, der: bytes | None = None) -> CertFacts:

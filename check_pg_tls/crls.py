@@ -93,12 +93,16 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     verifies the signature is the issuer.
     """
     days = crl.days_left(now)
-    candidates = [c for c in issuers if c.certificate.subject == crl.crl.issuer]
+    candidates = [
+        c.certificate
+        for c in issuers
+        if c.certificate is not None and c.certificate.subject == crl.crl.issuer
+    ]
     if not candidates:
         # A CRL of a CA this server's chain does not use: its signature
         # cannot be checked here, and it concerns other servers.
         return CrlStatus(crl, days, _staleness(crl, days, now), signature_checked=False)
-    if not any(_signed_by(crl.crl, c.certificate) for c in candidates):
+    if not any(_signed_by(crl.crl, c) for c in candidates):
         return CrlStatus(
             crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}"
         )

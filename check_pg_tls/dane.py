@@ -313,16 +313,22 @@ def judge_dane(
     if answer is None:
         why = unusable_name(name) or "no lookup"
         return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
+    presented = tuple(cert.certificate for cert in verdict.chain if cert.certificate is not None)
+    if len(presented) != len(verdict.chain):
+        why = "a presented certificate cannot be parsed"
+        return (Finding("dane", f"cannot check DANE: {why}", "unparsed", "unknown"),)
     trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
     pkix_path = None
     if trusted:
         # The validated path holds the root from the trust store, which the
         # server does not send: parse what the chain does not already have.
         parsed = {cert.der: cert.certificate for cert in verdict.chain}
-        pkix_path = tuple(
-            parsed.get(der) or x509.load_der_x509_certificate(der) for der in verdict.path
-        )
-    presented = tuple(cert.certificate for cert in verdict.chain)
+        try:
+            pkix_path = tuple(
+                parsed.get(der) or x509.load_der_x509_certificate(der) for der in verdict.path
+            )
+        except ValueError:
+            pkix_path = None
     return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)
 
 

@@ -174,6 +174,8 @@ def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Findin
 
 def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:
     try:
+        if leaf.certificate is None:
+            raise ValueError("unparsed")
         key = leaf.certificate.public_key()
     except (ValueError, UnsupportedAlgorithm):
         return Finding("key_strength", None, "key of a type the check does not know")
@@ -203,7 +205,7 @@ def signature_finding(
     """SHA-1 or MD5 signatures on the leaf or an intermediate (a root's own does not matter)."""
     for index in indexes:
         cert = chain[index].certificate
-        if index > 0 and cert.issuer == cert.subject:
+        if cert is None or (index > 0 and cert.issuer == cert.subject):
             continue
         try:
             algorithm = cert.signature_hash_algorithm
@@ -290,8 +292,12 @@ def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
         # only --key-file needs it.
         from cryptography.hazmat.primitives import serialization
 
-        served_key = served.certificate.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        served_key = (
+            served.certificate.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            if served.certificate is not None
+            else None
         )
         if served_key != key.public_key:
             findings.append(

@@ -48,12 +48,16 @@ def revocation_finding(
     revoked: list[str] = []
     unknown: list[str] = []
     checked: list[str] = []
-    for index, cert in enumerate(path):
-        if index > 0 and index == len(path) - 1 and _self_issued(cert.certificate):
+    for index, facts in enumerate(path):
+        cert = facts.certificate
+        who = _who(index, facts)
+        if cert is None:
+            unknown.append(f"{who} cannot be parsed to find its CRL")
+            continue
+        if index > 0 and index == len(path) - 1 and _self_issued(cert):
             break  # the trusted root: nobody above it publishes a CRL for it
         issuer = path[index + 1].certificate if index + 1 < len(path) else None
-        who = _who(index, cert)
-        urls = [u for u in distribution_points(cert.certificate) if u.lower().startswith("http")]
+        urls = [u for u in distribution_points(cert) if u.lower().startswith("http")]
         if not urls:
             if index == 0:
                 unknown.append("certificate names no CRL distribution point (http)")
@@ -68,7 +72,7 @@ def revocation_finding(
             if crl is None:
                 outcome = f"{url} does not hold a CRL (for {who})"
                 continue
-            judged = check_fetched(cert.certificate, issuer, crl, url, now)
+            judged = check_fetched(cert, issuer, crl, url, now)
             if judged.problem is not None:
                 outcome = f"{judged.problem} (for {who})"
                 continue

@@ -153,6 +153,13 @@ def _word(
                 f"chain does not reach a trusted root: the server sends no intermediate "
                 f"certificate (issuer {issuer}); add it to ssl_cert_file"
             )
+        if cert is not None and any(
+            other.subject == issuer and other.der != error.certificate for other in presented
+        ):
+            return (
+                f"chain does not reach a trusted root: the server sends {issuer}, but it "
+                f"cannot be the issuer of {who} (key, signature or extensions do not fit)"
+            )
         return (
             f"chain does not reach a trusted root: issuer {issuer} of {who} is neither "
             f"sent by the server nor a trusted root"
@@ -220,12 +227,13 @@ _CRL_CODES = frozenset(
 def _word_crl(
     code: int, who: str, cert: CertFacts | None, crls: Sequence[CrlFacts], openssl: str
 ) -> str:
-    if cert is None:
+    if cert is None or cert.certificate is None:
         return f"{who}: {openssl}"
-    issuer = describe_name(cert.certificate.issuer)
-    crl = crl_for(cert.certificate, crls)
+    parsed = cert.certificate
+    issuer = describe_name(parsed.issuer)
+    crl = crl_for(parsed, crls)
     if code == _CERT_REVOKED:
-        revoked = revocation_of(cert.certificate, crl) if crl is not None else None
+        revoked = revocation_of(parsed, crl) if crl is not None else None
         return f"{who} {revoked or 'revoked'} (by {issuer})"
     if code == _UNABLE_TO_GET_CRL:
         return (
@@ -249,13 +257,13 @@ def _facts(der: bytes) -> CertFacts | None:
 
 def _self_issued(cert: CertFacts) -> bool:
     try:
-        return cert.certificate.subject == cert.certificate.issuer
+        return cert.certificate is not None and cert.certificate.subject == cert.certificate.issuer
     except ValueError:
         return False
 
 
 def _key(cert: CertFacts | None) -> str:
-    if cert is None:
+    if cert is None or cert.certificate is None:
         return ""
     try:
         size = getattr(cert.certificate.public_key(), "key_size", None)

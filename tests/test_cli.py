@@ -229,11 +229,14 @@ def test_non_ascii_servername_is_escaped_for_any_stdout(env: dict[str, str]) -> 
         (["-H", "db", "-p", "-5432"], "invalid port '-5432': must be 1 to 65535"),
         (["-H", "db", "--workers", "-2"], "invalid number of workers '-2': must be 1 to 256"),
         (
-            ["-H", "postgresql://h:5432/db"],
-            "invalid target 'postgresql://h:5432/db': a connection URI is not a target spec; "
-            "give host[:port]",
+            ["-H", "mysql://h:3306/db"],
+            "invalid target 'mysql://h:3306/db': only postgresql:// and postgres:// "
+            "connection URIs are read",
         ),
-        (["postgres://h/db"], "invalid target 'postgres://h/db': a connection URI is not"),
+        (
+            ["postgres://h/db?sslmode=sometimes"],
+            "invalid connection string 'postgres://h/db?sslmode=sometimes': invalid sslmode",
+        ),
     ],
     ids=[
         "t-negative",
@@ -243,8 +246,8 @@ def test_non_ascii_servername_is_escaped_for_any_stdout(env: dict[str, str]) -> 
         "ec-bits-negative",
         "port-negative",
         "workers-negative",
-        "uri-host",
-        "uri-target",
+        "uri-other-scheme",
+        "uri-bad-sslmode",
     ],
 )
 def test_bad_value_is_named(args: list[str], message: str) -> None:
