@@ -170,6 +170,19 @@ def main() -> int:
         rows = measure(single, args.runs)
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; median (min-max)")
         table(f"One check, {args.runs} runs each", rows)
+        walls = {row[0]: row[1] for row in rows}
+        # The commands took turns, so run i of each saw the same machine:
+        # the median of the paired ratios is steadier than a ratio of medians.
+        ratios = [
+            plugin_run / floor_run
+            for plugin_run, floor_run in zip(
+                walls["check_pg_tls"], walls["floor.py (same interpreter)"], strict=True
+            )
+        ]
+        print(
+            f"check_pg_tls / floor.py, wall time: median {statistics.median(ratios):.2f}x "
+            f"over {len(ratios)} interleaved pairs"
+        )
 
         if not args.no_fleet:
             rows = []
