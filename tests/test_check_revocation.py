@@ -20,7 +20,7 @@ from testbed import pki
 from testbed.crl_server import CrlServer, Route
 from testbed.pgcluster import Workspace
 
-from .conftest import Run, run_plugin
+from .conftest import Run, check_local
 
 
 @dataclass
@@ -39,17 +39,8 @@ class Lab:
             self.http.routes[path] = route if route.body else route._replace(body=self.crl())
         cluster = self.workspace.cluster([leaf, self.inter], leaf, name="revocation").start()
         try:
-            return run_plugin(
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(cluster.port),
-                "--servername",
-                "db.test",
-                "--sslrootcert",
-                str(self.root_file),
-                "--check-revocation",
-                *args,
+            return check_local(
+                cluster.port, self.root_file, "--check-revocation", *args, servername="db.test"
             )
         finally:
             cluster.stop()
@@ -89,16 +80,8 @@ def test_revoked_leaf_is_critical_with_date_and_reason(lab: Lab) -> None:
     lab.http.routes[path] = Route(lab.crl(leaf))
     cluster = lab.workspace.cluster([leaf, lab.inter], leaf, name="revoked").start()
     try:
-        result = run_plugin(
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(cluster.port),
-            "--servername",
-            "db.test",
-            "--sslrootcert",
-            str(lab.root_file),
-            "--check-revocation",
+        result = check_local(
+            cluster.port, lab.root_file, "--check-revocation", servername="db.test"
         )
     finally:
         cluster.stop()

@@ -22,7 +22,7 @@ from testbed import pki
 from testbed.pgbouncer import PgBouncer
 from testbed.pgcluster import Cluster, Workspace
 
-from .conftest import Pki, Run, psql_connects, run_plugin
+from .conftest import Pki, Run, check_local, psql_connects, run_plugin
 
 
 @dataclass
@@ -94,17 +94,7 @@ def bouncers(
 
 
 def check(bouncer: PgBouncer, ca: Pki, *args: str) -> Run:
-    return run_plugin(
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(bouncer.port),
-        "--servername",
-        "db.test",
-        "--sslrootcert",
-        str(ca.root_file),
-        *args,
-    )
+    return check_local(bouncer.port, ca.root_file, *args, servername="db.test")
 
 
 def with_cert(client: Client) -> tuple[str, ...]:
@@ -193,17 +183,7 @@ def test_server_that_asks_but_does_not_require_costs_little(
     ).start()
     try:
         started = time.monotonic()
-        result = run_plugin(
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(cluster.port),
-            "--servername",
-            "db.test",
-            "--sslrootcert",
-            str(ca.root_file),
-            "-v",
-        )
+        result = check_local(cluster.port, ca.root_file, "-v", servername="db.test")
         elapsed = time.monotonic() - started
     finally:
         cluster.stop()

@@ -19,7 +19,7 @@ from cryptography import x509
 from testbed import pki
 from testbed.pgcluster import Cluster, Workspace
 
-from .conftest import Run, psql_connects, run_plugin
+from .conftest import Run, check_local, psql_connects, run_plugin
 
 
 @dataclass
@@ -79,17 +79,7 @@ def fresh_crls(lab: Lab) -> list[x509.CertificateRevocationList]:
 
 
 def plugin(lab: Lab, cluster: Cluster, *args: str) -> Run:
-    return run_plugin(
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(cluster.port),
-        "--servername",
-        "db.test",
-        "--sslrootcert",
-        str(lab.root_file),
-        *args,
-    )
+    return check_local(cluster.port, lab.root_file, *args, servername="db.test")
 
 
 def agree(lab: Lab, home: Path, cluster: Cluster, keyword: str, path: Path) -> tuple[bool, Run]:
