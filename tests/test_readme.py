@@ -27,9 +27,9 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 def _section(title: str) -> str:
     text = README.read_text()
     start = text.index(f"\n{title}\n{'-' * len(title)}\n")
-    end = re.search(r"\n[^\n]+\n-{3,}\n", text[start + len(title) + 3 :])
-    assert end is not None
-    return text[start : start + len(title) + 3 + end.start()]
+    body = text[start + len(title) + 3 :]
+    end = re.search(r"\n[^\n]+\n-{3,}\n", body)
+    return text[start : start + len(title) + 3 + (end.start() if end else len(body))]
 
 
 def _long_options() -> set[str]:
@@ -83,3 +83,12 @@ def test_readme_is_valid_restructuredtext() -> None:
         if node["level"] >= docutils.utils.Reporter.WARNING_LEVEL
     ]
     assert problems == []
+
+
+def test_every_module_is_in_the_layout() -> None:
+    package = README.parent / "check_pg_tls"
+    modules = {p.name for p in package.glob("*.py")} - {"__init__.py", "__main__.py"}
+    layout = _section("Development")
+    listed = set(re.findall(r"^      ([a-z_]+\.py) ", layout, flags=re.MULTILINE))
+    assert modules - listed == set(), "modules missing from README's layout"
+    assert listed - modules == set(), "README lists modules that do not exist"
