@@ -92,3 +92,13 @@ def test_every_module_is_in_the_layout() -> None:
     listed = set(re.findall(r"^      ([a-z_]+\.py) ", layout, flags=re.MULTILINE))
     assert modules - listed == set(), "modules missing from README's layout"
     assert listed - modules == set(), "README lists modules that do not exist"
+
+
+def test_debian_packages_listed_are_those_setup_env_installs() -> None:
+    script = (README.parent / "scripts" / "setup-env").read_text()
+    installed = set(re.findall(r"need_debs\+=\(([a-z0-9.-]+)\)", script))
+    section = _section("Try it: two commands")
+    listed = set(
+        re.findall(r"``([a-z0-9][a-z0-9.-]+)``", section[section.index("Debian packages") :])
+    )
+    assert installed and installed <= listed, installed - listed
