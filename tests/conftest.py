@@ -210,13 +210,17 @@ def psql_attempt(
     # libpq reads a root file only if it exists; a missing one means "no roots".
     conninfo.append(f"sslrootcert={sslrootcert or home / 'no-such-root.crt'}")
     conninfo += extra
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **(env or {})}
+    return psql_with(" ".join(conninfo), home, env)
+
+
+def psql_with(conninfo: str, home: Path, env: dict[str, str] | None = None) -> PsqlAttempt:
+    """psql with exactly this connection string (keywords or a URI), HOME set to ``home``."""
     done = subprocess.run(
-        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", " ".join(conninfo)],
+        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", conninfo],
         capture_output=True,
         text=True,
         timeout=30,
-        env=env,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **(env or {})},
         stdin=subprocess.DEVNULL,
     )
     connected = done.returncode == 0 and done.stdout.strip() == "1"

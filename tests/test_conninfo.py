@@ -6,9 +6,6 @@ psql, given the very same string, as the oracle.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 from check_pg_tls.conninfo import ConnSpec, parse_conninfo
 from testbed.pgcluster import Cluster
 
-from .conftest import Pki, run_plugin
+from .conftest import Pki, psql_with, run_plugin
 
 # --- the parser ---------------------------------------------------------------
 
@@ -73,19 +70,6 @@ def test_bad_connection_strings_say_why(text: str, message: str) -> None:
 # --- against a real server, psql given the same string ------------------------
 
 
-def psql_with(conninfo: str, home: Path) -> bool:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
-    done = subprocess.run(
-        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", conninfo],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    return done.returncode == 0 and done.stdout.strip() == "1"
-
-
 @pytest.mark.parametrize(
     ("scenario", "template", "accepted"),
     [
@@ -128,7 +112,7 @@ def test_connection_string_agrees_with_psql(
     accepted: bool,
 ) -> None:
     conninfo = template.format(port=server(scenario).port, root=ca.root_file)
-    assert psql_with(conninfo, psql_home) is accepted  # the oracle, pinned first
+    assert psql_with(conninfo, psql_home).connected is accepted  # the oracle, pinned first
     result = run_plugin(conninfo)
     assert result.returncode == (0 if accepted else 2), result.stdout
 
