@@ -27,6 +27,7 @@ class Lab:
     root: pki.Issued
     inter: pki.Issued
     bad_inter: pki.Issued
+    revoked_leaf_cert: pki.Issued
     good: Cluster
     revoked_leaf: Cluster
     revoked_inter: Cluster
@@ -58,11 +59,11 @@ def lab(workspace: Workspace) -> Iterator[Lab]:
         root,
         inter,
         bad_inter,
+        revoked,
         *clusters,
         dir=folder,
         root_file=pki.write_pem(folder / "root.crt", root),
     )
-    made.revoked_leaf_cert = revoked  # type: ignore[attr-defined]
     yield made
     for cluster in clusters:
         cluster.stop()
@@ -70,7 +71,7 @@ def lab(workspace: Workspace) -> Iterator[Lab]:
 
 def fresh_crls(lab: Lab) -> list[x509.CertificateRevocationList]:
     """A current CRL from every CA: the root revokes one intermediate, the intermediate a leaf."""
-    revoked_leaf = lab.revoked_leaf_cert  # type: ignore[attr-defined]
+    revoked_leaf = lab.revoked_leaf_cert
     return [
         pki.make_crl(lab.root, [(lab.bad_inter, x509.ReasonFlags.ca_compromise)]),
         pki.make_crl(lab.inter, [(revoked_leaf, x509.ReasonFlags.key_compromise)]),
