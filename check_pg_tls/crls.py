@@ -1,35 +1,43 @@
 """Certificate revocation lists: the facts and the judgements, no I/O.
 
 OpenSSL decides revocation for ``--sslcrl``/``--sslcrldir`` in the handshake,
-as libpq does; this module supplies what the wording needs (when a
-certificate was revoked and why, when a CRL expired) and what OpenSSL does
-not look at until it is too late: how long each CRL has left before every
-client with ``sslcrl`` (and every certificate login to a server with
-``ssl_crl_file``) stops working.
+as libpq does, and for ``--check-revocation`` (:mod:`.crl_verify`); this
+module supplies what the wording needs (when a certificate was revoked and
+why, when a CRL expired, where a certificate says its CRL is) and what
+OpenSSL does not look at until it is too late: how long each CRL has left
+before every client with ``sslcrl`` (and every certificate login to a
+server with ``ssl_crl_file``) stops working.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from .certs import CertFacts, describe_name
+from .der import children, extensions, parse
 
 __all__ = [
     "CrlFacts",
     "CrlStatus",
-    "Revocation",
-    "check_fetched",
+    "crl_extension",
     "crl_for",
     "distribution_points",
     "judge_crl",
     "parse_crl",
+    "revocation_entry",
     "revocation_of",
+    "unusable_kind",
 ]
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+#: 2.5.29.31, cRLDistributionPoints, as the content bytes of its OID.
+_OID_CRL_DISTRIBUTION_POINTS = bytes.fromhex("551d1f")
 
 
 class CrlFacts(NamedTuple):
@@ -65,16 +73,20 @@ class CrlStatus(NamedTuple):
 
 
 def crl_for(cert: x509.Certificate, crls: Iterable[CrlFacts]) -> CrlFacts | None:
-    """The CRL issued by ``cert``'s issuer, if one is loaded (the freshest one)."""
+    """The CRL issued by ``cert``'s issuer, if one is loaded (the freshest one).
+
+    One OpenSSL may use comes first: a delta CRL, say, only when there is
+    no other.
+    """
     matching = [c for c in crls if c.crl.issuer == cert.issuer]
     if not matching:
         return None
-    return max(matching, key=lambda c: c.crl.last_update_utc)
+    return max(matching, key=lambda c: (unusable_kind(c.crl) is None, c.crl.last_update_utc))
 
 
-def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
-    """``revoked on 2026-11-29 (key compromise)``, or None when not listed."""
-    entry = crl.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+def revocation_entry(serial: int, crl: x509.CertificateRevocationList) -> str | None:
+    """``revoked on 2026-11-29 (key compromise)``, or None when ``serial`` is not listed."""
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
     if entry is None:
         return None
     when = f"{entry.revocation_date_utc:%Y-%m-%d}"
@@ -83,6 +95,11 @@ def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
     except (x509.ExtensionNotFound, ValueError):
         return f"revoked on {when}"
     return f"revoked on {when} ({reason.name.replace('_', ' ')})"
+
+
+def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
+    """``revoked on 2026-11-29 (key compromise)``, or None when not listed."""
+    return revocation_entry(cert.serial_number, crl.crl)
 
 
 def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> CrlStatus:
@@ -129,18 +146,57 @@ def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
         return False
 
 
-def distribution_points(cert: x509.Certificate) -> tuple[str, ...]:
-    """The URIs of the certificate's CRL Distribution Points, in order."""
+def crl_extension(crl: x509.CertificateRevocationList, kind: type[_E]) -> _E | None:
+    """The value of one of the CRL's extensions; None if absent or unreadable."""
     try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        return crl.extensions.get_extension_for_class(kind).value
     except (x509.ExtensionNotFound, ValueError):
-        return ()
-    return tuple(
-        name.value
-        for point in points
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-    )
+        return None
+
+
+def unusable_kind(crl: x509.CertificateRevocationList) -> str | None:
+    """What makes a CRL one OpenSSL never uses for libpq, or None.
+
+    libpq asks OpenSSL for no extended CRL support and no delta CRLs: a
+    CRL limited to some reasons, an indirect CRL and a delta CRL are never
+    taken for a certificate's CRL.
+    """
+    if crl_extension(crl, x509.DeltaCRLIndicator) is not None:
+        return "a delta CRL"
+    point = crl_extension(crl, x509.IssuingDistributionPoint)
+    if point is not None and point.only_some_reasons:
+        return "a CRL of some revocation reasons only"
+    if point is not None and point.indirect_crl:
+        return "an indirect CRL"
+    return None
+
+
+def distribution_points(certificate: bytes) -> tuple[str, ...]:
+    """The URIs of a certificate's CRL Distribution Points (DER in), in order.
+
+    Read from the certificate's own bytes: cryptography refuses a whole
+    extension over one entry it cannot decode. Each URI's bytes become one
+    character each (latin-1), so that nothing is lost before the URL is
+    checked and, if shown, escaped.
+
+    Raises:
+        ValueError: the certificate or the extension is not well-formed DER.
+    """
+    for oid, _critical, value in extensions(certificate):
+        if oid != _OID_CRL_DISTRIBUTION_POINTS:
+            continue
+        uris = []
+        # DistributionPoint ::= SEQUENCE { distributionPoint [0] { fullName [0] GeneralNames } ... }
+        for point in children(parse(value)):
+            for field in children(point):
+                if field.tag != 0xA0:
+                    continue
+                for name in children(field):
+                    if name.tag != 0xA0:
+                        continue
+                    uris += [n.content.decode("latin-1") for n in children(name) if n.tag == 0x86]
+        return tuple(uris)
+    return ()
 
 
 def parse_crl(body: bytes) -> x509.CertificateRevocationList | None:
@@ -151,44 +207,3 @@ def parse_crl(body: bytes) -> x509.CertificateRevocationList | None:
         return x509.load_der_x509_crl(body)
     except ValueError:
         return None
-
-
-class Revocation(NamedTuple):
-    """One certificate checked against the CRL at one URL."""
-
-    #: ``revoked on DATE (reason)`` when listed.
-    revoked: str | None
-    #: Why the CRL cannot be relied on (stale, forged, another shard); None when usable.
-    problem: str | None
-
-
-def check_fetched(
-    cert: x509.Certificate,
-    issuer: x509.Certificate | None,
-    crl: x509.CertificateRevocationList,
-    url: str,
-    now: dt.datetime,
-) -> Revocation:
-    """Judge a certificate against a CRL fetched from its distribution point.
-
-    A CRL is only believed when its issuer's key signed it, it is current,
-    and (for a partitioned CRL) its Issuing Distribution Point names the URL
-    it came from; only then does a listed serial mean "revoked".
-    """
-    facts = CrlFacts(crl, url)
-    if issuer is None or crl.issuer != cert.issuer:
-        return Revocation(None, f"CRL at {url} is not issued by {describe_name(cert.issuer)}")
-    if not _signed_by(crl, issuer):
-        return Revocation(None, f"CRL at {url} is not signed by {describe_name(cert.issuer)}")
-    stale = _staleness(facts, facts.days_left(now), now)
-    if stale is not None:
-        return Revocation(None, stale)
-    try:
-        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
-    except (x509.ExtensionNotFound, ValueError):
-        point = None
-    if point is not None and point.full_name is not None:
-        names = [n.value for n in point.full_name if isinstance(n, x509.UniformResourceIdentifier)]
-        if url not in names:
-            return Revocation(None, f"CRL at {url} covers another distribution point")
-    return Revocation(revocation_of(cert, facts), None)

@@ -145,10 +145,11 @@ class CertificateResource(nagiosplugin.Resource):
         if self.revocation is not None:
             from .revocation import revocation_finding
 
+            # Only a verified path: a URL an unverified certificate names is never fetched.
             self.findings += (
                 revocation_finding(
-                    self.verdict.chain,
-                    self.verdict.path or self.observation.verified_chain,
+                    self.verdict.path,
+                    self.policy.verifies_chain,
                     self.revocation.fetcher,
                     started + self.timeout * 0.9,
                     self.checked_at,
