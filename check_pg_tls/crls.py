@@ -4,15 +4,19 @@ OpenSSL decides revocation for ``--sslcrl``/``--sslcrldir`` in the handshake,
 as libpq does, and for ``--check-revocation`` (:mod:`.crl_verify`); this
 module supplies what the wording needs (when a certificate was revoked and
 why, when a CRL expired, where a certificate says its CRL is) and what
-OpenSSL does not look at until it is too late: how long each CRL has left
-before every client with ``sslcrl`` (and every certificate login to a
-server with ``ssl_crl_file``) stops working.
+OpenSSL does not look at until it is too late: how long each CRL it uses
+has left before every client with ``sslcrl`` (and every certificate login
+to a server with ``ssl_crl_file``) stops working.
+
+Of several CRLs of one issuer and scope, OpenSSL uses one: a current one
+before a stale one, then the one issued last. A superseded CRL beside it
+is history, not a problem: :func:`judge_crls` says so as information.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
 from cryptography import x509
@@ -28,6 +32,7 @@ __all__ = [
     "crl_for",
     "distribution_points",
     "judge_crl",
+    "judge_crls",
     "parse_crl",
     "revocation_entry",
     "revocation_of",
@@ -45,6 +50,9 @@ class CrlFacts(NamedTuple):
 
     crl: x509.CertificateRevocationList
     source: str
+    #: Given with ``--audit-crl``: a server's ``ssl_crl_file``, which concerns
+    #: client certificates of any CA, not this server's chain.
+    audited: bool = False
 
     @property
     def issuer(self) -> str:
@@ -59,17 +67,30 @@ class CrlFacts(NamedTuple):
             return None
         return (self.next_update - now).total_seconds() / 86400
 
+    def current(self, now: dt.datetime) -> bool:
+        """Whether OpenSSL takes it as current at ``now`` (no nextUpdate: for ever)."""
+        if now < self.crl.last_update_utc:
+            return False
+        return self.next_update is None or now <= self.next_update
+
 
 class CrlStatus(NamedTuple):
     """A CRL judged: its days left (None without nextUpdate) and what is wrong."""
 
     crl: CrlFacts
     days_left: float | None
-    #: Why clients cannot use it (stale, forged, no nextUpdate): None when usable.
+    #: Why clients cannot use it (stale, forged): None when usable, and for a
+    #: CRL OpenSSL does not use.
     problem: str | None
     #: Whether its signature was checked against its issuer's key (the issuer
     #: may be neither a trusted root nor in this server's chain).
     signature_checked: bool = True
+    #: Whether OpenSSL uses it: the one it picks of its issuer and scope (of
+    #: an issuer in this server's chain, for sslcrl and sslcrldir).
+    in_use: bool = True
+    #: Information, never a problem: why OpenSSL does not use it, or what is
+    #: odd about one it uses (no nextUpdate).
+    note: str | None = None
 
 
 def crl_for(cert: x509.Certificate, crls: Iterable[CrlFacts]) -> CrlFacts | None:
@@ -110,6 +131,9 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     verifies the signature is the issuer.
     """
     days = crl.days_left(now)
+    note = None
+    if crl.next_update is None:
+        note = f"CRL of {crl.issuer} ({crl.source}) has no nextUpdate: OpenSSL takes it as current"
     candidates = [
         c.certificate
         for c in issuers
@@ -118,17 +142,83 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     if not candidates:
         # A CRL of a CA this server's chain does not use: its signature
         # cannot be checked here, and it concerns other servers.
-        return CrlStatus(crl, days, _staleness(crl, days, now), signature_checked=False)
+        problem = _staleness(crl, days, now)
+        return CrlStatus(crl, days, problem, signature_checked=False, note=note)
     if not any(_signed_by(crl.crl, c) for c in candidates):
         return CrlStatus(
             crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}"
         )
-    return CrlStatus(crl, days, _staleness(crl, days, now))
+    return CrlStatus(crl, days, _staleness(crl, days, now), note=note)
+
+
+def judge_crls(
+    crls: Sequence[CrlFacts],
+    issuers: Sequence[CertFacts],
+    concerns: Callable[[CrlFacts], bool],
+    now: dt.datetime,
+) -> tuple[CrlStatus, ...]:
+    """Judge every CRL; only those OpenSSL uses can be a problem.
+
+    Of the CRLs of one issuer, key and scope (Issuing Distribution Point)
+    given together, OpenSSL uses one: a current one before one that is not,
+    then the one issued last. OpenSSL uses no delta CRL here (libpq asks
+    for none). ``concerns`` says whether a CRL's issuer matters at all (an
+    issuer of this server's chain, for the CRLs the client loads). The rest
+    are information. In use first, the soonest to expire first.
+    """
+    chosen: dict[tuple[bool, object], CrlFacts] = {}
+    for crl in crls:
+        key = (crl.audited, _scope(crl.crl))
+        best = chosen.get(key)
+        if best is None or _rank(crl, now) > _rank(best, now):
+            chosen[key] = crl
+    judged = []
+    for crl in crls:
+        status = judge_crl(crl, issuers, now)
+        why_not = _not_used(crl, chosen[(crl.audited, _scope(crl.crl))], concerns)
+        if why_not is not None:
+            status = status._replace(problem=None, in_use=False, note=why_not)
+        judged.append(status)
+    far = float("inf")
+    return tuple(
+        sorted(
+            judged,
+            key=lambda j: (not j.in_use, far if j.days_left is None else j.days_left),
+        )
+    )
+
+
+def _scope(crl: x509.CertificateRevocationList) -> tuple[object, ...]:
+    # What OpenSSL matches a CRL to a certificate by: issuer name, the key
+    # that signed it (authority key identifier), its Issuing Distribution
+    # Point; a delta CRL is never a complete one.
+    akid = crl_extension(crl, x509.AuthorityKeyIdentifier)
+    return (
+        crl.issuer,
+        akid.key_identifier if akid is not None else None,
+        crl_extension(crl, x509.IssuingDistributionPoint),
+        crl_extension(crl, x509.DeltaCRLIndicator) is not None,
+    )
+
+
+def _rank(crl: CrlFacts, now: dt.datetime) -> tuple[bool, dt.datetime]:
+    return crl.current(now), crl.crl.last_update_utc
+
+
+def _not_used(crl: CrlFacts, best: CrlFacts, concerns: Callable[[CrlFacts], bool]) -> str | None:
+    what = f"CRL of {crl.issuer} ({crl.source})"
+    if crl_extension(crl.crl, x509.DeltaCRLIndicator) is not None:
+        return f"{what} is a delta CRL: OpenSSL does not use it (libpq asks for none)"
+    if not concerns(crl):
+        return f"{what} concerns no certificate of this server's chain"
+    if best is not crl:
+        issued = f"{best.crl.last_update_utc:%Y-%m-%d %H:%M} UTC"
+        where = "" if best.source == crl.source else f" ({best.source})"
+        return f"{what} is not used: OpenSSL uses the one issued {issued}{where}"
+    return None
 
 
 def _staleness(crl: CrlFacts, days: float | None, now: dt.datetime) -> str | None:
-    if crl.next_update is None:
-        return f"CRL of {crl.issuer} ({crl.source}) has no nextUpdate"
     if days is not None and days < 0:
         return f"CRL of {crl.issuer} ({crl.source}) expired on {crl.next_update:%Y-%m-%d %H:%M} UTC"
     if now < crl.crl.last_update_utc:

@@ -174,6 +174,8 @@ def _target(report: TargetReport) -> dict[str, Any]:
                 "next_update": _time(status.crl.next_update) if status.crl.next_update else None,
                 "days_left": None if status.days_left is None else _floor(status.days_left, 4),
                 "problem": status.problem,
+                "in_use": status.in_use,
+                "note": status.note,
             }
             for status in verdict.crls
         ]

@@ -203,7 +203,7 @@ class CertificateResource(nagiosplugin.Resource):
         if client is not None and self.checked_at is not None:
             left = math.floor(client.days_left(self.checked_at) * 100) / 100
             yield self._metric("client_days_left", left, "client_days_left")
-        timed = [c for c in self.verdict.crls if c.days_left is not None]
+        timed = [c for c in self.verdict.crls if c.in_use and c.days_left is not None]
         if timed:
             soonest = timed[0].days_left
             assert soonest is not None
@@ -518,4 +518,5 @@ def details(resource: CertificateResource) -> list[str]:
         lines.append(f"openssl: {complaint}")
     for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
+    lines += [f"crl: {status.note}" for status in verdict.crls if status.note]
     return lines
