@@ -16,6 +16,7 @@ from typing import Any
 import nagiosplugin
 
 from .model import Target
+from .openssl_client import openssl_version
 from .plugin import TargetReport
 from .targets import Unparsed
 from .text import safe
@@ -197,6 +198,7 @@ def _blank(target: Target) -> dict[str, Any]:
         "error": None,
         "address": None,
         "tls": None,
+        "openssl_version": None,
         "days_left": None,
         "not_after": None,
         "expires_first": None,
@@ -225,6 +227,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         address=observation.address if observation else None,
     )
     if observation is not None:
+        entry["openssl_version"] = openssl_version()
         entry["tls"] = {
             "version": observation.tls_version,
             "cipher": observation.cipher,

@@ -18,7 +18,7 @@ from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
-from .openssl_client import ClientContexts
+from .openssl_client import ClientContexts, openssl_version
 from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import probe, probe_plaintext
@@ -519,4 +519,5 @@ def details(resource: CertificateResource) -> list[str]:
     for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
     lines += [f"crl: {status.note}" for status in verdict.crls if status.note]
+    lines.append(f"openssl version: {openssl_version()} (the verdict's; libpq may use another)")
     return lines
