@@ -119,12 +119,13 @@ def _check(
         answer = check_certificate(path, index, [c for _, c in fetched], now)
         if answer.not_revoked:
             return _Outcome("checked", who)
-        url, crl = _matched(path, index, fetched, answer, now)
+        matched_url, matched = _matched(path, index, fetched, answer, now)
+        where = safe(matched_url, _URL_TEXT)
         if answer.revoked:
             serial = crypto.load_certificate(crypto.FILETYPE_ASN1, path[index]).get_serial_number()
-            listed = revocation_entry(serial, crl) or "revoked"
-            return _Outcome("revoked", f"{who} {listed}, says the CRL at {safe(url, _URL_TEXT)}")
-        reason = _unusable(answer, who, path[index], url, crl)
+            listed = revocation_entry(serial, matched) or "revoked"
+            return _Outcome("revoked", f"{who} {listed}, says the CRL at {where}")
+        reason = _unusable(answer, who, path[index], where, matched)
         if reason not in reasons:
             reasons.append(reason)
     return _Outcome("unknown", "; ".join(reasons))
@@ -147,10 +148,12 @@ def _matched(
 
 
 def _unusable(
-    answer: CrlAnswer, who: str, cert: bytes, url: str, crl: x509.CertificateRevocationList
+    answer: CrlAnswer, who: str, cert: bytes, shown: str, crl: x509.CertificateRevocationList
 ) -> str:
-    """Why OpenSSL will not say whether the certificate is revoked, in our words."""
-    shown = safe(url, _URL_TEXT)
+    """Why OpenSSL will not say whether the certificate is revoked, in our words.
+
+    ``shown`` is the CRL's URL, already made safe to print.
+    """
     issuer = facts_from_der(cert).issuer
     code = answer.code
     openssl = f"OpenSSL: {answer.message}"
