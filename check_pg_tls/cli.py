@@ -22,6 +22,7 @@ from .options import UsageError, parser
 from .text import printable
 
 if TYPE_CHECKING:
+    from .model import Target
     from .openmetrics import MetricsSink
     from .plugin import CertificateResource
 
@@ -53,6 +54,10 @@ def _claim_output() -> bool:
 
 #: --openmetrics: where the metrics go, also those of a run that fails as a whole.
 _metrics: MetricsSink | None = None
+#: --json, --tap or --quiet: the format a run that fails as a whole is printed
+#: in too (a bad option, the backstop), and the targets it names, once known.
+_format: str | None = None
+_targets: Sequence[Target] = ()
 
 
 def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") -> int:
@@ -61,6 +66,11 @@ def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") 
     # With --openmetrics, the finished run's metrics never come this way: what
     # does is a run that failed as a whole, and the metrics must say so.
     if _metrics is not None and not _metrics.failed(_STATES[state], text):
+        return _STATES[state]
+    if _format is not None:
+        from .formats import failed_run
+
+        _write(failed_run(_format, state, printable(text), _targets))
         return _STATES[state]
     status = f"{PREFIX} {state.upper()} - {text}".replace("|", "!").replace("\n", " ")
     if perfdata:
@@ -72,13 +82,20 @@ def _emit(state: str, text: str, lines: Sequence[str] = (), perfdata: str = "") 
     return _STATES[state]
 
 
+def _write(text: str) -> None:
+    sys.stdout.write("\n".join(printable(line) for line in text.split("\n")))
+    sys.stdout.flush()
+
+
 def _arm_backstop(seconds: float, left: float, state: str, what: str) -> None:
     # Every network step has its own deadline; this alarm only guards against
     # anything else that might hang, so the run always ends in time.
     def fire(signum: int, frame: FrameType | None) -> None:
         if _output_claimed:
             return
-        code = _emit(state, f"{what}: no result within {seconds:g} seconds")
+        late = f"no result within {seconds:g} seconds"
+        # A format names every target itself.
+        code = _emit(state, late if _format is not None else f"{what}: {late}")
         os._exit(code)
 
     signal.signal(signal.SIGALRM, fire)
@@ -128,14 +145,17 @@ class _Budget(float):
 
 def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
     """Run the plugin; ``age``: seconds of -t already spent when it was called."""
+    # -t counts from here back: parsing options and loading the metrics
+    # library are part of the run too.
+    started = time.monotonic() - age
     global _output_claimed
     _output_claimed = False
     # A monitoring system reads stdout and the exit code only; a library's
     # deprecation warning about an odd certificate (a zero serial number, say)
     # on stderr would only confuse it.
     warnings.simplefilter("ignore")
-    global _metrics
-    _metrics = None
+    global _metrics, _format, _targets
+    _metrics, _format, _targets = None, None, ()
     verbose = 0
     try:
         try:
@@ -143,12 +163,13 @@ def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
         except UsageError as exc:
             return _emit("unknown", f"{exc} (see --help)")
         verbose = args.verbose
+        _format = "json" if args.json else "tap" if args.tap else "quiet" if args.quiet else None
         if args.openmetrics or args.output or args.metrics_format:
             try:
                 _use_metrics(args)
             except UsageError as exc:
                 return _emit("unknown", str(exc))
-        return _run(args, time.monotonic() - age)
+        return _run(args, started)
     except KeyboardInterrupt:
         return _emit("unknown", "interrupted")
     except Exception as exc:  # noqa: BLE001 - the last guard: never a traceback, never exit 1
@@ -199,6 +220,11 @@ def _run(args: argparse.Namespace, started: float) -> int:
         targets = read_targets(args)
     except UsageError as exc:
         return _emit("unknown", f"{exc} (see --help)")
+    global _targets
+    _targets = [target for target, _ in targets]
+    if _format is not None:
+        # Imported now: the backstop may have to print it, and must not import.
+        from . import formats  # noqa: F401
     try:
         warning = parse_threshold(args.warning)
         critical = parse_threshold(args.critical)
@@ -275,8 +301,7 @@ def _output(args: argparse.Namespace, check: Any, resources: list[CertificateRes
             text = formats.quiet(per_target)
         if not _claim_output():
             return int(state)
-        sys.stdout.write("\n".join(printable(line) for line in text.split("\n")))
-        sys.stdout.flush()
+        _write(text)
         return int(state)
     single = len(resources) == 1
     lines: list[str] = []

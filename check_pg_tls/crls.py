@@ -1,35 +1,48 @@
 """Certificate revocation lists: the facts and the judgements, no I/O.
 
 OpenSSL decides revocation for ``--sslcrl``/``--sslcrldir`` in the handshake,
-as libpq does; this module supplies what the wording needs (when a
-certificate was revoked and why, when a CRL expired) and what OpenSSL does
-not look at until it is too late: how long each CRL has left before every
-client with ``sslcrl`` (and every certificate login to a server with
-``ssl_crl_file``) stops working.
+as libpq does, and for ``--check-revocation`` (:mod:`.crl_verify`); this
+module supplies what the wording needs (when a certificate was revoked and
+why, when a CRL expired, where a certificate says its CRL is) and what
+OpenSSL does not look at until it is too late: how long each CRL it uses
+has left before every client with ``sslcrl`` (and every certificate login
+to a server with ``ssl_crl_file``) stops working.
+
+Of several CRLs of one issuer and scope, OpenSSL uses one: a current one
+before a stale one, then the one issued last. A superseded CRL beside it
+is history, not a problem: :func:`judge_crls` says so as information.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from .certs import CertFacts, describe_name
+from .der import children, extensions, parse
 
 __all__ = [
     "CrlFacts",
     "CrlStatus",
-    "Revocation",
-    "check_fetched",
+    "crl_extension",
     "crl_for",
     "distribution_points",
     "judge_crl",
+    "judge_crls",
     "parse_crl",
+    "revocation_entry",
     "revocation_of",
+    "unusable_kind",
 ]
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+#: 2.5.29.31, cRLDistributionPoints, as the content bytes of its OID.
+_OID_CRL_DISTRIBUTION_POINTS = bytes.fromhex("551d1f")
 
 
 class CrlFacts(NamedTuple):
@@ -37,6 +50,9 @@ class CrlFacts(NamedTuple):
 
     crl: x509.CertificateRevocationList
     source: str
+    #: Given with ``--audit-crl``: a server's ``ssl_crl_file``, which concerns
+    #: client certificates of any CA, not this server's chain.
+    audited: bool = False
 
     @property
     def issuer(self) -> str:
@@ -51,30 +67,47 @@ class CrlFacts(NamedTuple):
             return None
         return (self.next_update - now).total_seconds() / 86400
 
+    def current(self, now: dt.datetime) -> bool:
+        """Whether OpenSSL takes it as current at ``now`` (no nextUpdate: for ever)."""
+        if now < self.crl.last_update_utc:
+            return False
+        return self.next_update is None or now <= self.next_update
+
 
 class CrlStatus(NamedTuple):
     """A CRL judged: its days left (None without nextUpdate) and what is wrong."""
 
     crl: CrlFacts
     days_left: float | None
-    #: Why clients cannot use it (stale, forged, no nextUpdate): None when usable.
+    #: Why clients cannot use it (stale, forged): None when usable, and for a
+    #: CRL OpenSSL does not use.
     problem: str | None
     #: Whether its signature was checked against its issuer's key (the issuer
     #: may be neither a trusted root nor in this server's chain).
     signature_checked: bool = True
+    #: Whether OpenSSL uses it: the one it picks of its issuer and scope (of
+    #: an issuer in this server's chain, for sslcrl and sslcrldir).
+    in_use: bool = True
+    #: Information, never a problem: why OpenSSL does not use it, or what is
+    #: odd about one it uses (no nextUpdate).
+    note: str | None = None
 
 
 def crl_for(cert: x509.Certificate, crls: Iterable[CrlFacts]) -> CrlFacts | None:
-    """The CRL issued by ``cert``'s issuer, if one is loaded (the freshest one)."""
+    """The CRL issued by ``cert``'s issuer, if one is loaded (the freshest one).
+
+    One OpenSSL may use comes first: a delta CRL, say, only when there is
+    no other.
+    """
     matching = [c for c in crls if c.crl.issuer == cert.issuer]
     if not matching:
         return None
-    return max(matching, key=lambda c: c.crl.last_update_utc)
+    return max(matching, key=lambda c: (unusable_kind(c.crl) is None, c.crl.last_update_utc))
 
 
-def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
-    """``revoked on 2026-11-29 (key compromise)``, or None when not listed."""
-    entry = crl.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+def revocation_entry(serial: int, crl: x509.CertificateRevocationList) -> str | None:
+    """``revoked on 2026-11-29 (key compromise)``, or None when ``serial`` is not listed."""
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
     if entry is None:
         return None
     when = f"{entry.revocation_date_utc:%Y-%m-%d}"
@@ -85,6 +118,11 @@ def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
     return f"revoked on {when} ({reason.name.replace('_', ' ')})"
 
 
+def revocation_of(cert: x509.Certificate, crl: CrlFacts) -> str | None:
+    """``revoked on 2026-11-29 (key compromise)``, or None when not listed."""
+    return revocation_entry(cert.serial_number, crl.crl)
+
+
 def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> CrlStatus:
     """Is the CRL signed by its issuer and still current?
 
@@ -93,6 +131,9 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     verifies the signature is the issuer.
     """
     days = crl.days_left(now)
+    note = None
+    if crl.next_update is None:
+        note = f"CRL of {crl.issuer} ({crl.source}) has no nextUpdate: OpenSSL takes it as current"
     candidates = [
         c.certificate
         for c in issuers
@@ -101,17 +142,83 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     if not candidates:
         # A CRL of a CA this server's chain does not use: its signature
         # cannot be checked here, and it concerns other servers.
-        return CrlStatus(crl, days, _staleness(crl, days, now), signature_checked=False)
+        problem = _staleness(crl, days, now)
+        return CrlStatus(crl, days, problem, signature_checked=False, note=note)
     if not any(_signed_by(crl.crl, c) for c in candidates):
         return CrlStatus(
             crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}"
         )
-    return CrlStatus(crl, days, _staleness(crl, days, now))
+    return CrlStatus(crl, days, _staleness(crl, days, now), note=note)
+
+
+def judge_crls(
+    crls: Sequence[CrlFacts],
+    issuers: Sequence[CertFacts],
+    concerns: Callable[[CrlFacts], bool],
+    now: dt.datetime,
+) -> tuple[CrlStatus, ...]:
+    """Judge every CRL; only those OpenSSL uses can be a problem.
+
+    Of the CRLs of one issuer, key and scope (Issuing Distribution Point)
+    given together, OpenSSL uses one: a current one before one that is not,
+    then the one issued last. OpenSSL uses no delta CRL here (libpq asks
+    for none). ``concerns`` says whether a CRL's issuer matters at all (an
+    issuer of this server's chain, for the CRLs the client loads). The rest
+    are information. In use first, the soonest to expire first.
+    """
+    chosen: dict[tuple[bool, object], CrlFacts] = {}
+    for crl in crls:
+        key = (crl.audited, _scope(crl.crl))
+        best = chosen.get(key)
+        if best is None or _rank(crl, now) > _rank(best, now):
+            chosen[key] = crl
+    judged = []
+    for crl in crls:
+        status = judge_crl(crl, issuers, now)
+        why_not = _not_used(crl, chosen[(crl.audited, _scope(crl.crl))], concerns)
+        if why_not is not None:
+            status = status._replace(problem=None, in_use=False, note=why_not)
+        judged.append(status)
+    far = float("inf")
+    return tuple(
+        sorted(
+            judged,
+            key=lambda j: (not j.in_use, far if j.days_left is None else j.days_left),
+        )
+    )
+
+
+def _scope(crl: x509.CertificateRevocationList) -> tuple[object, ...]:
+    # What OpenSSL matches a CRL to a certificate by: issuer name, the key
+    # that signed it (authority key identifier), its Issuing Distribution
+    # Point; a delta CRL is never a complete one.
+    akid = crl_extension(crl, x509.AuthorityKeyIdentifier)
+    return (
+        crl.issuer,
+        akid.key_identifier if akid is not None else None,
+        crl_extension(crl, x509.IssuingDistributionPoint),
+        crl_extension(crl, x509.DeltaCRLIndicator) is not None,
+    )
+
+
+def _rank(crl: CrlFacts, now: dt.datetime) -> tuple[bool, dt.datetime]:
+    return crl.current(now), crl.crl.last_update_utc
+
+
+def _not_used(crl: CrlFacts, best: CrlFacts, concerns: Callable[[CrlFacts], bool]) -> str | None:
+    what = f"CRL of {crl.issuer} ({crl.source})"
+    if crl_extension(crl.crl, x509.DeltaCRLIndicator) is not None:
+        return f"{what} is a delta CRL: OpenSSL does not use it (libpq asks for none)"
+    if not concerns(crl):
+        return f"{what} concerns no certificate of this server's chain"
+    if best is not crl:
+        issued = f"{best.crl.last_update_utc:%Y-%m-%d %H:%M} UTC"
+        where = "" if best.source == crl.source else f" ({best.source})"
+        return f"{what} is not used: OpenSSL uses the one issued {issued}{where}"
+    return None
 
 
 def _staleness(crl: CrlFacts, days: float | None, now: dt.datetime) -> str | None:
-    if crl.next_update is None:
-        return f"CRL of {crl.issuer} ({crl.source}) has no nextUpdate"
     if days is not None and days < 0:
         return f"CRL of {crl.issuer} ({crl.source}) expired on {crl.next_update:%Y-%m-%d %H:%M} UTC"
     if now < crl.crl.last_update_utc:
@@ -129,18 +236,57 @@ def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) ->
         return False
 
 
-def distribution_points(cert: x509.Certificate) -> tuple[str, ...]:
-    """The URIs of the certificate's CRL Distribution Points, in order."""
+def crl_extension(crl: x509.CertificateRevocationList, kind: type[_E]) -> _E | None:
+    """The value of one of the CRL's extensions; None if absent or unreadable."""
     try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        return crl.extensions.get_extension_for_class(kind).value
     except (x509.ExtensionNotFound, ValueError):
-        return ()
-    return tuple(
-        name.value
-        for point in points
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-    )
+        return None
+
+
+def unusable_kind(crl: x509.CertificateRevocationList) -> str | None:
+    """What makes a CRL one OpenSSL never uses for libpq, or None.
+
+    libpq asks OpenSSL for no extended CRL support and no delta CRLs: a
+    CRL limited to some reasons, an indirect CRL and a delta CRL are never
+    taken for a certificate's CRL.
+    """
+    if crl_extension(crl, x509.DeltaCRLIndicator) is not None:
+        return "a delta CRL"
+    point = crl_extension(crl, x509.IssuingDistributionPoint)
+    if point is not None and point.only_some_reasons:
+        return "a CRL of some revocation reasons only"
+    if point is not None and point.indirect_crl:
+        return "an indirect CRL"
+    return None
+
+
+def distribution_points(certificate: bytes) -> tuple[str, ...]:
+    """The URIs of a certificate's CRL Distribution Points (DER in), in order.
+
+    Read from the certificate's own bytes: cryptography refuses a whole
+    extension over one entry it cannot decode. Each URI's bytes become one
+    character each (latin-1), so that nothing is lost before the URL is
+    checked and, if shown, escaped.
+
+    Raises:
+        ValueError: the certificate or the extension is not well-formed DER.
+    """
+    for oid, _critical, value in extensions(certificate):
+        if oid != _OID_CRL_DISTRIBUTION_POINTS:
+            continue
+        uris = []
+        # DistributionPoint ::= SEQUENCE { distributionPoint [0] { fullName [0] GeneralNames } ... }
+        for point in children(parse(value)):
+            for field in children(point):
+                if field.tag != 0xA0:
+                    continue
+                for name in children(field):
+                    if name.tag != 0xA0:
+                        continue
+                    uris += [n.content.decode("latin-1") for n in children(name) if n.tag == 0x86]
+        return tuple(uris)
+    return ()
 
 
 def parse_crl(body: bytes) -> x509.CertificateRevocationList | None:
@@ -151,44 +297,3 @@ def parse_crl(body: bytes) -> x509.CertificateRevocationList | None:
         return x509.load_der_x509_crl(body)
     except ValueError:
         return None
-
-
-class Revocation(NamedTuple):
-    """One certificate checked against the CRL at one URL."""
-
-    #: ``revoked on DATE (reason)`` when listed.
-    revoked: str | None
-    #: Why the CRL cannot be relied on (stale, forged, another shard); None when usable.
-    problem: str | None
-
-
-def check_fetched(
-    cert: x509.Certificate,
-    issuer: x509.Certificate | None,
-    crl: x509.CertificateRevocationList,
-    url: str,
-    now: dt.datetime,
-) -> Revocation:
-    """Judge a certificate against a CRL fetched from its distribution point.
-
-    A CRL is only believed when its issuer's key signed it, it is current,
-    and (for a partitioned CRL) its Issuing Distribution Point names the URL
-    it came from; only then does a listed serial mean "revoked".
-    """
-    facts = CrlFacts(crl, url)
-    if issuer is None or crl.issuer != cert.issuer:
-        return Revocation(None, f"CRL at {url} is not issued by {describe_name(cert.issuer)}")
-    if not _signed_by(crl, issuer):
-        return Revocation(None, f"CRL at {url} is not signed by {describe_name(cert.issuer)}")
-    stale = _staleness(facts, facts.days_left(now), now)
-    if stale is not None:
-        return Revocation(None, stale)
-    try:
-        point = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
-    except (x509.ExtensionNotFound, ValueError):
-        point = None
-    if point is not None and point.full_name is not None:
-        names = [n.value for n in point.full_name if isinstance(n, x509.UniformResourceIdentifier)]
-        if url not in names:
-            return Revocation(None, f"CRL at {url} covers another distribution point")
-    return Revocation(revocation_of(cert, facts), None)

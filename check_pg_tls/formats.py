@@ -1,6 +1,9 @@
 """Output formats besides the Nagios status line: TAP, JSON and cron's quiet mode.
 
-Each takes the evaluated per-target reports and returns the whole text.
+Each takes the evaluated per-target reports and returns the whole text; a
+run that fails as a whole (a bad option, no result within -t) is printed in
+the same format by :func:`failed_run`, so that whoever reads the format is
+never handed a Nagios line instead.
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ from typing import Any
 
 import nagiosplugin
 
+from .model import Target
+from .openssl_client import openssl_version
 from .plugin import TargetReport
 from .targets import Unparsed
 from .text import safe
 
-__all__ = ["PERFDATA_TARGETS", "fleet_lines", "fleet_perfdata", "json_document", "quiet", "tap"]
+__all__ = [
+    "PERFDATA_TARGETS",
+    "failed_run",
+    "fleet_lines",
+    "fleet_perfdata",
+    "json_document",
+    "quiet",
+    "tap",
+]
 
 
 def _state(report: TargetReport) -> str:
@@ -71,16 +84,22 @@ def tap(reports: Sequence[TargetReport]) -> str:
             lines.append(f"ok {number} - {report.target} {text}")
             continue
         lines.append(f"not ok {number} - {report.target} {text}")
-        lines.append("  ---")
-        lines.append(f"  severity: {str(report.state).lower()}")
-        lines.append("  problems:")
-        lines.extend(f"    - {_yaml_string(p)}" for p in report.problems)
+        lines += _tap_diagnostics(str(report.state).lower(), report.problems)
         verdict = report.resource.verdict
         if verdict is not None:
             lines.append(f"  days_left: {_floor(verdict.days_left, 2):.2f}")
             lines.append(f"  not_after: {verdict.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
         lines.append("  ...")
     return "\n".join(lines) + "\n"
+
+
+def _tap_diagnostics(severity: str, problems: Sequence[str]) -> list[str]:
+    return [
+        "  ---",
+        f"  severity: {severity}",
+        "  problems:",
+        *(f"    - {_yaml_string(p)}" for p in problems),
+    ]
 
 
 def _yaml_string(text: str) -> str:
@@ -101,9 +120,57 @@ def json_document(reports: Sequence[TargetReport], state: nagiosplugin.state.Ser
         "state": str(state).upper(),
         "exit_code": int(state),
         "counts": counts,
+        "error": None,
         "targets": [_target(r) for r in reports],
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+def failed_run(kind: str, state: str, text: str, targets: Sequence[Target]) -> str:
+    """A run that failed as a whole, in format ``kind`` (json, tap or quiet).
+
+    ``state`` is the run's state (lower case), ``text`` why it failed, and
+    ``targets`` those it was to check (none when the options did not parse):
+    each gets the run's state and reason.
+    """
+    if kind == "json":
+        import json
+
+        counts = {name: 0 for name in ("ok", "warning", "critical", "unknown")}
+        counts[state] = len(targets)
+        document = {
+            "check_pg_tls": 1,
+            "checked_at": _time(dt.datetime.now(dt.timezone.utc)),
+            "state": state.upper(),
+            "exit_code": _EXIT_CODES[state],
+            "counts": counts,
+            "error": text,
+            "targets": [
+                {
+                    **_blank(target),
+                    "state": state.upper(),
+                    "problems": [text],
+                    "summary": text,
+                    "error": text,
+                }
+                for target in targets
+            ],
+        }
+        return json.dumps(document, indent=2) + "\n"
+    if kind == "tap":
+        if not targets:
+            return f"TAP version 13\nBail out! {text}\n"
+        lines = ["TAP version 13", f"1..{len(targets)}"]
+        for number, target in enumerate(targets, 1):
+            lines.append(f"not ok {number} - {target} {text.replace('#', '%23')}")
+            lines += [*_tap_diagnostics(state, [text]), "  ..."]
+        return "\n".join(lines) + "\n"
+    if not targets:
+        return f"{text}\n"
+    return "".join(f"{target}: {text}\n" for target in targets)
+
+
+_EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
 def _floor(days: float, places: int) -> float:
@@ -117,21 +184,21 @@ def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _target(report: TargetReport) -> dict[str, Any]:
-    resource = report.resource
-    target, observation, verdict = resource.target, resource.observation, resource.verdict
+def _blank(target: Target) -> dict[str, Any]:
+    """A target's entry before anything is known of it."""
     entry: dict[str, Any] = {
         "target": str(target),
         "host": target.host,
         "port": target.port,
         "servername": target.checked_name,
-        "sslmode": resource.policy.sslmode,
-        "state": _state(report),
-        "problems": list(report.problems),
-        "summary": report.text,
-        "error": str(resource.error) if resource.error else None,
-        "address": observation.address if observation else None,
+        "sslmode": target.setting("sslmode"),
+        "state": None,
+        "problems": [],
+        "summary": "",
+        "error": None,
+        "address": None,
         "tls": None,
+        "openssl_version": None,
         "days_left": None,
         "not_after": None,
         "expires_first": None,
@@ -144,7 +211,23 @@ def _target(report: TargetReport) -> dict[str, Any]:
     if isinstance(target, Unparsed):
         # A line of the targets file that names no server.
         entry.update(host=None, port=None, servername=None, sslmode=None)
+    return entry
+
+
+def _target(report: TargetReport) -> dict[str, Any]:
+    resource = report.resource
+    target, observation, verdict = resource.target, resource.observation, resource.verdict
+    entry = _blank(target)
+    entry.update(
+        sslmode=None if isinstance(target, Unparsed) else resource.policy.sslmode,
+        state=_state(report),
+        problems=list(report.problems),
+        summary=report.text,
+        error=str(resource.error) if resource.error else None,
+        address=observation.address if observation else None,
+    )
     if observation is not None:
+        entry["openssl_version"] = openssl_version()
         entry["tls"] = {
             "version": observation.tls_version,
             "cipher": observation.cipher,
@@ -174,6 +257,8 @@ def _target(report: TargetReport) -> dict[str, Any]:
                 "next_update": _time(status.crl.next_update) if status.crl.next_update else None,
                 "days_left": None if status.days_left is None else _floor(status.days_left, 4),
                 "problem": status.problem,
+                "in_use": status.in_use,
+                "note": status.note,
             }
             for status in verdict.crls
         ]

@@ -26,6 +26,7 @@ __all__ = [
     "HandshakeLog",
     "client_contexts",
     "openssl_reason",
+    "openssl_version",
     "verify_error_message",
 ]
 
@@ -240,6 +241,15 @@ def openssl_reason(exc: SSL.Error) -> str:
     if isinstance(details, list) and details and isinstance(details[-1], tuple):
         return str(details[-1][-1])
     return str(details or "")
+
+
+def openssl_version() -> str:
+    """The OpenSSL that makes the handshake and decides trust and CRLs here.
+
+    pyOpenSSL runs on the OpenSSL inside cryptography's wheel, which need not
+    be the one libpq (psql) is linked against on the same host.
+    """
+    return SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
 
 
 def verify_error_message(code: int) -> str:

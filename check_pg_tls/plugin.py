@@ -18,7 +18,7 @@ from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
-from .openssl_client import ClientContexts
+from .openssl_client import ClientContexts, openssl_version
 from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
 from .probe import probe, probe_plaintext
@@ -145,10 +145,11 @@ class CertificateResource(nagiosplugin.Resource):
         if self.revocation is not None:
             from .revocation import revocation_finding
 
+            # Only a verified path: a URL an unverified certificate names is never fetched.
             self.findings += (
                 revocation_finding(
-                    self.verdict.chain,
-                    self.verdict.path or self.observation.verified_chain,
+                    self.verdict.path,
+                    self.policy.verifies_chain,
                     self.revocation.fetcher,
                     started + self.timeout * 0.9,
                     self.checked_at,
@@ -202,7 +203,7 @@ class CertificateResource(nagiosplugin.Resource):
         if client is not None and self.checked_at is not None:
             left = math.floor(client.days_left(self.checked_at) * 100) / 100
             yield self._metric("client_days_left", left, "client_days_left")
-        timed = [c for c in self.verdict.crls if c.days_left is not None]
+        timed = [c for c in self.verdict.crls if c.in_use and c.days_left is not None]
         if timed:
             soonest = timed[0].days_left
             assert soonest is not None
@@ -517,4 +518,6 @@ def details(resource: CertificateResource) -> list[str]:
         lines.append(f"openssl: {complaint}")
     for finding in resource.findings:
         lines.append(f"{finding.check}: {finding.problem or finding.detail}")
+    lines += [f"crl: {status.note}" for status in verdict.crls if status.note]
+    lines.append(f"openssl version: {openssl_version()} (the verdict's; libpq may use another)")
     return lines

@@ -110,7 +110,7 @@ def _crls(args: argparse.Namespace, contexts: ClientContexts) -> dict[str, Any]:
     from .errors import LocalFileError
     from .local_files import read_certificates, read_crl_dir, read_crls
 
-    crls = [crl for path in args.audit_crl for crl in read_crls(path)]
+    crls = [crl._replace(audited=True) for path in args.audit_crl for crl in read_crls(path)]
     ignored = None
     if contexts.checks_crls:
         if args.sslcrl:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from .certs import CertFacts, describe_name, facts_from_der
-from .crls import CrlFacts, crl_for, revocation_of
+from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
 from .model import VerifyError
 
 __all__ = ["ChainCheck", "describe_verification"]
@@ -234,9 +234,11 @@ def _word_crl(
         revoked = revocation_of(parsed, crl) if crl is not None else None
         return f"{who} {revoked or 'revoked'} (by {issuer})"
     if code == _UNABLE_TO_GET_CRL:
+        kind = unusable_kind(crl.crl) if crl is not None else None
+        loaded = f" (the one loaded is {kind}, which OpenSSL does not use)" if kind else ""
         return (
-            f"no CRL of {issuer} is loaded, needed to check {who}: with CRLs, libpq requires "
-            "a current one from every CA in the chain"
+            f"no CRL of {issuer} is loaded, needed to check {who}{loaded}: with CRLs, libpq "
+            "requires a current one from every CA in the chain"
         )
     if code == _CRL_HAS_EXPIRED:
         when = f" on {crl.next_update:%Y-%m-%d %H:%M} UTC" if crl and crl.next_update else ""

@@ -13,7 +13,7 @@ from cryptography import x509
 
 from . import posture
 from .certs import CertFacts, facts_from_der, load_chain
-from .crls import CrlFacts, CrlStatus, judge_crl
+from .crls import CrlFacts, CrlStatus, judge_crls
 from .model import Observation
 from .names import check_name
 from .posture import Finding, KeyFile
@@ -176,9 +176,21 @@ def _judge_crls(
     for der in verified:
         if der not in known:
             issuers.append(facts_from_der(der))
-    judged = [judge_crl(crl, issuers, now) for crl in policy.crls]
-    far = float("inf")
-    return tuple(sorted(judged, key=lambda j: far if j.days_left is None else j.days_left))
+    # A client looks for the CRLs of the issuers on the path OpenSSL built
+    # (or, when it built none, of what the server sent).
+    path = [facts_from_der(der) for der in verified] if verified else list(chain)
+    names = []
+    for cert in path:
+        try:
+            if cert.certificate is not None:
+                names.append(cert.certificate.issuer)
+        except ValueError:
+            continue
+
+    def concerns(crl: CrlFacts) -> bool:
+        return crl.audited or crl.crl.issuer in names
+
+    return judge_crls(policy.crls, issuers, concerns, now)
 
 
 def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
@@ -188,7 +200,9 @@ def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return Finding("crl", problems[0] + more, "CRL unusable")
-    return Finding("crl", None, f"{len(crls)} CRL{'s' if len(crls) != 1 else ''} current")
+    used = sum(1 for c in crls if c.in_use)
+    unused = f"; {len(crls) - used} not in use" if used < len(crls) else ""
+    return Finding("crl", None, f"{used} CRL{'s' if used != 1 else ''} in use and current{unused}")
 
 
 def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:

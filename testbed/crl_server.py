@@ -2,7 +2,8 @@
 
 Each path answers with a status, a body and an optional delay before the
 answer: a good CRL, a stale or forged one, a 404, an oversized body, a
-server too slow for the check's deadline.
+server too slow for the check's deadline, or one that trickles its answer
+(the body, or the headers too) a few bytes at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class Route(NamedTuple):
     status: int = 200
     #: Seconds to wait before answering.
     delay: float = 0.0
+    #: Bytes per second to send the body at (0: all at once), in ten pieces a second.
+    rate: int = 0
+    #: Send the status line and headers at ``rate`` too, not only the body.
+    trickle_headers: bool = False
 
 
 class CrlServer:
@@ -37,13 +42,23 @@ class CrlServer:
                 route = routes.get(self.path, Route(b"not found", 404))
                 if route.delay:
                     time.sleep(route.delay)  # the misbehaviour under test, not a wait
-                self.send_response(route.status)
-                self.send_header("Content-Type", "application/pkix-crl")
-                self.send_header("Content-Length", str(len(route.body)))
-                self.end_headers()
+                head = (
+                    f"HTTP/1.0 {route.status} Answer\r\n"
+                    "Content-Type: application/pkix-crl\r\n"
+                    f"Content-Length: {len(route.body)}\r\n\r\n"
+                ).encode()
                 # The client may give up, as it should past its deadline.
                 with contextlib.suppress(OSError):
-                    self.wfile.write(route.body)
+                    if not route.rate:
+                        self.wfile.write(head + route.body)
+                        return
+                    slow = head + route.body if route.trickle_headers else route.body
+                    if not route.trickle_headers:
+                        self.wfile.write(head)
+                    piece = max(1, route.rate // 10)
+                    for start in range(0, len(slow), piece):
+                        self.wfile.write(slow[start : start + piece])
+                        time.sleep(piece / route.rate)  # the trickle under test
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -263,11 +263,18 @@ def make_crl(
     days_before: float = 1,
     days_after: float = 7,
     signer: Issued | None = None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    number: int = 1,
+    entry_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    next_update: bool = True,
 ) -> x509.CertificateRevocationList:
     """A CRL of ``issuer`` listing ``revoked``, signed by ``signer`` (default: the issuer).
 
     ``days_after`` below zero makes it stale (nextUpdate in the past); a
     ``signer`` with another key makes a CRL that only claims the issuer's name.
+    ``extensions`` (value, critical) are added to the CRL, ``entry_extensions``
+    to every entry; ``next_update=False`` leaves nextUpdate out, which
+    cryptography's builder will not do.
     """
     now = _now()
     builder = (
@@ -275,9 +282,11 @@ def make_crl(
         .issuer_name(issuer.cert.subject)
         .last_update(now - days_before * DAY)
         .next_update(now + days_after * DAY)
-        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(_aki(issuer), critical=False)
     )
+    for value, critical in extensions:
+        builder = builder.add_extension(value, critical=critical)
     for cert, reason in revoked:
         entry = (
             x509.RevokedCertificateBuilder()
@@ -286,8 +295,20 @@ def make_crl(
         )
         if reason is not None:
             entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        for value, critical in entry_extensions:
+            entry = entry.add_extension(value, critical=critical)
         builder = builder.add_revoked_certificate(entry.build())
-    return builder.sign((signer or issuer).key, hashes.SHA256())
+    crl = builder.sign((signer or issuer).key, hashes.SHA256())
+    if next_update:
+        return crl
+    from . import crafted
+
+    # TBSCertList: version, signature, issuer, thisUpdate, nextUpdate, ...
+    _, content, _ = crafted.read(crl.tbs_certlist_bytes)
+    fields = crafted.elements(content)
+    del fields[4]
+    der = crafted.sign_tbs(crafted.seq(*fields), (signer or issuer).key)
+    return x509.load_der_x509_crl(der)
 
 
 def write_crls(path: Path, *crls: x509.CertificateRevocationList) -> Path:

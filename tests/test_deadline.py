@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,47 @@ def test_no_alarm_outlives_the_result(mute: FaultServer) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and lines[1] == "still here", done.stdout
     assert lines[0].startswith("PG_TLS CRITICAL - "), done.stdout
+
+
+@pytest.fixture
+def hanging_roots(tmp_path: Path) -> Path:
+    # A root certificate "file" nobody writes to: opening it blocks for
+    # ever, and only the run's own guard (the backstop) can end the run.
+    path = tmp_path / "roots.pem"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("form", ["--json", "--tap", "--quiet", "--openmetrics", "-v"])
+def test_backstop_prints_the_chosen_format(
+    mute: FaultServer, hanging_roots: Path, form: str
+) -> None:
+    took, done = _timed(
+        *plugin_argv(), "-H", "127.0.0.1", "-p", str(mute.port), "-t", "1",
+        "--sslrootcert", str(hanging_roots), form,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert took < 1 + MARGIN, took
+    target, late = f"127.0.0.1:{mute.port}", "no result within 1 seconds"
+    if form == "--json":
+        document = json.loads(done.stdout)
+        assert (document["state"], document["exit_code"], document["error"]) == (
+            "CRITICAL",
+            2,
+            late,
+        )
+        (entry,) = document["targets"]
+        assert (entry["target"], entry["state"], entry["problems"]) == (
+            target,
+            "CRITICAL",
+            [late],
+        )
+    elif form == "--tap":
+        assert done.stdout.startswith(f"TAP version 13\n1..1\nnot ok 1 - {target} {late}\n")
+    elif form == "--quiet":
+        assert done.stdout == f"{target}: {late}\n"
+    elif form == "--openmetrics":
+        assert "pg_tls_state 2.0" in done.stdout, done.stdout
+        assert f'pg_tls_error_info{{reason="{target}: {late}"}} 1.0' in done.stdout, done.stdout
+    else:
+        assert done.stdout == f"PG_TLS CRITICAL - {target}: {late}\n"

@@ -8,6 +8,7 @@ agree and say why in an admin's words.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,3 +211,113 @@ def test_missing_intermediate_crl_fails_like_libpq(lab: Lab, psql_home: Path) ->
         result.status_line
     )
     assert "check certificate" in result.status_line
+
+
+# --- the audit judges the CRLs OpenSSL uses ---------------------------------
+
+
+def _other_ca_crl() -> x509.CertificateRevocationList:
+    other = pki.make_root("Some Other CA")
+    return pki.make_crl(other, days_before=20, days_after=-10)
+
+
+# Each case: the CRLs given besides the current ones (built from the lab),
+# and the note -v prints about the one OpenSSL does not use; psql decides.
+SUPERSEDED = {
+    "stale-older-one": (
+        lambda lab: [pki.make_crl(lab.inter, days_before=20, days_after=-10)],
+        "is not used: OpenSSL uses the one issued ",
+    ),
+    "older-one-without-next-update": (
+        lambda lab: [pki.make_crl(lab.inter, days_before=3, next_update=False)],
+        "is not used: OpenSSL uses the one issued ",
+    ),
+    "newer-one-already-stale": (
+        lambda lab: [pki.make_crl(lab.inter, days_before=0.5, days_after=-0.1)],
+        "is not used: OpenSSL uses the one issued ",
+    ),
+    "another-cas-stale-one": (
+        lambda lab: [_other_ca_crl()],
+        "concerns no certificate of this server's chain",
+    ),
+    "a-delta-crl": (
+        lambda lab: [
+            pki.make_crl(lab.inter, number=2, extensions=[(x509.DeltaCRLIndicator(1), True)])
+        ],
+        "is a delta CRL: OpenSSL does not use it (libpq asks for none)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SUPERSEDED)
+def test_crl_openssl_does_not_use_is_information(lab: Lab, psql_home: Path, case: str) -> None:
+    extra, note = SUPERSEDED[case]
+    crls = fresh_crls(lab)
+    # The current CRL of the intermediate is a little older than the others
+    # (days_before=1): "newer" cases are issued after it.
+    path = lab.crls(f"beside-{case}", *extra(lab), *crls)
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert libpq
+    assert result.status_line.startswith("PG_TLS OK"), result.stdout
+    verbose = plugin(lab, lab.good, "--sslcrl", str(path), "-v")
+    assert f"({path}) {note}" in verbose.stdout
+    # In use: the root's CRL and the intermediate's current one; not in use:
+    # the extra one and the revoked intermediate's, which this chain does not use.
+    assert "crl: 2 CRLs in use and current; 2 not in use" in verbose.stdout
+    (target,) = json.loads(plugin(lab, lab.good, "--sslcrl", str(path), "--json").stdout)["targets"]
+    unused = [c for c in target["crls"] if not c["in_use"]]
+    assert len(unused) == 2 and all(c["problem"] is None for c in unused)
+    assert any(note in c["note"] for c in unused)
+
+
+def test_crl_without_next_update_in_use_is_information(lab: Lab, psql_home: Path) -> None:
+    crls = fresh_crls(lab)
+    crls[1] = pki.make_crl(lab.inter, next_update=False)
+    path = lab.crls("no-next-update", *crls)
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert libpq
+    assert result.status_line.startswith("PG_TLS OK"), result.stdout
+    verbose = plugin(lab, lab.good, "--sslcrl", str(path), "-v")
+    assert f"({path}) has no nextUpdate: OpenSSL takes it as current" in verbose.stdout
+
+
+def test_superseded_crl_about_to_expire_does_not_warn(lab: Lab, psql_home: Path) -> None:
+    crls = fresh_crls(lab)
+    soon = pki.make_crl(lab.inter, days_before=5, days_after=1.5)
+    path = lab.crls("superseded-soon", soon, *crls)
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrl", path)
+    assert libpq
+    assert result.returncode == 0, result.stdout
+    # The soonest CRL in use: the current ones, a week each.
+    assert float(result.perfdata["crl_days_left"].split(";")[0]) > 6
+
+
+def test_superseded_crls_in_a_rehashed_directory_are_information(lab: Lab, psql_home: Path) -> None:
+    folder = lab.dir / "crldir-superseded"
+    folder.mkdir()
+    old = pki.make_crl(lab.inter, days_before=20, days_after=-10)
+    for number, crl in enumerate([old, *fresh_crls(lab)]):
+        pki.write_crls(folder / f"ca{number}.pem", crl)
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True)
+    entries = sorted(p.name for p in folder.iterdir() if ".r" in p.name)
+    assert any(name.endswith(".r1") for name in entries), entries
+    libpq, result = agree(lab, psql_home, lab.good, "sslcrldir", folder)
+    assert libpq
+    assert result.status_line.startswith("PG_TLS OK"), result.stdout
+    verbose = plugin(lab, lab.good, "--sslcrldir", str(folder), "-v")
+    assert ".r0) is not used: OpenSSL uses the one issued " in verbose.stdout or (
+        ".r1) is not used: OpenSSL uses the one issued " in verbose.stdout
+    )
+
+
+def test_audit_judges_the_newest_crl_of_each_issuer(lab: Lab) -> None:
+    old = pki.make_crl(lab.inter, days_before=20, days_after=-10)
+    path = lab.crls("audit-superseded", old, pki.make_crl(lab.inter))
+    result = plugin(lab, lab.good, "--audit-crl", str(path))
+    assert result.returncode == 0, result.stdout
+    stale = lab.crls("audit-stale", old)
+    result = plugin(lab, lab.good, "--audit-crl", str(stale))
+    assert result.returncode == 2, result.stdout
+    assert f"CRL of CN=Revocation Intermediate,O=check_pg_tls tests ({stale}) expired on " in (
+        result.status_line
+    )
