@@ -38,12 +38,13 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
         parse_conninfo_targets,
         parse_target,
         read_targets_file,
+        shown_spec,
     )
     from .text import safe
 
     def parse(spec: str) -> list[Target]:
         if looks_like_conninfo(spec):
-            return parse_conninfo_targets(spec, args.port, args.family)
+            return parse_conninfo_targets(spec, args.port, args.family, args.sslmode)
         return [parse_target(spec, args.port, args.servername, args.family)]
 
     lines: list[Line] = []
@@ -69,7 +70,7 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     for line in lines:
         try:
             if line.problem:
-                raise ValueError(f"invalid target '{safe(line.text, 100)}': {line.problem}")
+                raise ValueError(f"invalid target '{shown_spec(line.text)}': {line.problem}")
             targets.extend((target, None) for target in parse(line.text))
         except ValueError as exc:
             targets.append((Unparsed(f"line {line.number}"), str(exc)))

@@ -23,6 +23,7 @@ __all__ = [
     "parse_conninfo_targets",
     "parse_target",
     "read_targets_file",
+    "shown_spec",
 ]
 
 _SPEC = re.compile(
@@ -61,7 +62,7 @@ def parse_target(
         ValueError: with a message fit for the user.
     """
     text = spec.strip()
-    shown = f"invalid target '{safe(spec, 100)}'"
+    shown = f"invalid target '{shown_spec(spec)}'"
     if "://" in text:
         raise ValueError(
             f"{shown}: only postgresql:// and postgres:// connection URIs are read; "
@@ -162,33 +163,49 @@ def read_targets_file(path: str) -> list[Line]:
 
 
 def looks_like_conninfo(spec: str) -> bool:
-    """A libpq URI, or ``keyword=value`` text (a target spec never holds ``=``)."""
-    text = spec.strip()
-    return text.startswith(("postgresql://", "postgres://")) or "=" in text
+    """A libpq URI, or ``keyword=value`` text (a target spec never holds ``=``).
+
+    As libpq's recognized_connection_string: the URI prefix must open the text.
+    """
+    return spec.startswith(("postgresql://", "postgres://")) or "=" in spec
 
 
-def parse_conninfo_targets(spec: str, default_port: int, family: int = 0) -> list[Target]:
+def shown_spec(spec: str) -> str:
+    """A spec or connection string as messages quote it: secrets masked, escaped, capped."""
+    if "=" in spec or "@" in spec:
+        from .conninfo_text import mask
+
+        # A spec never holds '@': ``user:password@host`` is a URI without
+        # its scheme, and its password goes too.
+        spec = mask(spec) if "=" in spec or "://" in spec else re.sub(r":[^@]*@", ":***@", spec)
+    return safe(spec, 100)
+
+
+def parse_conninfo_targets(
+    spec: str, default_port: int, family: int = 0, sslmode: str = "verify-full"
+) -> list[Target]:
     """Every host of a libpq connection string (URI or ``key=value``), as targets.
 
     ``hostaddr`` is connected to while ``host`` is the name checked, as in
     libpq; the TLS keywords ride along in :attr:`Target.settings`.
+    ``sslmode`` applies when the string names none.
 
     Raises:
-        ValueError: with a message fit for the user.
+        ValueError: with a message fit for the user, secrets masked.
     """
     from .conninfo import parse_conninfo
 
     try:
-        specs = parse_conninfo(spec)
+        specs = parse_conninfo(spec, sslmode)
     except ValueError as exc:
-        raise ValueError(f"invalid connection string '{safe(spec, 100)}': {exc}") from None
+        raise ValueError(f"invalid connection string '{shown_spec(spec)}': {exc}") from None
     targets = []
     for conn in specs:
-        for name in {conn.host, conn.hostaddr} - {None}:
-            assert name is not None
-            problem = name_problem(name)
-            if problem:
-                raise ValueError(f"invalid connection string host '{safe(name, 100)}': {problem}")
+        # A host name is looked up only without hostaddr; with it, it is only
+        # the name to verify, as in libpq.
+        problem = name_problem(conn.host) if conn.hostaddr is None else None
+        if problem:
+            raise ValueError(f"invalid connection string host '{safe(conn.host, 100)}': {problem}")
         targets.append(
             Target(
                 host=conn.hostaddr or conn.host,
@@ -200,3 +217,4 @@ def parse_conninfo_targets(spec: str, default_port: int, family: int = 0) -> lis
             )
         )
     return targets
+
