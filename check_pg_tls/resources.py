@@ -33,6 +33,7 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     from .targets import (
         Line,
         Unparsed,
+        distinct,
         looks_like_conninfo,
         name_problem,
         parse_conninfo_targets,
@@ -44,7 +45,8 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
 
     def parse(spec: str) -> list[Target]:
         if looks_like_conninfo(spec):
-            return parse_conninfo_targets(spec, args.port, args.family, args.sslmode)
+            found = parse_conninfo_targets(spec, args.port, args.family, args.sslmode)
+            return [_without_defaults(args, target) for target in found]
         return [parse_target(spec, args.port, args.servername, args.family)]
 
     lines: list[Line] = []
@@ -74,13 +76,28 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
             targets.extend((target, None) for target in parse(line.text))
         except ValueError as exc:
             targets.append((Unparsed(f"line {line.number}"), str(exc)))
-    return targets
+    return distinct(targets)
+
+
+def _without_defaults(args: argparse.Namespace, target: Target) -> Target:
+    """The target without the settings that only repeat the options: the same check
+    as a target spec with those options, and named as one."""
+    kept = tuple(
+        (key, value)
+        for key, value in target.settings
+        if key not in _OVERRIDES or getattr(args, _OVERRIDES[key]) != value
+    )
+    return target._replace(settings=kept)
 
 
 def _label(target: Target, seen: set[str]) -> str:
     # Perfdata labels: stable (derived from the target), unique, and plain
     # word characters, which no grapher or perfdata parser needs quoted.
     base = re.sub(r"\W", "_", f"{target.checked_name}_{target.port}", flags=re.ASCII)
+    if target.display is not None:
+        # Two checks of one server: their settings tell them apart.
+        settings = "_".join(f"{key}_{value}" for key, value in target.settings)
+        base += "_" + re.sub(r"\W+", "_", settings, flags=re.ASCII).strip("_")
     label, n = base, 1
     while label in seen:
         n += 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .model import Target
@@ -18,6 +20,7 @@ from .text import safe
 __all__ = [
     "Line",
     "Unparsed",
+    "distinct",
     "looks_like_conninfo",
     "name_problem",
     "parse_conninfo_targets",
@@ -218,3 +221,35 @@ def parse_conninfo_targets(
         )
     return targets
 
+
+def distinct(
+    entries: Sequence[tuple[Target, str | None]],
+) -> list[tuple[Target, str | None]]:
+    """Each check once, in the order given; checks told apart when their spec forms are not.
+
+    A target listed twice, or a host a multi-host string names twice, is the
+    same check: it is checked and reported once. Two checks of one server
+    that differ in their connection string's settings (another sslmode or
+    root file) are both kept, and each is shown with its settings, so that
+    every output (and every metric's ``target`` label) names it uniquely.
+    """
+    unique = list(dict.fromkeys(entries))
+    forms = Counter(str(target) for target, _ in unique)
+    return [
+        (target._replace(display=_with_settings(target)), problem)
+        if forms[str(target)] > 1 and target.settings
+        else (target, problem)
+        for target, problem in unique
+    ]
+
+
+def _with_settings(target: Target) -> str:
+    """``host:port (key=value ...)``, values quoted as in a libpq connection string."""
+    shown = " ".join(f"{key}={_quoted(value)}" for key, value in target.settings)
+    return f"{target} ({shown})"
+
+
+def _quoted(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

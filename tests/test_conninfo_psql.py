@@ -319,3 +319,15 @@ def test_the_plugin_reads_a_connection_string_as_libpq18(
     assert (target["host"], target["port"]) == (address, server(scenario).port)
     assert target["servername"] == (name or address)
 
+
+def test_a_host_named_twice_is_checked_once_like_any_repeated_target(
+    server: Callable[[str], Cluster], ca: Pki, psql_home: Path
+) -> None:
+    port = server("valid").port
+    conninfo = (
+        f"postgresql://db.test:{port},db.test:{port}/postgres?hostaddr=127.0.0.1,127.0.0.1"
+        f"&sslrootcert={ca.root_file}&user=postgres"
+    )
+    assert _psql(str(pg18_bindir() / "psql"), conninfo, psql_home).connected
+    document = json.loads(run_plugin(conninfo, "--json").stdout)
+    assert [t["target"] for t in document["targets"]] == [f"127.0.0.1(db.test):{port}"]
