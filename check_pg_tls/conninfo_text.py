@@ -159,8 +159,8 @@ def _keyword_value(text: str, position: int) -> tuple[str, int, str | None]:
 def _uri_items(uri: str) -> Iterator[_Item]:
     """The parts of ``postgresql://[user[:password]@][host][:port][,...][/dbname][?k=v&...]``.
 
-    Every part may be percent-encoded; libpq decodes it (and, from
-    PostgreSQL 17, drops blanks around it and refuses blanks inside it).
+    Every part may be percent-encoded; libpq decodes it, and libpq 18 also
+    drops blanks around it and refuses blanks inside it.
     """
     position = len(next(p for p in _URI_PREFIXES if uri.startswith(p)))
     end = len(uri)
@@ -276,14 +276,14 @@ def _decoded(keyword: str, raw: str) -> _Item:
         return _Item(
             keyword,
             "",
-            error.format(f"the value of {keyword}" if _hidden(keyword) else f'"{raw}"'),
+            error.format(f'the value of "{keyword}"' if _hidden(keyword) else f'"{raw}"'),
         )
     return _Item(keyword, value)
 
 
 def _uri_decode(raw: str) -> tuple[str, str | None]:
     """libpq's conninfo_uri_decode: ``%XX`` tokens decoded, ``%00`` refused,
-    blanks around the value dropped and blanks inside it refused (PostgreSQL 17+).
+    blanks around the value dropped and blanks inside it refused (libpq 18; 15 keeps them).
 
     The error is libpq's message with ``{}`` where it quotes the text.
     """
