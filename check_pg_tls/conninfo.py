@@ -1,17 +1,30 @@
-"""libpq connection strings as targets: ``postgresql://...`` URIs and ``key=value`` strings.
+"""libpq connection strings as targets: the hosts they name, judged by libpq's rules.
 
-Admins already have these, in their applications' settings. The keywords
-that decide the TLS verdict are honoured; those that cannot change it
-(database, user, application name, ...) are ignored; any other keyword
-would change what a client does, and is refused by name rather than
-silently dropped. Pure text in, plain records out.
+Admins already have these, in their applications' settings, and libpq is
+the judge of what they mean. :func:`parse_conninfo` reads the text as
+libpq's ``PQconninfoParse`` does (:mod:`.conninfo_text`), then makes the
+checks ``PQconnectdb`` makes before it connects (fe-connect.c,
+connectOptions2 and the start of PQconnectPoll, PostgreSQL 18): host,
+hostaddr and port lists that match, a numeric hostaddr, valid ports and
+integer options, the values of the keywords with fixed choices, the
+sslnegotiation and ``sslrootcert=system`` rules. A string libpq refuses is
+refused with libpq's reason; none of the messages quotes a secret.
+
+The keywords that decide the TLS verdict are honoured; those that cannot
+change it (database, user, application name, ...) are ignored once libpq's
+checks pass; any other keyword would change what a client does, and is
+refused by name rather than silently dropped.
+
+Pure text in, plain records out.
 """
 
 from __future__ import annotations
 
 import re
-import urllib.parse
+import socket
 from typing import NamedTuple
+
+from .conninfo_text import parse_options
 
 __all__ = ["HONOURED", "ConnSpec", "parse_conninfo"]
 
@@ -32,8 +45,8 @@ HONOURED = frozenset(
     }
 )
 
-#: Keywords that cannot change what the server's TLS presents or how
-#: libpq judges it.
+#: Keywords that cannot change what the server's TLS presents or how libpq
+#: judges it (libpq's own checks of their values still apply).
 _IGNORED = frozenset(
     {
         "dbname",
@@ -61,17 +74,21 @@ _IGNORED = frozenset(
         "gsslib",
         "sslcompression",
         "requirepeer",
+        "oauth_issuer",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "oauth_scope",
     }
 )
-
-_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 class ConnSpec(NamedTuple):
     """One host of a connection string, with the TLS keywords that apply to it."""
 
+    #: libpq's ``host`` for this host (the name verified and sent as SNI),
+    #: or its hostaddr when no host name was given.
     host: str
-    #: libpq's hostaddr for this host, when given.
+    #: libpq's hostaddr for this host, when given: a numeric address.
     hostaddr: str | None
     port: int | None
     #: The honoured keywords other than host, hostaddr and port.
@@ -81,117 +98,194 @@ class ConnSpec(NamedTuple):
         return dict(self.settings).get(key)
 
 
-def parse_conninfo(text: str) -> list[ConnSpec]:
+# --- stage 2: what PQconnectdb checks before it connects, and the hosts ---------
+
+
+def parse_conninfo(text: str, sslmode: str = "verify-full") -> list[ConnSpec]:
     """Every host of a connection string, in libpq's order.
 
+    ``sslmode`` applies when the string names none (``--sslmode``, as libpq's
+    ``PGSSLMODE`` would).
+
     Raises:
-        ValueError: with a message fit for the user.
+        ValueError: libpq, or this check, refuses the string; the message says
+            why and quotes no secret.
     """
-    stripped = text.strip()
-    if stripped.startswith(("postgresql://", "postgres://")):
-        pairs = _uri_pairs(stripped)
-    else:
-        pairs = _keyword_pairs(stripped)
-    settings: dict[str, str] = {}
-    for key, value in pairs:
-        if key in HONOURED:
-            settings[key] = value
-        elif key == "service":
+    options = parse_options(text)
+    for key in options:
+        if key == "service":
             raise ValueError(
                 "a service= connection string needs libpq's pg_service.conf: give its "
                 "host, port and ssl settings instead"
             )
-        elif key not in _IGNORED:
+        if key not in HONOURED and key not in _IGNORED:
             raise ValueError(
                 f"connection keyword {key!r} would change what a client does, and this "
                 "check does not honour it"
             )
-    mode = settings.get("sslmode")
-    if mode is not None and mode not in _SSLMODES:
-        raise ValueError(f"invalid sslmode {mode!r}")
-    for key, allowed in (("sslnegotiation", ("postgres", "direct")), ("sslsni", ("0", "1"))):
-        if key in settings and settings[key] not in allowed:
-            raise ValueError(f"invalid {key} {settings[key]!r}")
-    return _hosts(settings)
-
-
-def _uri_pairs(uri: str) -> list[tuple[str, str]]:
-    rest = uri.split("://", 1)[1]
-    rest, _, query = rest.partition("?")
-    netloc, _, _dbname = rest.partition("/")
-    pairs: list[tuple[str, str]] = []
-    if "@" in netloc:
-        netloc = netloc.rsplit("@", 1)[1]  # user and password: never used
-    hosts, ports = [], []
-    for part in netloc.split(",") if netloc else []:
-        match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(?::(\d*))?", part)
-        if match is None:
-            raise ValueError(f"invalid host in connection URI: {part!r}")
-        hosts.append(urllib.parse.unquote(match.group(1).strip("[]")))
-        ports.append(match.group(2) or "")
-    if hosts:
-        pairs.append(("host", ",".join(hosts)))
-        if any(ports):
-            pairs.append(("port", ",".join(ports)))
-    for item in query.split("&") if query else []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"invalid parameter in connection URI: {item!r}")
-        pairs.append((urllib.parse.unquote(key), urllib.parse.unquote(value)))
-    return pairs
-
-
-_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
-
-
-def _keyword_pairs(text: str) -> list[tuple[str, str]]:
-    pairs = []
-    position = 0
-    while position < len(text):
-        if text[position:].strip() == "":
-            break
-        match = _TOKEN.match(text, position)
-        if match is None:
-            raise ValueError(f"invalid connection string near {text[position:][:20]!r}")
-        key, value = match.group(1), match.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs.append((key, value))
-        position = match.end()
-    return pairs
-
-
-def _split(value: str | None, count: int, what: str) -> list[str]:
-    if value is None:
-        return [""] * count
-    parts = value.split(",")
-    if len(parts) == 1:
-        return parts * count
-    if len(parts) != count:
-        raise ValueError(f"{len(parts)} {what} values for {count} hosts")
-    return parts
-
-
-def _hosts(settings: dict[str, str]) -> list[ConnSpec]:
-    hosts = (settings.get("host") or "").split(",")
-    addresses = settings.get("hostaddr")
-    count = max(len(hosts), len(addresses.split(",")) if addresses else 0)
-    if len(hosts) == 1:
-        hosts = hosts * count
-    hostaddrs = _split(addresses, count, "hostaddr")
-    ports = _split(settings.get("port"), count, "port")
-    rest = tuple(
-        sorted((k, v) for k, v in settings.items() if k not in ("host", "hostaddr", "port"))
-    )
+    slots = _slots(options)
+    _check_values(options, sslmode)
+    effective = options.get("sslmode", sslmode)
+    settings = _settings(options)
     specs = []
-    for host, hostaddr, port in zip(hosts, hostaddrs, ports, strict=True):
-        if not host and not hostaddr:
-            raise ValueError("a connection string for this check needs host or hostaddr")
-        if host.startswith("/"):
+    for host, hostaddr, port in slots:
+        address = _numeric_address(hostaddr) if hostaddr else None
+        if not host and address is None:
+            raise ValueError(
+                "a connection string for this check needs host or hostaddr (libpq would "
+                "use its Unix socket)"
+            )
+        if host.startswith(("/", "@")) and address is None:
             raise ValueError(f"{host} is a Unix socket directory: TLS runs over TCP only")
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"invalid port {port!r}")
-        specs.append(
-            ConnSpec(host or hostaddr, hostaddr or None, int(port) if port else None, rest)
-        )
+        if "@" in host and address is None:
+            # No resolver takes it; in a URI it is what is left of a password
+            # with an '@' in it (libpq ends the password at the first '@').
+            raise ValueError("a host name with '@' in it (in a URI, write a password's '@' as %40)")
+        if effective == "verify-full" and not host:
+            origin = "" if "sslmode" in options else " (--sslmode)"
+            raise ValueError(
+                f"sslmode=verify-full{origin} needs host= beside hostaddr=: libpq fails with "
+                '"host name must be specified for a verified SSL connection"'
+            )
+        specs.append(ConnSpec(host or str(address), address, _port(port), settings))
     return specs
+
+
+def _slots(options: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(host, hostaddr, port) per host, counted as libpq's connectOptions2 counts them."""
+    hostaddr, host, port = (options.get(k, "") for k in ("hostaddr", "host", "port"))
+    count = len((hostaddr or host or "").split(","))
+    addresses = hostaddr.split(",") if hostaddr else [""] * count
+    hosts = host.split(",") if host else [""] * count
+    if len(hosts) != count:
+        raise ValueError(f"could not match {len(hosts)} host names to {count} hostaddr values")
+    ports = port.split(",") if port else [""]
+    if len(ports) == 1:
+        ports *= count
+    elif len(ports) != count:
+        raise ValueError(f"could not match {len(ports)} port numbers to {count} hosts")
+    return list(zip(hosts, addresses, ports, strict=True))
+
+
+_CHOICES = {
+    "channel_binding": ("disable", "prefer", "require"),
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "sslnegotiation": ("postgres", "direct"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any", "read-write", "read-only", "primary", "standby", "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+}  # fmt: skip
+
+#: Integer options libpq parses (strtol, blanks around allowed) before or while connecting.
+_INTEGERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+
+
+def _check_values(options: dict[str, str], default_sslmode: str) -> None:
+    """libpq's connectOptions2 checks of values, then the integer options."""
+    if options.get("require_auth"):
+        _check_require_auth(options["require_auth"])
+    for key, allowed in _CHOICES.items():
+        if key in options and options[key] not in allowed:
+            raise ValueError(f'invalid {key} value: "{options[key]}"')
+    sslmode = options.get("sslmode", default_sslmode)
+    if options.get("sslnegotiation") == "direct" and sslmode not in ("require", *_VERIFYING):
+        raise ValueError(
+            f'weak sslmode "{sslmode}" may not be used with sslnegotiation=direct '
+            '(use "require", "verify-ca", or "verify-full")'
+        )
+    # libpq 16+: the system's many CAs only with the name checked too.
+    if options.get("sslrootcert") == "system" and sslmode != "verify-full":
+        raise ValueError(
+            f'weak sslmode "{sslmode}" may not be used with sslrootcert=system (use "verify-full")'
+        )
+    if options.get("gssencmode") == "require":
+        raise ValueError(
+            "gssencmode=require: a client encrypts with GSSAPI instead of TLS, which this "
+            "check does not judge"
+        )
+    for key in _INTEGERS:
+        if key in options:
+            _integer(options[key], key)
+
+
+_VERIFYING = ("verify-ca", "verify-full")
+_AUTH_METHODS = ("password", "md5", "gss", "sspi", "scram-sha-256", "oauth", "none")
+
+
+def _check_require_auth(value: str) -> None:
+    """libpq's require_auth grammar: methods, all negated (``!``) or none, each once."""
+    seen: set[str] = set()
+    negated = value.startswith("!")
+    for part in value.split(","):
+        method = part[1:] if part.startswith("!") else part
+        if part.startswith("!") != negated:
+            if negated:
+                raise ValueError(
+                    f'require_auth method "{method}" cannot be mixed with negative methods'
+                )
+            raise ValueError(
+                f'negative require_auth method "{method}" cannot be mixed with non-negative methods'
+            )
+        if method not in _AUTH_METHODS:
+            raise ValueError(f'invalid require_auth value: "{method}"')
+        if method in seen:
+            raise ValueError(f'require_auth method "{part}" is specified more than once')
+        seen.add(method)
+
+
+def _integer(value: str, key: str) -> int:
+    """libpq's pqParseIntParam: strtol in base 10, a C int, blanks around it allowed."""
+    match = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*", value)
+    number = int(match.group(1)) if match else None
+    if number is None or not -(2**31) <= number < 2**31:
+        raise ValueError(f'invalid integer value "{value}" for connection option "{key}"')
+    return number
+
+
+def _port(text: str) -> int | None:
+    if not text:
+        return None
+    number = _integer(text, "port")
+    if not 1 <= number <= 65535:
+        raise ValueError(f'invalid port number: "{text}"')
+    return number
+
+
+def _numeric_address(text: str) -> str:
+    """libpq's hostaddr: what getaddrinfo() takes with AI_NUMERICHOST, canonical."""
+    try:
+        infos = socket.getaddrinfo(text, None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror as exc:
+        raise ValueError(f'could not parse network address "{text}": {exc.strerror}') from None
+    except (UnicodeError, ValueError):
+        raise ValueError(f'could not parse network address "{text}"') from None
+    return str(infos[0][4][0])
+
+
+#: Paths that libpq, when empty, takes as not given.
+_PATHS = ("sslrootcert", "sslcrl", "sslcrldir", "sslcert", "sslkey")
+
+
+def _settings(options: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    settings = {}
+    for key, value in options.items():
+        if key not in HONOURED or key in ("host", "hostaddr", "port"):
+            continue
+        if key in _PATHS and not value:
+            continue
+        if key == "sslsni":
+            # libpq sends SNI when the value starts with 1; anything else is off.
+            if value.startswith("1"):
+                continue
+            value = "0"
+        settings[key] = value
+    return tuple(sorted(settings.items()))

@@ -26,6 +26,9 @@ class Target(NamedTuple):
     #: libpq keywords from a connection string that override the options
     #: for this target (sslmode, sslrootcert, sslnegotiation, ...).
     settings: tuple[tuple[str, str], ...] = ()
+    #: How outputs name this target when its spec form is another check's
+    #: too (two connection strings for one server): the form and its settings.
+    display: str | None = None
 
     def setting(self, key: str) -> str | None:
         return dict(self.settings).get(key)
@@ -36,6 +39,8 @@ class Target(NamedTuple):
 
     def __str__(self) -> str:
         """The target in spec form: ``host:port``, ``host(servername):port``, ``[v6]:port``."""
+        if self.display is not None:
+            return self.display
         host = f"[{self.host}]" if ":" in self.host else self.host
         name = f"({self.servername})" if self.servername and self.servername != self.host else ""
         return f"{host}{name}:{self.port}"

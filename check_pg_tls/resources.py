@@ -33,17 +33,20 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     from .targets import (
         Line,
         Unparsed,
+        distinct,
         looks_like_conninfo,
         name_problem,
         parse_conninfo_targets,
         parse_target,
         read_targets_file,
+        shown_spec,
     )
     from .text import safe
 
     def parse(spec: str) -> list[Target]:
         if looks_like_conninfo(spec):
-            return parse_conninfo_targets(spec, args.port, args.family)
+            found = parse_conninfo_targets(spec, args.port, args.family, args.sslmode)
+            return [_without_defaults(args, target) for target in found]
         return [parse_target(spec, args.port, args.servername, args.family)]
 
     lines: list[Line] = []
@@ -69,17 +72,32 @@ def read_targets(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     for line in lines:
         try:
             if line.problem:
-                raise ValueError(f"invalid target '{safe(line.text, 100)}': {line.problem}")
+                raise ValueError(f"invalid target '{shown_spec(line.text)}': {line.problem}")
             targets.extend((target, None) for target in parse(line.text))
         except ValueError as exc:
             targets.append((Unparsed(f"line {line.number}"), str(exc)))
-    return targets
+    return distinct(targets)
+
+
+def _without_defaults(args: argparse.Namespace, target: Target) -> Target:
+    """The target without the settings that only repeat the options: the same check
+    as a target spec with those options, and named as one."""
+    kept = tuple(
+        (key, value)
+        for key, value in target.settings
+        if key not in _OVERRIDES or getattr(args, _OVERRIDES[key]) != value
+    )
+    return target._replace(settings=kept)
 
 
 def _label(target: Target, seen: set[str]) -> str:
     # Perfdata labels: stable (derived from the target), unique, and plain
     # word characters, which no grapher or perfdata parser needs quoted.
     base = re.sub(r"\W", "_", f"{target.checked_name}_{target.port}", flags=re.ASCII)
+    if target.display is not None:
+        # Two checks of one server: their settings tell them apart.
+        settings = "_".join(f"{key}_{value}" for key, value in target.settings)
+        base += "_" + re.sub(r"\W+", "_", settings, flags=re.ASCII).strip("_")
     label, n = base, 1
     while label in seen:
         n += 1
@@ -151,7 +169,8 @@ def _client_certificate(args: argparse.Namespace) -> dict[str, Any]:
     status = os.stat(key)
     return {
         "client_cert": facts(read_certificates(args.sslcert, "client certificate file")[0]),
-        "client_key_mode": (key, status.st_mode, status.st_uid == 0 and os.geteuid() != 0),
+        # libpq's rule depends on who owns the file, not on who reads it.
+        "client_key_mode": (key, status.st_mode, status.st_uid == 0),
     }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .model import Target
@@ -18,11 +20,13 @@ from .text import safe
 __all__ = [
     "Line",
     "Unparsed",
+    "distinct",
     "looks_like_conninfo",
     "name_problem",
     "parse_conninfo_targets",
     "parse_target",
     "read_targets_file",
+    "shown_spec",
 ]
 
 _SPEC = re.compile(
@@ -61,7 +65,7 @@ def parse_target(
         ValueError: with a message fit for the user.
     """
     text = spec.strip()
-    shown = f"invalid target '{safe(spec, 100)}'"
+    shown = f"invalid target '{shown_spec(spec)}'"
     if "://" in text:
         raise ValueError(
             f"{shown}: only postgresql:// and postgres:// connection URIs are read; "
@@ -162,33 +166,49 @@ def read_targets_file(path: str) -> list[Line]:
 
 
 def looks_like_conninfo(spec: str) -> bool:
-    """A libpq URI, or ``keyword=value`` text (a target spec never holds ``=``)."""
-    text = spec.strip()
-    return text.startswith(("postgresql://", "postgres://")) or "=" in text
+    """A libpq URI, or ``keyword=value`` text (a target spec never holds ``=``).
+
+    As libpq's recognized_connection_string: the URI prefix must open the text.
+    """
+    return spec.startswith(("postgresql://", "postgres://")) or "=" in spec
 
 
-def parse_conninfo_targets(spec: str, default_port: int, family: int = 0) -> list[Target]:
+def shown_spec(spec: str) -> str:
+    """A spec or connection string as messages quote it: secrets masked, escaped, capped."""
+    if "=" in spec or "@" in spec:
+        from .conninfo_text import mask
+
+        # A spec never holds '@': ``user:password@host`` is a URI without
+        # its scheme, and its password goes too.
+        spec = mask(spec) if "=" in spec or "://" in spec else re.sub(r":[^@]*@", ":***@", spec)
+    return safe(spec, 100)
+
+
+def parse_conninfo_targets(
+    spec: str, default_port: int, family: int = 0, sslmode: str = "verify-full"
+) -> list[Target]:
     """Every host of a libpq connection string (URI or ``key=value``), as targets.
 
     ``hostaddr`` is connected to while ``host`` is the name checked, as in
     libpq; the TLS keywords ride along in :attr:`Target.settings`.
+    ``sslmode`` applies when the string names none.
 
     Raises:
-        ValueError: with a message fit for the user.
+        ValueError: with a message fit for the user, secrets masked.
     """
     from .conninfo import parse_conninfo
 
     try:
-        specs = parse_conninfo(spec)
+        specs = parse_conninfo(spec, sslmode)
     except ValueError as exc:
-        raise ValueError(f"invalid connection string '{safe(spec, 100)}': {exc}") from None
+        raise ValueError(f"invalid connection string '{shown_spec(spec)}': {exc}") from None
     targets = []
     for conn in specs:
-        for name in {conn.host, conn.hostaddr} - {None}:
-            assert name is not None
-            problem = name_problem(name)
-            if problem:
-                raise ValueError(f"invalid connection string host '{safe(name, 100)}': {problem}")
+        # A host name is looked up only without hostaddr; with it, it is only
+        # the name to verify, as in libpq.
+        problem = name_problem(conn.host) if conn.hostaddr is None else None
+        if problem:
+            raise ValueError(f"invalid connection string host '{safe(conn.host, 100)}': {problem}")
         targets.append(
             Target(
                 host=conn.hostaddr or conn.host,
@@ -200,3 +220,36 @@ def parse_conninfo_targets(spec: str, default_port: int, family: int = 0) -> lis
             )
         )
     return targets
+
+
+def distinct(
+    entries: Sequence[tuple[Target, str | None]],
+) -> list[tuple[Target, str | None]]:
+    """Each check once, in the order given; checks told apart when their spec forms are not.
+
+    A target listed twice, or a host a multi-host string names twice, is the
+    same check: it is checked and reported once. Two checks of one server
+    that differ in their connection string's settings (another sslmode or
+    root file) are both kept, and each is shown with its settings, so that
+    every output (and every metric's ``target`` label) names it uniquely.
+    """
+    unique = list(dict.fromkeys(entries))
+    forms = Counter(str(target) for target, _ in unique)
+    return [
+        (target._replace(display=_with_settings(target)), problem)
+        if forms[str(target)] > 1 and target.settings
+        else (target, problem)
+        for target, problem in unique
+    ]
+
+
+def _with_settings(target: Target) -> str:
+    """``host:port (key=value ...)``, values quoted as in a libpq connection string."""
+    shown = " ".join(f"{key}={_quoted(value)}" for key, value in target.settings)
+    return f"{target} ({shown})"
+
+
+def _quoted(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -56,10 +56,12 @@ def test_multi_host_uri_and_list_check_every_host() -> None:
         pytest.param("host=a.test service=prod", "pg_service.conf", id="service"),
         pytest.param("host=a.test sslpassword=x", "'sslpassword' would change", id="unhonoured"),
         pytest.param("host=a.test sslmode=sometimes", "invalid sslmode", id="bad-sslmode"),
-        pytest.param("host=a.test,b.test port=1,2,3", "3 port values for 2 hosts", id="ports"),
+        pytest.param(
+            "host=a.test,b.test port=1,2,3", "could not match 3 port numbers to 2 hosts", id="ports"
+        ),
         pytest.param("host=/var/run/postgresql", "Unix socket", id="socket"),
         pytest.param("dbname=app", "needs host or hostaddr", id="no-host"),
-        pytest.param("host='unterminated", "invalid connection string", id="quote"),
+        pytest.param("host='unterminated", "unterminated quoted string", id="quote"),
     ],
 )
 def test_bad_connection_strings_say_why(text: str, message: str) -> None:

@@ -401,3 +401,82 @@ def test_openmetrics_variant_ends_in_eof(fleet: Fleet, ca: Pki) -> None:
     families = {f.name: f for f in parse_openmetrics(result.stdout)}
     assert families["probe_ssl_last_chain"].type == "info"
     assert families["probe_duration_seconds"].unit == "seconds"
+
+
+def _series(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and label set, in the order written."""
+    return [
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def test_a_target_named_twice_is_one_series_and_two_checks_of_one_server_are_two(
+    server: ServerFactory, ca: Pki, tmp_path: Path
+) -> None:
+    port = server("valid").port
+    good = f"127.0.0.1(db.test):{port}"
+    listed = tmp_path / "targets"
+    listed.write_text(
+        "\n".join(
+            [
+                good,
+                good,  # listed twice: the same check
+                f"host=db.test,db.test hostaddr=127.0.0.1,127.0.0.1 port={port}",  # a host twice
+                f"postgresql://db.test:{port},db.test:{port}/x?hostaddr=127.0.0.1,127.0.0.1",
+                # Two other checks of the same server: told apart by their settings.
+                f"host=db.test hostaddr=127.0.0.1 port={port} sslmode=require",
+                f"host=db.test hostaddr=127.0.0.1 port={port} sslmode=verify-ca",
+            ]
+        )
+        + "\n"
+    )
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    out = textfiles / "pg_tls.prom"
+    common = ("--targets-file", str(listed), "--sslrootcert", str(ca.root_file))
+    run = run_plugin(*common, "--openmetrics", "--output", str(out))
+    assert (run.returncode, run.stdout) == (0, "")
+    names = [
+        good,
+        f"{good} (sslmode=require)",
+        f"{good} (sslmode=verify-ca)",
+    ]
+    written = out.read_text()
+    series = _series(written)
+    assert len(series) == len(set(series)), written
+    assert sorted(_targets(written, "probe_success")) == sorted(names)
+    assert promtool("check", "metrics", stdin=written) == (0, "")
+    # The OpenMetrics parser refuses a sample written twice.
+    strict = run_plugin(*common, "--openmetrics", "--metrics-format", "openmetrics")
+    assert len(list(parse_openmetrics(strict.stdout))) > 0
+    # node_exporter serves every series, and has nothing to complain about.
+    (tmp_path / "node_exporter").mkdir()
+    exporter = NodeExporter(tmp_path / "node_exporter", textfiles)
+    exporter.start()
+    try:
+        served = exporter.metrics()
+    finally:
+        exporter.stop()
+    assert "node_textfile_scrape_error 0" in served
+    assert "collected before" not in exporter.log(), exporter.log()
+    assert sorted(_targets(served, "probe_success")) == sorted(names)
+    # Every other format names the same three checks.
+    document = json.loads(run_plugin(*common, "--json").stdout)
+    assert [t["target"] for t in document["targets"]] == names
+    tap = run_plugin(*common, "--tap").stdout.splitlines()
+    assert tap[1] == "1..3"
+    described = [line.split(" - ", 1)[1] for line in tap[2:]]
+    assert [text[: len(name) + 1] for text, name in zip(described, names, strict=True)] == [
+        f"{name} " for name in names
+    ]
+    nagios = run_plugin(*common)
+    assert nagios.status_line.startswith("PG_TLS OK - all 3 servers OK")
+    labels = [item.split("=")[0] for item in nagios.status_line.split(" | ")[1].split()]
+    assert len(labels) == len(set(labels))
+    assert f"db_test_{port}_sslmode_require_days_left" in labels
+
+
+def _targets(text: str, name: str) -> list[str]:
+    return [dict(labels)["target"] for sample, labels in _series(text) if sample == name]
