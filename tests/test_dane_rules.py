@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from check_pg_tls.certs import facts
 from check_pg_tls.dane import (
     DaneSettings,
     TlsaAnswer,
@@ -46,7 +47,7 @@ def test_bad_dns_servers(text: str) -> None:
 def test_the_record_to_publish_is_the_keys_sha256() -> None:
     leaf = pki.make_leaf(None).cert
     spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    record = record_for(leaf)
+    record = record_for(leaf.public_bytes(Encoding.DER))
     assert str(record) == f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
     assert record.usable
 
@@ -71,7 +72,9 @@ def test_unusable_records(usage: int, selector: int, mtype: int, length: int, us
 
 def _judge(answer: TlsaAnswer) -> dict[str, tuple[str | None, str, str]]:
     leaf = pki.make_leaf(None, dns=("db.example.test",)).cert
-    findings = dane_findings(answer, (leaf,), None, "db.example.test", 5432, NOW, DaneSettings())
+    findings = dane_findings(
+        answer, (facts(leaf),), None, "db.example.test", 5432, NOW, DaneSettings()
+    )
     return {f.check: (f.problem, f.detail, f.severity) for f in findings}
 
 
