@@ -12,7 +12,7 @@ The oracle is OpenSSL's DANE, as the system's ``openssl s_client
 it: for every record, the plugin's ``dane`` finding is OK exactly when
 s_client verifies the server with that record. Each record's outcome is
 pinned first, so a broken oracle cannot pass. Expected association data is
-computed here from the DER with the test bed's own reader, not the plugin's.
+computed from the DER by the tests (dane_oracle.py), not by the plugin.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -37,6 +36,7 @@ from testbed.crafted import Cert, bit_string, oid, read, seq, set_public_key_inf
 from testbed.pgcluster import Cluster, Workspace
 
 from .conftest import Pki, Run, run_plugin
+from .dane_oracle import openssl_dane, reencoded, sha256, spki_of
 
 HOST_SUFFIX = "enc.test"
 LEAF_TAGS = ("raw311", "re311", "raw312", "raw310", "re310", "cert301")
@@ -44,23 +44,6 @@ CA_TAGS = ("ta-raw", "ta-re", "ta-full", "pkix-raw", "pkix-re")
 LEAF_LABELS = ("compressed", "explicit", "rsa-no-null", "rsa-pss")
 EC_PUBLIC_KEY, PRIME256V1 = "1.2.840.10045.2.1", "1.2.840.10045.3.1.7"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
-
-
-def spki_of(der: bytes) -> bytes:
-    """The SubjectPublicKeyInfo element of a certificate, as its bytes stand."""
-    tbs = crafted.elements(read(der)[1])[0]
-    fields = crafted.elements(read(tbs)[1])
-    return fields[6 if fields[0][0] == 0xA0 else 5]
-
-
-def reencoded(der: bytes) -> bytes:
-    """The same key as cryptography re-serialises it (what the plugin hashed before)."""
-    key = x509.load_der_x509_certificate(der).public_key()
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def as_crafted(issued: pki.Issued) -> Cert:
@@ -247,28 +230,6 @@ class Lab:
             rdata or record.rdata,
             self.roots[record.server.label] if record.usage in (0, 1) else None,
         )
-
-
-def openssl_dane(port: int, host: str, rdata: str, cafile: Path | None = None) -> bool:
-    """Does OpenSSL's DANE (the system's s_client) accept the server with this one record?
-
-    DANE-EE ignores names, as the plugin does (RFC 7671); the PKIX usages
-    need the root, given as ``cafile``.
-    """
-    done = subprocess.run(
-        [
-            "openssl", "s_client", "-starttls", "postgres", "-brief",
-            "-connect", f"127.0.0.1:{port}",
-            "-dane_tlsa_domain", host, "-dane_tlsa_rrdata", rdata,
-            "-dane_ee_no_namechecks", "-verify_return_error",
-            *(["-CAfile", str(cafile)] if cafile else []),
-        ],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    accepted = done.returncode == 0 and "Verification: OK" in output
-    assert accepted == ("DANE TLSA" in output and "matched" in output), output
-    return accepted
 
 
 @pytest.fixture(scope="module")
