@@ -375,3 +375,38 @@ def test_the_key_file_of_a_compressed_key_matches_its_certificate(lab: Lab, tmp_
         "severity": "ok",
         "message": "private key matches the certificate",
     }
+
+
+def test_an_rsa_key_does_not_match_an_rsa_pss_certificate(
+    lab: Lab, workspace: Workspace, tmp_path: Path
+) -> None:
+    # The same modulus as an RSA-PSS key and as a plain RSA key: PostgreSQL
+    # (OpenSSL) takes the certificate with the first and refuses the second.
+    server = next(s for s in lab.servers if s.label == "rsa-pss")
+    (record,) = [r for r in lab.records if r.server is server and r.tag == "raw311"]
+    plain = serialization.load_pem_private_key(server.key_pem, None).private_bytes(
+        Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    placeholder = pki.make_leaf(None)
+    refusing = workspace.cluster([placeholder], placeholder, name="pss-plain-key")
+    refusing.install_pem(b"".join(c.pem for c in server.chain), plain)
+    with pytest.raises(RuntimeError, match="check of private key failed"):
+        refusing.start()
+    refusing.stop()
+
+    def key_match(key_pem: bytes) -> dict[str, str]:
+        key_file = tmp_path / "server.key"
+        key_file.write_bytes(key_pem)
+        key_file.chmod(0o600)
+        document = lab.plugin(record, "--json", "--key-file", str(key_file)).stdout
+        (target,) = json.loads(document)["targets"]
+        found: dict[str, str] = target["checks"]["key_match"]
+        return found
+
+    assert key_match(server.key_pem)["ok"]
+    assert key_match(plain) == {
+        "ok": False,
+        "severity": "critical",
+        "message": f"private key file {tmp_path / 'server.key'} does not belong to the served "
+        "certificate",
+    }
