@@ -38,6 +38,7 @@ from .text import safe
 from .verdict import Verdict
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from OpenSSL import crypto
 
 __all__ = [
@@ -332,6 +333,8 @@ def _dane_ta(
         if failure is None:
             return True, f"TLSA {record.kind} supplies {supplied.subject}"
         return False, f"{label} certificate from DNS does not verify the leaf: {failure}"
+    if record.selector == 1 and record.mtype == 0:
+        return _bare_key(record, presented, name, now)
     sent = {cert.der for cert in presented}
     for cert in pkix_path or ():
         if cert.der not in sent and _matches(record, cert):
@@ -341,6 +344,93 @@ def _dane_ta(
                 "record for an intermediate, or for the key"
             )
     return False, ""
+
+
+def _bare_key(
+    record: TlsaRecord, presented: Sequence[CertFacts], name: str, now: dt.datetime
+) -> tuple[bool, str]:
+    """A DANE-TA record holding a whole public key (``2 1 0``) that no presented
+    certificate carries: the anchor may be the key that signed the top of the
+    chain the server sends.
+
+    RFC 7671 section 5.2.2 lets the server leave such an anchor out, and
+    OpenSSL's DANE accepts it when the key signed the last certificate of the
+    chain it builds from what the server sent (not one below it). As OpenSSL
+    does, the key is wrapped in a certificate named as that certificate's
+    issuer, and the leaf is verified under it.
+    """
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
+
+    label = f"DANE-TA {record.kind}"
+    top = _chain_top(presented)
+    if top is None or top.certificate is None:
+        return False, ""
+    try:
+        key = load_der_public_key(record.data)
+        anchor = _wrapped(key, top.certificate.issuer, now)
+        top.certificate.verify_directly_issued_by(anchor)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False, ""
+    failure = _verify_under(
+        anchor.public_bytes(Encoding.DER), presented[0], presented[1:], name, now
+    )
+    if failure is None:
+        return True, (
+            f"TLSA {record.kind} holds the key that signed {top.subject}, and the leaf "
+            "verifies under it"
+        )
+    return False, (
+        f"{label} holds the key that signed {top.subject}, but the leaf does not verify "
+        f"under it: {failure}"
+    )
+
+
+def _chain_top(presented: Sequence[CertFacts]) -> CertFacts | None:
+    """The last certificate of the chain OpenSSL builds from what the server sent.
+
+    OpenSSL, trusting nothing, builds the chain as far as the server's
+    certificates reach and names the one whose issuer is missing.
+    """
+    from OpenSSL import crypto
+
+    try:
+        certs = [crypto.load_certificate(crypto.FILETYPE_ASN1, cert.der) for cert in presented]
+        crypto.X509StoreContext(crypto.X509Store(), certs[0], certs[1:]).verify_certificate()
+    except crypto.X509StoreContextError as exc:
+        if exc.certificate is None:
+            return None
+        top = crypto.dump_certificate(crypto.FILETYPE_ASN1, exc.certificate)
+        return next((cert for cert in presented if cert.der == top), None)
+    except crypto.Error:
+        return None
+    return None
+
+
+def _wrapped(key: PublicKeyTypes, subject: x509.Name, now: dt.datetime) -> x509.Certificate:
+    """A CA certificate for ``key``, named ``subject``: a trust anchor for OpenSSL.
+
+    An anchor is trusted as it is, its own signature never checked: a
+    throwaway key signs it.
+
+    Raises:
+        TypeError: no certificate can hold a key of this type.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    day = dt.timedelta(days=1)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key)  # type: ignore[arg-type]  # DH keys raise TypeError
+        .serial_number(1)
+        .not_valid_before(now - day)
+        .not_valid_after(now + day)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
 
 
 def judge_dane(

@@ -40,7 +40,9 @@ from .dane_oracle import openssl_dane, reencoded, sha256, spki_of
 
 HOST_SUFFIX = "enc.test"
 LEAF_TAGS = ("raw311", "re311", "raw312", "raw310", "re310", "cert301")
-CA_TAGS = ("ta-raw", "ta-re", "ta-full", "pkix-raw", "pkix-re")
+CA_TAGS = (
+    "ta-raw", "ta-re", "ta-full", "ta-full-re", "root-key", "root-key-re", "pkix-raw", "pkix-re",
+)  # fmt: skip
 LEAF_LABELS = ("compressed", "explicit", "rsa-no-null", "rsa-pss")
 EC_PUBLIC_KEY, PRIME256V1 = "1.2.840.10045.2.1", "1.2.840.10045.3.1.7"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
@@ -184,6 +186,14 @@ def _records(server: Served) -> list[Record]:
             Record(server, "ta-raw", f"2 1 1 {sha256(spki_of(middle))}", True),
             Record(server, "ta-re", f"2 1 1 {sha256(reencoded(middle))}", False),
             Record(server, "ta-full", f"2 1 0 {spki_of(middle).hex()}", True),
+            # The intermediate's key, written otherwise: no byte match, and as
+            # a bare key it signed the leaf, not the top of the chain.
+            Record(server, "ta-full-re", f"2 1 0 {reencoded(middle).hex()}", False),
+            # A whole key is an anchor even if the server does not send it
+            # (RFC 7671 section 5.2.2): OpenSSL checks that it signed the
+            # intermediate, however the key is encoded.
+            Record(server, "root-key", f"2 1 0 {spki_of(root).hex()}", True),
+            Record(server, "root-key-re", f"2 1 0 {reencoded(root).hex()}", True),
             Record(server, "pkix-raw", f"0 1 1 {sha256(spki_of(root))}", True),
             Record(server, "pkix-re", f"0 1 1 {sha256(reencoded(root))}", False),
         ]
@@ -287,7 +297,9 @@ def test_the_plugin_agrees_with_openssl_dane(
     assert dane["ok"] == openssl, (record.rdata, dane)
     if openssl:
         kind = " ".join(record.rdata.split()[:3])
-        assert dane["message"].startswith(f"TLSA {kind} matches"), dane
+        assert dane["message"].startswith(
+            (f"TLSA {kind} matches ", f"TLSA {kind} holds the key that signed ")
+        ), dane
     else:
         assert dane["severity"] == "critical", dane
         assert dane["message"].startswith("no TLSA record matches the served certificate"), dane
