@@ -122,3 +122,14 @@ def test_control_characters_from_the_resolver_are_escaped() -> None:
     )
     problem, _, _ = _judge(answer)["dane"]
     assert problem is not None and "\n" not in problem
+
+
+def test_an_owner_name_too_long_for_dns_is_not_blamed_on_a_resolver() -> None:
+    from check_pg_tls.tlsa_lookup import lookup_tlsa
+
+    # 253 characters: a valid host name, but _5432._tcp. in front exceeds
+    # DNS's 255 octets. Nothing is sent; no resolver is named.
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    answer = lookup_tlsa(f"_5432._tcp.{name}", ("127.0.0.1", 9), 2)
+    assert answer.rcode is None and answer.resolver == "none"
+    assert answer.failure == f"_5432._tcp.{name} is no DNS name: A DNS name is > 255 octets long."
