@@ -125,7 +125,7 @@ FAILURE = (
 class Auxiliary:
     #: The function made to raise.
     function: str
-    #: Options that turn the check on; {files} is filled in.
+    #: Options that turn the check on; {cert}, {key}, {crl} and {dns} are filled in.
     options: tuple[str, ...] = ()
 
 
