@@ -276,10 +276,10 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
 def _output(args: argparse.Namespace, check: Any, resources: list[CertificateResource]) -> int:
     """Print the chosen format; the exit code is the worst state in every format."""
-    from .plugin import details, reports
+    from .plugin import details, overall_state, reports
 
-    state = check.state
     per_target = reports(check.results, resources)
+    state = overall_state(per_target)
     if _metrics is not None:
         if not _claim_output():
             return int(state)

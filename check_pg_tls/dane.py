@@ -12,24 +12,34 @@ leaf and ignores its names and dates; DANE-TA(2) matches a certificate the
 server sends above the leaf, from which the leaf must then verify (names and
 dates included); PKIX-EE(1) and PKIX-TA(0) additionally need the chain to pass
 PKIX validation, which OpenSSL decided in the handshake.
+
+What is hashed is the certificate's own bytes, as a DANE client hashes what
+it received: the certificate as sent (selector 0) or the SubjectPublicKeyInfo
+exactly as the certificate encodes it (selector 1), never a key re-serialised
+by a library, which may encode the same key differently.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .certs import describe_name
+from .certs import CertFacts, facts, facts_from_der
+from .der import DerError, subject_public_key_info
 from .model import Target
+from .names import check_name
 from .posture import Finding
 from .text import safe
 from .verdict import Verdict
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+    from OpenSSL import crypto
 
 __all__ = [
     "DaneSettings",
@@ -157,60 +167,88 @@ def on_loopback(resolver: str) -> bool:
         return False
 
 
-def association(cert: x509.Certificate, selector: int, mtype: int) -> bytes:
-    """The association data a TLSA record with these parameters holds for ``cert``."""
-    if selector == 0:
-        data = cert.public_bytes(Encoding.DER)
-    else:
-        data = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+def association(der: bytes, selector: int, mtype: int) -> bytes:
+    """The association data a TLSA record with these parameters holds for a certificate.
+
+    ``der`` is the certificate as it was sent. Selector 0 hashes it whole,
+    selector 1 its SubjectPublicKeyInfo element byte for byte (RFC 6698
+    section 2.1.2), as OpenSSL's DANE does: cryptography would re-serialise
+    the key, and an EC point stored compressed, an RSA key without NULL
+    parameters or an RSA-PSS key would hash differently.
+
+    Raises:
+        DerError: the certificate's structure cannot be read.
+    """
+    data = der if selector == 0 else subject_public_key_info(der)
     if mtype == 0:
         return data
-    digest = hashes.Hash(hashes.SHA256() if mtype == 1 else hashes.SHA512())
-    digest.update(data)
-    return digest.finalize()
+    return hashlib.sha256(data).digest() if mtype == 1 else hashlib.sha512(data).digest()
 
 
-def record_for(
-    cert: x509.Certificate, usage: int = 3, selector: int = 1, mtype: int = 1
-) -> TlsaRecord:
-    """The record to publish for ``cert`` (default: 3 1 1, the key's SHA-256)."""
-    return TlsaRecord(usage, selector, mtype, association(cert, selector, mtype))
+def record_for(der: bytes, usage: int = 3, selector: int = 1, mtype: int = 1) -> TlsaRecord:
+    """The record to publish for a certificate (default: 3 1 1, the key's SHA-256).
+
+    Raises:
+        DerError: the certificate's structure cannot be read.
+    """
+    return TlsaRecord(usage, selector, mtype, association(der, selector, mtype))
 
 
-def _matches(record: TlsaRecord, cert: x509.Certificate) -> bool:
+def _matches(record: TlsaRecord, cert: CertFacts) -> bool:
     try:
-        return association(cert, record.selector, record.mtype) == record.data
-    except (ValueError, TypeError):
-        # A key cryptography cannot serialise cannot be compared.
+        return association(cert.der, record.selector, record.mtype) == record.data
+    except DerError:
         return False
 
 
 def _verify_under(
-    anchor: x509.Certificate,
-    leaf: x509.Certificate,
-    between: Sequence[x509.Certificate],
-    name: str,
-    now: dt.datetime,
+    anchor: bytes, leaf: CertFacts, between: Sequence[CertFacts], name: str, now: dt.datetime
 ) -> str | None:
-    """Does ``leaf`` verify with ``anchor`` as the only trust anchor? None if so, else why not.
+    """Does ``leaf`` verify with ``anchor`` (DER) as its only trust anchor? None, or why not.
 
-    DANE-TA keeps the usual checks below the anchor (RFC 7671 section 5.2.2):
-    signatures, names, dates, key usages. cryptography's verifier does them.
+    DANE-TA keeps the usual checks below the anchor (RFC 7671 section 5.2.2).
+    OpenSSL decides the path (signatures, dates, CA constraints, key usages
+    for a TLS server), as it does for a DANE client; the name is checked by
+    libpq's rules, as the ``name`` finding checks it. A verifier that is
+    handed the name would refuse legal DNS names it cannot represent, such as
+    host names with an underscore.
     """
-    from cryptography.x509 import DNSName, IPAddress
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+    from OpenSSL import crypto
 
-    subject: DNSName | IPAddress
+    def load(der: bytes) -> crypto.X509:
+        return crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+
     try:
-        subject = IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        subject = DNSName(name)
-    verifier = PolicyBuilder().store(Store([anchor])).time(now).build_server_verifier(subject)
+        store = crypto.X509Store()
+        store.add_cert(load(anchor))
+        # The anchor need not be self-signed: a DANE-TA record names any CA.
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+        store.set_time(now)
+        _for_tls_servers(store)
+        context = crypto.X509StoreContext(store, load(leaf.der), [load(c.der) for c in between])
+    except crypto.Error:
+        return "OpenSSL cannot load the certificates"
     try:
-        verifier.verify(leaf, list(between))
-    except VerificationError as exc:
+        context.verify_certificate()
+    except crypto.X509StoreContextError as exc:
         return safe(str(exc), 200)
+    except crypto.Error:
+        return "OpenSSL could not verify the certificates"
+    check = check_name(leaf.names, name)
+    if not check.matches:
+        return check.malformed or f"it is not valid for {safe(name, 100)}"
     return None
+
+
+def _for_tls_servers(store: crypto.X509Store) -> None:
+    """Verify as for a TLS server: OpenSSL's ``sslserver`` purpose (key usages).
+
+    A TLS client's verification sets this purpose; pyOpenSSL offers no
+    setter, the OpenSSL binding it wraps does.
+    """
+    from OpenSSL._util import lib
+
+    lib.X509_STORE_set_purpose(store._store, lib.X509_PURPOSE_SSL_SERVER)
 
 
 class _Evaluation(NamedTuple):
@@ -222,8 +260,8 @@ class _Evaluation(NamedTuple):
 
 def _evaluate(
     records: Sequence[TlsaRecord],
-    presented: Sequence[x509.Certificate],
-    pkix_path: Sequence[x509.Certificate] | None,
+    presented: Sequence[CertFacts],
+    pkix_path: Sequence[CertFacts] | None,
     name: str,
     now: dt.datetime,
 ) -> _Evaluation:
@@ -255,7 +293,7 @@ def _evaluate(
                 None,
             )
             if hit is not None:
-                matched.append(f"TLSA {record.kind} matches {describe_name(hit.subject)}")
+                matched.append(f"TLSA {record.kind} matches {hit.subject}")
             elif pkix_path is None and any(_matches(record, c) for c in presented[1:]):
                 notes.append(
                     f"{label} matches a CA certificate, but the chain does not pass PKIX validation"
@@ -265,8 +303,8 @@ def _evaluate(
 
 def _dane_ta(
     record: TlsaRecord,
-    presented: Sequence[x509.Certificate],
-    pkix_path: Sequence[x509.Certificate] | None,
+    presented: Sequence[CertFacts],
+    pkix_path: Sequence[CertFacts] | None,
     name: str,
     now: dt.datetime,
 ) -> tuple[bool, str]:
@@ -275,30 +313,124 @@ def _dane_ta(
         anchor = presented[depth]
         if not _matches(record, anchor):
             continue
-        who = describe_name(anchor.subject)
-        failure = _verify_under(anchor, presented[0], presented[1:depth], name, now)
+        failure = _verify_under(anchor.der, presented[0], presented[1:depth], name, now)
         if failure is None:
-            return True, f"TLSA {record.kind} matches {who}, and the leaf verifies under it"
-        return False, f"{label} matches {who}, but the leaf does not verify under it: {failure}"
+            return (
+                True,
+                f"TLSA {record.kind} matches {anchor.subject}, and the leaf verifies under it",
+            )
+        return False, (
+            f"{label} matches {anchor.subject}, but the leaf does not verify under it: {failure}"
+        )
     if record.selector == 0 and record.mtype == 0:
         # RFC 7671 section 5.2.2: a full certificate in DNS may supply an
         # anchor the server does not send.
         try:
-            anchor = x509.load_der_x509_certificate(record.data)
+            supplied = facts_from_der(record.data)
         except ValueError:
             return False, f"{label} holds no certificate"
-        failure = _verify_under(anchor, presented[0], presented[1:], name, now)
+        failure = _verify_under(record.data, presented[0], presented[1:], name, now)
         if failure is None:
-            return True, f"TLSA {record.kind} supplies {describe_name(anchor.subject)}"
+            return True, f"TLSA {record.kind} supplies {supplied.subject}"
         return False, f"{label} certificate from DNS does not verify the leaf: {failure}"
+    if record.selector == 1 and record.mtype == 0:
+        return _bare_key(record, presented, name, now)
+    sent = {cert.der for cert in presented}
     for cert in pkix_path or ():
-        if cert not in presented and _matches(record, cert):
+        if cert.der not in sent and _matches(record, cert):
             return False, (
-                f"{label} matches {describe_name(cert.subject)}, which the server does not "
+                f"{label} matches {cert.subject}, which the server does not "
                 "send (PostgreSQL sends ssl_cert_file: the leaf and intermediates): publish a "
                 "record for an intermediate, or for the key"
             )
     return False, ""
+
+
+def _bare_key(
+    record: TlsaRecord, presented: Sequence[CertFacts], name: str, now: dt.datetime
+) -> tuple[bool, str]:
+    """A DANE-TA record holding a whole public key (``2 1 0``) that no presented
+    certificate carries: the anchor may be the key that signed the top of the
+    chain the server sends.
+
+    RFC 7671 section 5.2.2 lets the server leave such an anchor out, and
+    OpenSSL's DANE accepts it when the key signed the last certificate of the
+    chain it builds from what the server sent (not one below it). As OpenSSL
+    does, the key is wrapped in a certificate named as that certificate's
+    issuer, and the leaf is verified under it.
+    """
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
+
+    label = f"DANE-TA {record.kind}"
+    top = _chain_top(presented)
+    if top is None or top.certificate is None:
+        return False, ""
+    try:
+        key = load_der_public_key(record.data)
+        anchor = _wrapped(key, top.certificate.issuer, now)
+        top.certificate.verify_directly_issued_by(anchor)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False, ""
+    failure = _verify_under(
+        anchor.public_bytes(Encoding.DER), presented[0], presented[1:], name, now
+    )
+    if failure is None:
+        return True, (
+            f"TLSA {record.kind} holds the key that signed {top.subject}, and the leaf "
+            "verifies under it"
+        )
+    return False, (
+        f"{label} holds the key that signed {top.subject}, but the leaf does not verify "
+        f"under it: {failure}"
+    )
+
+
+def _chain_top(presented: Sequence[CertFacts]) -> CertFacts | None:
+    """The last certificate of the chain OpenSSL builds from what the server sent.
+
+    OpenSSL, trusting nothing, builds the chain as far as the server's
+    certificates reach and names the one whose issuer is missing.
+    """
+    from OpenSSL import crypto
+
+    try:
+        certs = [crypto.load_certificate(crypto.FILETYPE_ASN1, cert.der) for cert in presented]
+        crypto.X509StoreContext(crypto.X509Store(), certs[0], certs[1:]).verify_certificate()
+    except crypto.X509StoreContextError as exc:
+        if exc.certificate is None:
+            return None
+        top = crypto.dump_certificate(crypto.FILETYPE_ASN1, exc.certificate)
+        return next((cert for cert in presented if cert.der == top), None)
+    except crypto.Error:
+        return None
+    return None
+
+
+def _wrapped(key: PublicKeyTypes, subject: x509.Name, now: dt.datetime) -> x509.Certificate:
+    """A CA certificate for ``key``, named ``subject``: a trust anchor for OpenSSL.
+
+    An anchor is trusted as it is, its own signature never checked: a
+    throwaway key signs it.
+
+    Raises:
+        TypeError: no certificate can hold a key of this type.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    day = dt.timedelta(days=1)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key)  # type: ignore[arg-type]  # DH keys raise TypeError
+        .serial_number(1)
+        .not_valid_before(now - day)
+        .not_valid_after(now + day)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
 
 
 def judge_dane(
@@ -313,20 +445,20 @@ def judge_dane(
     if answer is None:
         why = unusable_name(name) or "no lookup"
         return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
-    presented = tuple(cert.certificate for cert in verdict.chain if cert.certificate is not None)
-    if len(presented) != len(verdict.chain):
+    presented = verdict.chain
+    if any(cert.certificate is None for cert in presented):
+        # cryptography reads only DER; a certificate it refuses may be encoded
+        # otherwise, and would hash differently in a DANE client's eyes.
         why = "a presented certificate cannot be parsed"
         return (Finding("dane", f"cannot check DANE: {why}", "unparsed", "unknown"),)
     trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
     pkix_path = None
     if trusted:
         # The validated path holds the root from the trust store, which the
-        # server does not send: parse what the chain does not already have.
-        parsed = {cert.der: cert.certificate for cert in verdict.chain}
+        # server does not send: its DER is OpenSSL's, as a DANE client sees it.
+        parsed = {cert.der: cert for cert in presented}
         try:
-            pkix_path = tuple(
-                parsed.get(der) or x509.load_der_x509_certificate(der) for der in verdict.path
-            )
+            pkix_path = tuple(parsed.get(der) or facts_from_der(der) for der in verdict.path)
         except ValueError:
             pkix_path = None
     return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)
@@ -334,8 +466,8 @@ def judge_dane(
 
 def dane_findings(
     answer: TlsaAnswer,
-    presented: Sequence[x509.Certificate],
-    pkix_path: Sequence[x509.Certificate] | None,
+    presented: Sequence[CertFacts],
+    pkix_path: Sequence[CertFacts] | None,
     name: str,
     port: int,
     now: dt.datetime,
@@ -370,8 +502,8 @@ def _resolver_finding(answer: TlsaAnswer) -> Finding:
 
 def _answer_finding(
     answer: TlsaAnswer,
-    presented: Sequence[x509.Certificate],
-    pkix_path: Sequence[x509.Certificate] | None,
+    presented: Sequence[CertFacts],
+    pkix_path: Sequence[CertFacts] | None,
     name: str,
     now: dt.datetime,
     settings: DaneSettings,
@@ -418,7 +550,8 @@ def _answer_finding(
             settings.insecure_state,
         )
     usable = [r for r in answer.records if r.usable]
-    suggestion = f"publish {owner}. IN TLSA {record_for(presented[0])}"
+    served = record_for(presented[0].der)
+    suggestion = f"publish {owner}. IN TLSA {served}"
     if not answer.records:
         return _missing(f"no TLSA records at {owner} (DNSSEC-validated); {suggestion}", settings)
     if not usable:
@@ -434,8 +567,7 @@ def _answer_finding(
     return Finding(
         "dane",
         f"no TLSA record matches the served certificate (key changed without publishing a "
-        f"new record?){notes}; the served key's record: {owner}. IN TLSA "
-        f"{record_for(presented[0])}",
+        f"new record?){notes}; the served key's record: {owner}. IN TLSA {served}",
         "no TLSA match",
         "critical",
     )
@@ -449,7 +581,7 @@ def _missing(message: str, settings: DaneSettings) -> Finding:
 
 def _renewal_finding(
     answer: TlsaAnswer,
-    presented: Sequence[x509.Certificate],
+    presented: Sequence[CertFacts],
     name: str,
     port: int,
     now: dt.datetime,
@@ -461,10 +593,12 @@ def _renewal_finding(
     usable = [r for r in answer.records if r.usable]
     if not usable:
         return None
-    path, chain = settings.renewed
-    if not chain:
+    path, on_disk = settings.renewed
+    if not on_disk:
         return None
-    if chain[0] == presented[0]:
+    # The file's own bytes: cryptography returns a certificate it parsed as it read it.
+    chain = tuple(facts(cert) for cert in on_disk)
+    if chain[0].der == presented[0].der:
         return Finding("dane_renewal", None, f"the certificate in {path} is the one served")
     # Whether the renewed chain passes PKIX validation cannot be known before
     # it is served: PKIX usages are matched on their data alone here.
@@ -475,7 +609,7 @@ def _renewal_finding(
             None,
             f"the renewed certificate in {path}: {evaluation.matched[0]}",
         )
-    record = f"{tlsa_owner(port, name)}. IN TLSA {record_for(chain[0])}"
+    record = f"{tlsa_owner(port, name)}. IN TLSA {record_for(chain[0].der)}"
     return Finding(
         "dane_renewal",
         f"the renewed certificate on disk has a key no TLSA record matches: publish "

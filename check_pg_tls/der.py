@@ -1,9 +1,13 @@
-"""Just enough DER to read a certificate's names the way libpq reads them.
+"""Just enough DER to read a certificate's names and public key as they were sent.
 
 libpq walks the subjectAltName entries in their order and takes the raw
 bytes of the first Common Name; cryptography offers neither (it refuses a
 whole extension over one entry it cannot represent, and decodes names into
-text). Bytes in, bytes out; anything malformed raises :class:`DerError`.
+text). DANE hashes the SubjectPublicKeyInfo exactly as the certificate
+encodes it, which cryptography does not give either: it re-serialises the
+key (an EC point stored compressed comes back uncompressed, an RSA key's
+absent parameters come back as NULL, an RSA-PSS key as plain RSA). Bytes in,
+bytes out; anything malformed raises :class:`DerError`.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ __all__ = [
     "extensions",
     "parse",
     "subject_attributes",
+    "subject_public_key_info",
 ]
 
 #: Content bytes of the OBJECT IDENTIFIERs this module looks for.
 OID_SUBJECT_ALT_NAME = bytes.fromhex("551d11")  # 2.5.29.17
 OID_COMMON_NAME = bytes.fromhex("550403")  # 2.5.4.3
 
-_SEQUENCE, _SET, _OID, _BOOLEAN, _OCTET_STRING = 0x30, 0x31, 0x06, 0x01, 0x04
+_SEQUENCE, _SET, _OID, _BOOLEAN, _OCTET_STRING, _BIT_STRING = 0x30, 0x31, 0x06, 0x01, 0x04, 0x03
 _EXTENSIONS_TAG = 0xA3  # [3] EXPLICIT in TBSCertificate
 
 
@@ -41,10 +46,17 @@ class Tlv(NamedTuple):
     data: bytes
     start: int
     end: int
+    #: Where the tag byte is: the whole element is ``data[head:end]``.
+    head: int = 0
 
     @property
     def content(self) -> bytes:
         return self.data[self.start : self.end]
+
+    @property
+    def encoded(self) -> bytes:
+        """The whole element, tag and length included, as it was encoded."""
+        return self.data[self.head : self.end]
 
 
 def parse(data: bytes, offset: int = 0) -> Tlv:
@@ -65,7 +77,7 @@ def parse(data: bytes, offset: int = 0) -> Tlv:
         position += count
     if position + length > len(data):
         raise DerError("truncated")
-    return Tlv(tag, data, position, position + length)
+    return Tlv(tag, data, position, position + length, offset)
 
 
 def children(parent: Tlv) -> Iterator[Tlv]:
@@ -106,15 +118,30 @@ def extensions(certificate: bytes) -> list[tuple[bytes, bool, bytes]]:
     return out
 
 
+def _tbs_field(certificate: bytes, position: int, what: str) -> Tlv:
+    # version [0] is optional; then serial, signature, issuer, validity,
+    # subject, subjectPublicKeyInfo: ``position`` counts from the serial.
+    fields = _tbs_fields(certificate)
+    index = position + (1 if fields and fields[0].tag == 0xA0 else 0)
+    if len(fields) <= index or fields[index].tag != _SEQUENCE:
+        raise DerError(f"no {what}")
+    return fields[index]
+
+
+def subject_public_key_info(certificate: bytes) -> bytes:
+    """The SubjectPublicKeyInfo element, tag to last byte, exactly as the certificate holds it."""
+    spki = _tbs_field(certificate, 5, "subjectPublicKeyInfo")
+    parts = list(children(spki))
+    if len(parts) != 2 or parts[0].tag != _SEQUENCE or parts[1].tag != _BIT_STRING:
+        raise DerError("bad subjectPublicKeyInfo")
+    return spki.encoded
+
+
 def subject_attributes(certificate: bytes) -> list[tuple[bytes, int, bytes]]:
     """The subject's attributes as (OID content, string tag, raw value bytes), in order."""
-    fields = _tbs_fields(certificate)
-    # version [0] is optional; then serial, signature, issuer, validity, subject.
-    index = 5 if fields and fields[0].tag == 0xA0 else 4
-    if len(fields) <= index or fields[index].tag != _SEQUENCE:
-        raise DerError("no subject")
+    subject = _tbs_field(certificate, 4, "subject")
     out = []
-    for rdn in children(fields[index]):
+    for rdn in children(subject):
         if rdn.tag != _SET:
             raise DerError("bad name")
         for attribute in children(rdn):

@@ -76,7 +76,14 @@ def inspect_key_file(path: str) -> KeyFile:
     public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return KeyFile(path, mode, public)
+    # cryptography reads an RSA-PSS key as RSA: OpenSSL tells them apart.
+    from OpenSSL import crypto
+
+    try:
+        openssl_type: int | None = crypto.load_privatekey(crypto.FILETYPE_PEM, data).type()
+    except crypto.Error:
+        openssl_type = None
+    return KeyFile(path, mode, public, openssl_type=openssl_type)
 
 
 _PEM_CRL = b"-----BEGIN X509 CRL-----"

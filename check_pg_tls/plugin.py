@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
+from .auxiliary import isolated
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
 from .model import Observation, Target
 from .openssl_client import ClientContexts, openssl_version
@@ -44,6 +45,8 @@ __all__ = [
     "SecondsContext",
     "TargetReport",
     "UncheckedResource",
+    "overall_state",
+    "rank",
     "reports",
 ]
 
@@ -142,32 +145,34 @@ class CertificateResource(nagiosplugin.Resource):
             self.error = ServerMisbehaved("server presented a certificate that does not parse")
             return
         self.findings = self.verdict.findings
+        # Each auxiliary finding fails alone (see auxiliary): its exception is
+        # its own UNKNOWN, the verdict above stands.
         if self.revocation is not None:
             from .revocation import revocation_finding
 
             # Only a verified path: a URL an unverified certificate names is never fetched.
-            self.findings += (
-                revocation_finding(
-                    self.verdict.path,
-                    self.policy.verifies_chain,
-                    self.revocation.fetcher,
-                    started + self.timeout * 0.9,
-                    self.checked_at,
-                    self.revocation.unknown_severity,
-                ),
+            self.findings += isolated(
+                "revocation",
+                revocation_finding,
+                self.verdict.path,
+                self.policy.verifies_chain,
+                self.revocation.fetcher,
+                started + self.timeout * 0.9,
+                self.checked_at,
+                self.revocation.unknown_severity,
             )
         if self.dane is not None:
             from .dane import judge_dane
 
             left = self.timeout - (time.monotonic() - started)
             answer = tlsa.wait(left) if tlsa is not None else None
-            self.findings += judge_dane(
-                answer, self.verdict, self.target, self.checked_at, self.dane
+            self.findings += isolated(
+                "dane", judge_dane, answer, self.verdict, self.target, self.checked_at, self.dane
             )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
             left = self.timeout - (time.monotonic() - started)
-            self.findings += (self._plaintext_finding(self.plaintext, left),)
+            self.findings += isolated("plaintext", self._plaintext_finding, self.plaintext, left)
 
     def _plaintext_finding(self, plaintext: Plaintext, timeout: float) -> Finding:
         try:
@@ -399,6 +404,17 @@ class TargetReport(NamedTuple):
         return "; ".join(parts)
 
 
+def rank(state: nagiosplugin.state.ServiceState) -> int:
+    """How much a state weighs: CRITICAL, WARNING, then UNKNOWN, then OK.
+
+    UNKNOWN is a check that could not be made (DANE without an answer, an
+    auxiliary check that failed, a server that could not be checked): it
+    must not hide a problem that was found, such as an expired certificate.
+    The monitoring plugins rank states so when they combine several checks.
+    """
+    return {0: 0, 3: 1, 1: 2, 2: 3}[int(state)]
+
+
 def reports(
     results: nagiosplugin.Results, resources: list[CertificateResource]
 ) -> list[TargetReport]:
@@ -409,15 +425,20 @@ def reports(
     out = []
     for resource in resources:
         own = grouped[id(resource)]
-        state = max((r.state for r in own), key=int, default=nagiosplugin.Unknown)
+        state = max((r.state for r in own), key=rank, default=nagiosplugin.Unknown)
         problems = tuple(
             r.hint
-            for r in sorted(own, key=lambda r: int(r.state), reverse=True)
+            for r in sorted(own, key=lambda r: rank(r.state), reverse=True)
             if r.state != Ok and r.hint
         )
         days = next((r.hint for r in own if r.metric.context == "days_left"), None)
         out.append(TargetReport(resource, state, problems, days))
     return out
+
+
+def overall_state(per_target: list[TargetReport]) -> nagiosplugin.state.ServiceState:
+    """The run's state and exit code: the weightiest target's (see :func:`rank`)."""
+    return max((r.state for r in per_target), key=rank, default=nagiosplugin.Unknown)
 
 
 class CertificateSummary(nagiosplugin.Summary):
@@ -466,7 +487,7 @@ class FleetSummary(nagiosplugin.Summary):
 
     def problem(self, results: nagiosplugin.Results) -> str:
         bad = [r for r in reports(results, self.resources) if r.state != Ok]
-        bad.sort(key=lambda r: int(r.state), reverse=True)
+        bad.sort(key=lambda r: rank(r.state), reverse=True)
         counts = ", ".join(
             f"{sum(1 for r in bad if r.state == state)} {str(state).lower()}"
             for state in (Critical, Warn, nagiosplugin.Unknown)
@@ -517,7 +538,9 @@ def details(resource: CertificateResource) -> list[str]:
     for complaint in verdict.complaints:
         lines.append(f"openssl: {complaint}")
     for finding in resource.findings:
-        lines.append(f"{finding.check}: {finding.problem or finding.detail}")
+        text = finding.problem or finding.detail
+        # A failed check already names itself ("dane: check failed: ...").
+        lines.append(text if text.startswith(f"{finding.check}: ") else f"{finding.check}: {text}")
     lines += [f"crl: {status.note}" for status in verdict.crls if status.note]
     lines.append(f"openssl version: {openssl_version()} (the verdict's; libpq may use another)")
     return lines

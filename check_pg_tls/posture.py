@@ -64,6 +64,9 @@ class KeyFile(NamedTuple):
     public_key: bytes | None
     #: Why the key could not be read, if it could not.
     unreadable: str | None = None
+    #: OpenSSL's type of the key (``EVP_PKEY_id``): RSA and RSA-PSS keys
+    #: have the same public half, but PostgreSQL takes a pair of one type only.
+    openssl_type: int | None = None
 
 
 class PlaintextOutcome(NamedTuple):
@@ -288,28 +291,46 @@ def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
             )
         )
     else:
-        # Imported here: serialization costs a check ~10 ms of start-up, and
-        # only --key-file needs it.
-        from cryptography.hazmat.primitives import serialization
-
-        served_key = (
-            served.certificate.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            if served.certificate is not None
-            else None
-        )
-        if served_key != key.public_key:
-            findings.append(
-                Finding(
-                    "key_match",
-                    f"private key file {key.path} does not belong to the served certificate",
-                    "key mismatch",
-                )
-            )
-        else:
-            findings.append(Finding("key_match", None, "private key matches the certificate"))
+        findings.append(_key_match_finding(key, served))
     return tuple(findings)
+
+
+def _key_match_finding(key: KeyFile, served: CertFacts) -> Finding:
+    """Does the key belong to the certificate, as OpenSSL decides when PostgreSQL loads them?
+
+    OpenSSL compares keys, not encodings (X509_check_private_key): the public
+    halves are compared as cryptography writes both, so that a certificate
+    storing its EC point compressed still matches its key; and the key types
+    as OpenSSL reads them, since an RSA key does not match an RSA-PSS
+    certificate of the same modulus.
+    """
+    # Imported here: serialization costs a check ~10 ms of start-up, and
+    # only --key-file needs it.
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import crypto
+
+    try:
+        if served.certificate is None:
+            raise ValueError("unparsed")
+        served_key = served.certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        served_type = crypto.load_certificate(crypto.FILETYPE_ASN1, served.der).get_pubkey().type()
+    except (ValueError, UnsupportedAlgorithm, crypto.Error):
+        return Finding(
+            "key_match",
+            f"cannot check private key file {key.path}: the served certificate's key is of a "
+            "kind the check cannot read",
+            "key unreadable",
+            "unknown",
+        )
+    if served_key != key.public_key or key.openssl_type not in (None, served_type):
+        return Finding(
+            "key_match",
+            f"private key file {key.path} does not belong to the served certificate",
+            "key mismatch",
+        )
+    return Finding("key_match", None, "private key matches the certificate")
 
 
 def plaintext_finding(outcome: PlaintextOutcome, severity: str) -> Finding:

@@ -61,6 +61,12 @@ def lookup_tlsa(
     """
     end = time.monotonic() + timeout
     source = "--dns-server" if server is not None else "/etc/resolv.conf"
+    try:
+        query = _make_query(owner)
+    except dns.exception.DNSException as exc:
+        # A host name near DNS's limit of 253 characters leaves no room for
+        # _PORT._tcp.: no resolver is to blame.
+        return TlsaAnswer(owner, "none", source, failure=f"{owner} is no DNS name: {exc}")
     if server is not None:
         servers = [server]
     else:
@@ -78,7 +84,7 @@ def lookup_tlsa(
         if share <= 0:
             break
         try:
-            response = _query(owner, address, port, share)
+            response = _query(query, address, port, share)
         except dns.exception.Timeout:
             failure = (
                 f"resolver {resolver} did not answer within {shown_timeout or timeout:g} seconds"
@@ -94,12 +100,18 @@ def lookup_tlsa(
     return TlsaAnswer(owner, resolver, source, failure=failure)
 
 
-def _query(owner: str, address: str, port: int, timeout: float) -> dns.message.Message:
-    started = time.monotonic()
+def _make_query(owner: str) -> dns.message.Message:
     query = dns.message.make_query(
         owner, dns.rdatatype.TLSA, use_edns=0, payload=_PAYLOAD, want_dnssec=True
     )
     query.flags = dns.flags.RD | dns.flags.AD
+    return query
+
+
+def _query(
+    query: dns.message.Message, address: str, port: int, timeout: float
+) -> dns.message.Message:
+    started = time.monotonic()
     response = dns.query.udp(query, address, timeout=timeout, port=port)
     if response.flags & dns.flags.TC:
         left = timeout - (time.monotonic() - started)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from cryptography import x509
 
 from . import posture
+from .auxiliary import failed, isolated
 from .certs import CertFacts, facts_from_der, load_chain
 from .crls import CrlFacts, CrlStatus, judge_crls
 from .model import Observation
@@ -141,19 +142,31 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     findings.append(posture.tls_version_finding(observation.tls_version, policy.min_tls_version))
     findings.append(posture.key_strength_finding(chain[0], policy.min_rsa_bits, policy.min_ec_bits))
     findings.append(posture.signature_finding(chain, relevant, policy.weak_signature))
+    # What follows judges other things than the chain: each fails alone (see
+    # auxiliary), and the verdict above stands.
     if policy.cert_file is not None:
         path, on_disk = policy.cert_file
-        findings.append(posture.reload_finding(chain[0], on_disk, path))
+        findings += isolated("reload", posture.reload_finding, chain[0], on_disk, path)
     if policy.key_file is not None:
-        findings.extend(posture.key_file_findings(policy.key_file, chain[0]))
-    client = posture.client_certificate_finding(observation, policy.client_cert is not None)
-    if client is not None:
-        findings.append(client)
+        findings += isolated("key_match", posture.key_file_findings, policy.key_file, chain[0])
+    findings += isolated(
+        "client_certificate",
+        posture.client_certificate_finding,
+        observation,
+        policy.client_cert is not None,
+    )
     if policy.client_key_mode is not None:
-        findings.append(posture.client_key_mode_finding(*policy.client_key_mode))
-    crls = _judge_crls(policy, chain, observation.verified_chain, now)
-    if crls or policy.crls_ignored:
-        findings.append(_crl_finding(crls, policy.crls_ignored))
+        findings += isolated(
+            "client_key_permissions", posture.client_key_mode_finding, *policy.client_key_mode
+        )
+    crls: tuple[CrlStatus, ...] = ()
+    try:
+        crls = _judge_crls(policy, chain, observation.verified_chain, now)
+        if crls or policy.crls_ignored:
+            findings.append(_crl_finding(crls, policy.crls_ignored))
+    except Exception as exc:  # noqa: BLE001 - the CRL audit fails alone (see auxiliary)
+        crls = ()
+        findings.append(failed("crl", exc))
     return Verdict(
         chain=chain,
         relevant=relevant,

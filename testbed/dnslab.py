@@ -14,6 +14,7 @@ import datetime as dt
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.query
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -33,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .pgcluster import ServerProcess
 
-__all__ = ["Unbound", "ZoneFile", "free_udp_port", "make_zone", "tamper_tlsa"]
+__all__ = ["RefusingResolver", "Unbound", "ZoneFile", "free_udp_port", "make_zone", "tamper_tlsa"]
 
 _HEADER = """\
 $TTL 300
@@ -218,3 +220,43 @@ class Unbound(ServerProcess):
         message = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
         message.flags = dns.flags.RD | dns.flags.AD | (dns.flags.CD if cd else 0)
         return dns.query.udp(message, self.address, timeout=2, port=self.port)
+
+
+class RefusingResolver:
+    """A resolver on loopback that answers every query at once with REFUSED.
+
+    For tests that need a lookup to end quickly with an answer: a closed UDP
+    port is silent (the ICMP error does not reach an unconnected socket), and
+    a lookup then waits for its whole timeout.
+    """
+
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind((address, 0))
+        self._socket.settimeout(0.1)
+        self.port: int = self._socket.getsockname()[1]
+        self.server = f"{address}:{self.port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            try:
+                reply = dns.message.make_response(dns.message.from_wire(data))
+            except dns.exception.DNSException:
+                continue
+            reply.set_rcode(dns.rcode.REFUSED)
+            self._socket.sendto(reply.to_wire(), peer)
+
+    def __enter__(self) -> RefusingResolver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()

@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from check_pg_tls.certs import facts
 from check_pg_tls.dane import (
     DaneSettings,
     TlsaAnswer,
@@ -46,7 +47,7 @@ def test_bad_dns_servers(text: str) -> None:
 def test_the_record_to_publish_is_the_keys_sha256() -> None:
     leaf = pki.make_leaf(None).cert
     spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    record = record_for(leaf)
+    record = record_for(leaf.public_bytes(Encoding.DER))
     assert str(record) == f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
     assert record.usable
 
@@ -71,7 +72,9 @@ def test_unusable_records(usage: int, selector: int, mtype: int, length: int, us
 
 def _judge(answer: TlsaAnswer) -> dict[str, tuple[str | None, str, str]]:
     leaf = pki.make_leaf(None, dns=("db.example.test",)).cert
-    findings = dane_findings(answer, (leaf,), None, "db.example.test", 5432, NOW, DaneSettings())
+    findings = dane_findings(
+        answer, (facts(leaf),), None, "db.example.test", 5432, NOW, DaneSettings()
+    )
     return {f.check: (f.problem, f.detail, f.severity) for f in findings}
 
 
@@ -119,3 +122,14 @@ def test_control_characters_from_the_resolver_are_escaped() -> None:
     )
     problem, _, _ = _judge(answer)["dane"]
     assert problem is not None and "\n" not in problem
+
+
+def test_an_owner_name_too_long_for_dns_is_not_blamed_on_a_resolver() -> None:
+    from check_pg_tls.tlsa_lookup import lookup_tlsa
+
+    # 253 characters: a valid host name, but _5432._tcp. in front exceeds
+    # DNS's 255 octets. Nothing is sent; no resolver is named.
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    answer = lookup_tlsa(f"_5432._tcp.{name}", ("127.0.0.1", 9), 2)
+    assert answer.rcode is None and answer.resolver == "none"
+    assert answer.failure == f"_5432._tcp.{name} is no DNS name: A DNS name is > 255 octets long."
