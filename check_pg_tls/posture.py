@@ -154,10 +154,20 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
     if observation.client_certificate_sent:
         return Finding("client_certificate", None, "server accepted the client certificate")
     if observation.certificate_requested:
+        # PostgreSQL asks in every handshake once ssl_ca_file is set, and
+        # lets the handshake finish without one; pg_hba.conf (clientcert,
+        # cert) decides only after the StartupMessage.
+        later = (
+            "see auth: what the login met"
+            if observation.login is not None
+            else "only a login can tell: --check-auth USER"
+        )
         return Finding(
             "client_certificate",
             None,
-            "server asks for a client certificate but does not require one",
+            "server asks for a client certificate and completes the TLS handshake without "
+            "one; whether a login needs one (pg_hba.conf clientcert or cert) is decided "
+            f"after the StartupMessage ({later})",
         )
     if configured:
         return Finding("client_certificate", None, "server did not ask for a client certificate")

@@ -368,6 +368,22 @@ def test_postgresql_15(lab15: Lab, proxy15: RecordingProxy, name: str) -> None:
         assert sent == startup_message(case.user, "postgres") + (TERMINATE if let_in else b"")
 
 
+def test_without_check_auth_a_certificate_request_claims_nothing(lab15: Lab) -> None:
+    # PostgreSQL asks for a client certificate in every handshake once
+    # ssl_ca_file is set; pg_hba.conf decides only after the StartupMessage.
+    lab15.cluster.set_hba(f"{HOST} scram-sha-256 clientcert=verify-full\n")
+    assert not lab15.psql_login().connected
+    result = lab15.check("-v")
+    assert result.returncode == 0, result.stdout
+    assert "does not require" not in result.stdout
+    assert (
+        "client_certificate: server asks for a client certificate and completes the TLS "
+        "handshake without one; whether a login needs one (pg_hba.conf clientcert or cert) "
+        "is decided after the StartupMessage (only a login can tell: --check-auth USER)"
+    ) in result.stdout
+    assert lab15.check("--check-auth", "postgres").returncode == 2
+
+
 def test_passwordless_state(lab15: Lab) -> None:
     lab15.cluster.set_hba(f"{HOST} trust\n")
     assert lab15.psql_login(password=False).connected
