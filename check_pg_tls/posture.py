@@ -361,7 +361,8 @@ def plaintext_finding(outcome: PlaintextOutcome, severity: str) -> Finding:
 
 
 def _who(user: str, database: str) -> str:
-    return f"user {user}" + (f" and database {database}" if database != user else "")
+    shown = f"user {safe(user, 100)}"
+    return shown + (f" and database {safe(database, 100)}" if database != user else "")
 
 
 #: SASL mechanisms named in output. Others are only counted: mechanism
@@ -471,9 +472,10 @@ def login_finding(
         name = f"CN={safe(client_name, 100)}" if client_name is not None else "no CN"
         return Finding(
             "auth",
-            f"the client certificate names {name}, not user {login.user}: a pg_hba.conf "
-            "line with clientcert=verify-full (or cert) refuses it after the password, unless "
-            f"a user name map or clientname=DN allows it; the server asks {who} for {asked}",
+            f"the client certificate names {name}, not user {safe(login.user, 100)}: a "
+            "pg_hba.conf line with clientcert=verify-full (or cert) refuses it after the "
+            "password, unless a user name map or clientname=DN allows it; the server asks "
+            f"{who} for {asked}",
             "client certificate for another user",
             "warning",
         )
@@ -495,8 +497,8 @@ def _unknown_method(reply: StartupReply) -> str:
 
 
 # What a server answers a login it refuses before authentication:
-# PostgreSQL 28000 (pg_hba.conf, client certificates, roles); pgbouncer
-# 08P01 for all of its own refusals.
+# PostgreSQL 28000 (pg_hba.conf: reject, no line, client certificates);
+# pgbouncer 08P01 for all of its own refusals.
 _REFUSED = ("28000", "28P01", "08P01")
 
 

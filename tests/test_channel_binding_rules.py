@@ -115,3 +115,16 @@ def test_a_digest_is_no_problem() -> None:
     finding = channel_binding_finding(CertificateHash("SHA384"), None, "critical")
     assert finding.problem is None
     assert finding.detail == "SCRAM channel binding hashes the certificate with SHA384"
+
+
+def test_names_from_the_command_line_are_escaped_in_the_login_finding() -> None:
+    from check_pg_tls.model import Observation
+    from check_pg_tls.posture import login_finding
+
+    answer = LoginAnswer(
+        Login("evil\x1b[31m|x", "db"), StartupReply(StartupReplyKind.AUTHENTICATION, 0)
+    )
+    observation = Observation("127.0.0.1", (), "TLSv1.3", "x", None, 0.0, 0.0, login=answer)
+    finding = login_finding(observation, "warning")
+    assert finding.problem is not None
+    assert "\x1b" not in finding.problem and "|" not in finding.problem
