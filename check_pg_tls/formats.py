@@ -15,7 +15,7 @@ from typing import Any
 
 import nagiosplugin
 
-from .model import Target
+from .model import LoginAnswer, Target
 from .openssl_client import openssl_version
 from .plugin import TargetReport
 from .targets import Unparsed
@@ -206,6 +206,8 @@ def _blank(target: Target) -> dict[str, Any]:
         "openssl": [],
         "crls": [],
         "client_certificate": None,
+        "channel_binding": None,
+        "auth": None,
         "chain": [],
     }
     if isinstance(target, Unparsed):
@@ -236,6 +238,8 @@ def _target(report: TargetReport) -> dict[str, Any]:
             "handshake_ms": round(observation.handshake_seconds * 1000, 3),
             "legacy_handshake": observation.legacy_reason,
         }
+    if observation is not None and observation.login is not None:
+        entry["auth"] = _login(observation.login)
     if verdict is not None:
         now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
         entry["days_left"] = _floor(verdict.days_left, 4)
@@ -269,6 +273,14 @@ def _target(report: TargetReport) -> dict[str, Any]:
                 "not_after": _time(client.not_after),
                 "days_left": _floor(client.days_left(now), 4),
             }
+        binding = verdict.channel_binding
+        if binding is not None:
+            entry["channel_binding"] = {
+                "digest": binding.digest,
+                "error": binding.error,
+                "signed_with": binding.signed_with,
+                "decided_by": binding.decided_by,
+            }
         entry["chain"] = [
             {
                 "subject": cert.subject,
@@ -285,3 +297,29 @@ def _target(report: TargetReport) -> dict[str, Any]:
             for index, cert in enumerate(verdict.chain)
         ]
     return entry
+
+
+def _login(answer: LoginAnswer) -> dict[str, Any]:
+    """``--check-auth``: what the server asked for, in fixed words and codes only."""
+    from .posture import known_mechanisms
+    from .protocol import AuthCode, StartupReplyKind
+
+    reply = answer.reply
+    request = None
+    mechanisms: tuple[str, ...] = ()
+    others = 0
+    if reply is not None and reply.kind is StartupReplyKind.AUTHENTICATION:
+        code = reply.auth_code or 0
+        known = {c.value: c.name.lower() for c in AuthCode}
+        request = known.get(code, f"code {code}")
+        mechanisms, others = known_mechanisms(reply)
+    return {
+        "user": answer.login.user,
+        "database": answer.login.database,
+        "request": request,
+        "mechanisms": list(mechanisms),
+        "other_mechanisms": others,
+        "sqlstate": reply.sqlstate if reply is not None else None,
+        "session_sqlstate": answer.session_sqlstate,
+        "failure": answer.failure,
+    }

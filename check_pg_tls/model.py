@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Observation", "Target", "VerifyError"]
+from .protocol import StartupReply
+
+__all__ = ["Login", "LoginAnswer", "Observation", "Target", "VerifyError"]
 
 
 class Target(NamedTuple):
@@ -59,6 +61,34 @@ class VerifyError(NamedTuple):
     certificate: bytes
 
 
+class Login(NamedTuple):
+    """``--check-auth``: whom to name in a StartupMessage sent over TLS."""
+
+    user: str
+    database: str
+
+
+class LoginAnswer(NamedTuple):
+    """What the server answered a StartupMessage sent over TLS.
+
+    Only what it asks for: no password is ever sent, so this never says
+    whether a login would succeed.
+    """
+
+    login: Login
+    #: The first message: an authentication request or an error; None when
+    #: there was none (see ``failure``).
+    reply: StartupReply | None
+    #: Why there is no reply (no answer in time, a closed connection, a TLS
+    #: alert, bytes that are not PostgreSQL's), or, after
+    #: AuthenticationOk, why the session did not start.
+    failure: str | None = None
+    #: After AuthenticationOk: the SQLSTATE of an error that ended the
+    #: session before it was ready (a role or database that does not exist);
+    #: None when the session became ready.
+    session_sqlstate: str | None = None
+
+
 class Observation(NamedTuple):
     """What one probe saw. DER bytes only: parsing is the caller's business."""
 
@@ -88,3 +118,6 @@ class Observation(NamedTuple):
     certificate_requested: bool = False
     client_certificate_sent: bool = False
     client_refusal: str | None = None
+    #: With ``--check-auth``: the server's answer to a StartupMessage sent
+    #: over this connection after the handshake.
+    login: LoginAnswer | None = None

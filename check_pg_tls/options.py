@@ -296,6 +296,28 @@ def parser() -> _Parser:
         choices=("warning", "critical"),
         help="state when unencrypted logins are possible (default: %(default)s)",
     )
+    posture.add_argument(
+        "--check-auth",
+        metavar="USER[@DATABASE]",
+        help="after the TLS handshake, send a StartupMessage for USER and report what the "
+        "server asks for (SCRAM and its mechanisms, MD5, a client certificate, nothing at "
+        "all); never sends a password; a refusal is CRITICAL",
+    )
+    posture.add_argument(
+        "--passwordless-state",
+        default="warning",
+        choices=("ok", "warning", "critical"),
+        help="state when --check-auth finds that the server lets USER in over TLS without "
+        "a password or client certificate (default: %(default)s)",
+    )
+    posture.add_argument(
+        "--channel-binding-state",
+        default="warning",
+        choices=("ok", "warning", "critical"),
+        help="state for a certificate libpq cannot use for SCRAM channel binding (signed "
+        "with Ed25519 or Ed448), unless --check-auth shows whether the server offers it "
+        "(default: %(default)s)",
+    )
     dane = parser.add_argument_group("DANE (TLSA records in DNS; needs check_pg_tls[dane])")
     dane.add_argument(
         "--dane",

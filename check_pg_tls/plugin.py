@@ -18,7 +18,7 @@ from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .auxiliary import isolated
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
-from .model import Observation, Target
+from .model import Login, Observation, Target
 from .openssl_client import ClientContexts, openssl_version
 from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
@@ -85,6 +85,7 @@ class CertificateResource(nagiosplugin.Resource):
         plaintext: Plaintext | None = None,
         revocation: Revocation | None = None,
         dane: DaneSettings | None = None,
+        login: Login | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
@@ -94,6 +95,8 @@ class CertificateResource(nagiosplugin.Resource):
         self.label = label
         self.direct = direct
         self.plaintext = plaintext
+        #: ``--check-auth``: the StartupMessage sent after the handshake.
+        self.login = login
         self.revocation = revocation
         self.dane = dane
         self.collected = False
@@ -132,7 +135,9 @@ class CertificateResource(nagiosplugin.Resource):
 
     def _collect(self, started: float, tlsa: PendingLookup | None) -> None:
         try:
-            self.observation = probe(self.target, self.timeout, self.contexts, self.direct)
+            self.observation = probe(
+                self.target, self.timeout, self.contexts, self.direct, self.login
+            )
         except ProbeError as exc:
             self.error = exc
             self.seconds = time.monotonic() - started

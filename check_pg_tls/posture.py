@@ -2,14 +2,15 @@
 
 Weak protocol versions, keys and signatures; an intermediate the server does
 not send; a certificate renewed on disk but not reloaded; a private key file
-anyone can read, or one that does not match; unencrypted logins. Each
-function returns one :class:`Finding`; none does I/O.
+anyone can read, or one that does not match; unencrypted logins; a
+certificate SCRAM channel binding cannot use; what the server asks of a
+user at login. Each function returns one :class:`Finding`; none does I/O.
 """
 
 from __future__ import annotations
 
 import stat
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -17,20 +18,26 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
-from .model import Observation
-from .protocol import StartupReply, StartupReplyKind
+from .model import LoginAnswer, Observation
+from .protocol import AuthCode, StartupReply, StartupReplyKind
+from .text import safe
+
+if TYPE_CHECKING:
+    from .channel_binding import CertificateHash
 
 __all__ = [
     "TLS_VERSIONS",
     "Finding",
     "KeyFile",
     "PlaintextOutcome",
+    "channel_binding_finding",
     "client_certificate_finding",
     "client_key_mode_finding",
     "incomplete_chain_finding",
     "key_file_findings",
     "key_strength_finding",
     "legacy_finding",
+    "login_finding",
     "plaintext_finding",
     "reload_finding",
     "signature_finding",
@@ -150,10 +157,20 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
     if observation.client_certificate_sent:
         return Finding("client_certificate", None, "server accepted the client certificate")
     if observation.certificate_requested:
+        # PostgreSQL asks in every handshake once ssl_ca_file is set, and
+        # lets the handshake finish without one; pg_hba.conf (clientcert,
+        # cert) decides only after the StartupMessage.
+        later = (
+            "see auth: what the login met"
+            if observation.login is not None
+            else "only a login can tell: --check-auth USER"
+        )
         return Finding(
             "client_certificate",
             None,
-            "server asks for a client certificate but does not require one",
+            "server asks for a client certificate and completes the TLS handshake without "
+            "one; whether a login needs one (pg_hba.conf clientcert or cert) is decided "
+            f"after the StartupMessage ({later})",
         )
     if configured:
         return Finding("client_certificate", None, "server did not ask for a client certificate")
@@ -361,4 +378,239 @@ def plaintext_finding(outcome: PlaintextOutcome, severity: str) -> Finding:
         f"SQLSTATE {reply.sqlstate or 'unknown'}",
         "plaintext check inconclusive",
         "unknown",
+    )
+
+
+def _who(user: str, database: str) -> str:
+    shown = f"user {safe(user, 100)}"
+    return shown + (f" and database {safe(database, 100)}" if database != user else "")
+
+
+#: SASL mechanisms named in output. Others are only counted: mechanism
+#: names are text from a server that may not be authenticated.
+KNOWN_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "OAUTHBEARER")
+
+
+def known_mechanisms(reply: StartupReply) -> tuple[tuple[str, ...], int]:
+    """The SASL mechanisms offered that may be shown, and how many others."""
+    known = tuple(m for m in reply.mechanisms if m in KNOWN_MECHANISMS)
+    return known, len(reply.mechanisms) - len(known)
+
+
+def _asks_for(reply: StartupReply) -> str | None:
+    """What an authentication request asks for, in words; None for what libpq cannot do."""
+    code = reply.auth_code
+    if code == AuthCode.SASL:
+        known, others = known_mechanisms(reply)
+        if any(m.startswith("SCRAM-") for m in known):
+            offered = ", ".join(known) + (f" and {others} other" if others else "")
+            return f"a password by SCRAM (offers {offered})"
+        if "OAUTHBEARER" in known:
+            return "an OAuth bearer token (OAUTHBEARER)"
+        return None
+    return _ASKS_FOR.get(code or 0)
+
+
+_ASKS_FOR: dict[int, str] = {
+    AuthCode.CLEARTEXT_PASSWORD: "a cleartext password (password, ldap, radius or pam in "
+    "pg_hba.conf), sent inside TLS",
+    AuthCode.MD5_PASSWORD: "an MD5-hashed password",
+    AuthCode.GSS: "Kerberos (GSSAPI)",
+    AuthCode.SSPI: "SSPI (Windows)",
+}
+_UNSUPPORTED: dict[int, str] = {
+    AuthCode.KERBEROS_V5: "Kerberos V5",
+    AuthCode.SCM_CREDENTIAL: "SCM credentials",
+}
+
+
+def login_finding(
+    observation: Observation, passwordless_severity: str, client_name: str | None = None
+) -> Finding:
+    """``--check-auth``: what the server asks of the user, after the handshake.
+
+    No password is sent, so a request for one is information, not a
+    verdict; a refusal at this point is what every libpq client set up like
+    this check (with or without the same client certificate) meets.
+    ``client_name`` is the Common Name of the client certificate sent, if any.
+    """
+    answer = observation.login
+    assert answer is not None
+    login = answer.login
+    who = _who(login.user, login.database)
+    sent = observation.client_certificate_sent
+    reply = answer.reply
+    if reply is None:
+        if observation.client_refusal is not None:
+            return Finding(
+                "auth",
+                None,
+                "no login asked: the server refused the TLS connection (see client_certificate)",
+            )
+        return Finding(
+            "auth",
+            f"cannot tell what the server asks of {who}: {answer.failure}",
+            "login check failed",
+            "unknown",
+        )
+    if reply.kind is StartupReplyKind.ERROR:
+        return _refusal(reply, who, sent, observation.certificate_requested)
+    if reply.auth_code == AuthCode.OK:
+        ended = ""
+        if answer.session_sqlstate:
+            ended = (
+                f"; it then ended the session with SQLSTATE {answer.session_sqlstate} (does "
+                "the role, or the database, exist?)"
+            )
+        elif answer.failure:
+            ended = f"; the session then did not start: {answer.failure}"
+        if sent:
+            return Finding(
+                "auth",
+                None,
+                f"server lets {who} in on the client certificate, without a password "
+                f"(cert authentication, or trust){ended}",
+            )
+        return Finding(
+            "auth",
+            f"server lets {who} log in over TLS without a password or client certificate "
+            f"(pg_hba.conf trust){ended}",
+            "login without password",
+            passwordless_severity,
+        )
+    asked = _asks_for(reply)
+    if asked is None:
+        return Finding(
+            "auth",
+            f"cannot tell what the server asks of {who}: it asks for "
+            f"{_unknown_method(reply)}, which libpq does not support",
+            "unknown authentication",
+            "unknown",
+        )
+    if sent and client_name != login.user:
+        # clientcert=verify-full compares the name only after the password,
+        # which the check never sends: it can only point out the mismatch.
+        name = f"CN={safe(client_name, 100)}" if client_name is not None else "no CN"
+        return Finding(
+            "auth",
+            f"the client certificate names {name}, not user {safe(login.user, 100)}: a "
+            "pg_hba.conf line with clientcert=verify-full (or cert) refuses it after the "
+            "password, unless a user name map or clientname=DN allows it; the server asks "
+            f"{who} for {asked}",
+            "client certificate for another user",
+            "warning",
+        )
+    later = (
+        "; the client certificate passed the handshake, and names the user (which "
+        "clientcert=verify-full checks only after the password)"
+        if sent
+        else ""
+    )
+    return Finding("auth", None, f"server asks {who} for {asked}{later}")
+
+
+def _unknown_method(reply: StartupReply) -> str:
+    if reply.auth_code == AuthCode.SASL:
+        count = len(reply.mechanisms)
+        return f"SASL with {count} mechanism{'s' if count != 1 else ''} libpq does not know"
+    code = reply.auth_code or 0
+    return _UNSUPPORTED.get(code, f"authentication method {code}")
+
+
+# What a server answers a login it refuses before authentication:
+# PostgreSQL 28000 (pg_hba.conf: reject, no line, client certificates);
+# pgbouncer 08P01 for all of its own refusals.
+_REFUSED = ("28000", "28P01", "08P01")
+
+
+def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Finding:
+    code = reply.sqlstate
+    if code not in _REFUSED:
+        return Finding(
+            "auth",
+            f"cannot tell what the server asks of {who}: it answered with SQLSTATE "
+            f"{code or 'unknown'}",
+            "login check inconclusive",
+            "unknown",
+        )
+    if sent:
+        problem = (
+            f"login of {who} refused with the client certificate given (SQLSTATE {code}): "
+            "its name does not map to the user (cert authentication), or pg_hba.conf has "
+            "no line for it over TLS; libpq clients with this sslcert cannot log in"
+        )
+    elif requested:
+        problem = (
+            f"login of {who} refused (SQLSTATE {code}) on a connection without a client "
+            "certificate: either pg_hba.conf demands one (cert, clientcert=verify-ca or "
+            "verify-full), which libpq clients without sslcert never get past, or it has no "
+            "line that lets the user in over TLS"
+        )
+    else:
+        problem = (
+            f"login of {who} refused over TLS (SQLSTATE {code}): pg_hba.conf has no line "
+            "that lets the user in, or rejects it"
+        )
+    return Finding("auth", problem, "login refused")
+
+
+_PLUS = "SCRAM-SHA-256-PLUS"
+
+
+def channel_binding_finding(
+    binding: CertificateHash, login: LoginAnswer | None, severity: str
+) -> Finding:
+    """Can libpq bind a SCRAM login to this certificate (tls-server-end-point)?
+
+    libpq hashes the server's certificate with the digest of its signature
+    algorithm; a signature without one (Ed25519, Ed448) makes every SCRAM
+    login with channel_binding=prefer (the default) or require fail. Whether
+    a client logs in with SCRAM only the server can say: with ``login``,
+    an offer of SCRAM-SHA-256-PLUS makes it certain (CRITICAL); SCRAM
+    without channel binding makes it moot, since the server offers none to
+    anyone.
+    """
+    if binding.digest is not None:
+        return Finding(
+            "channel_binding",
+            None,
+            f"SCRAM channel binding hashes the certificate with {binding.digest}",
+        )
+    error = binding.error or ""
+    if "find digest" in error and binding.signed_with:
+        why = f"the certificate is signed with {binding.signed_with}, which has no digest"
+    elif "generate" in error:
+        why = "OpenSSL cannot compute the digest of the certificate's signature"
+    else:
+        why = "OpenSSL cannot tell the digest of the certificate's signature"
+    fails = f'fail with "{binding.error}" ({why})'
+    fix = (
+        "use a certificate signed by an ECDSA or RSA key, or channel_binding=disable in the "
+        "clients (no protection)"
+    )
+    reply = login.reply if login is not None else None
+    if login is not None and reply is not None and reply.auth_code == AuthCode.SASL:
+        who = _who(login.login.user, login.login.database)
+        if _PLUS in reply.mechanisms:
+            return Finding(
+                "channel_binding",
+                f"server offers {who} {_PLUS}, which libpq cannot bind to this certificate: "
+                f"password logins with channel_binding=prefer (the default) or require "
+                f"{fails}; {fix}",
+                "channel binding impossible",
+                "critical",
+            )
+        if "SCRAM-SHA-256" in reply.mechanisms:
+            return Finding(
+                "channel_binding",
+                None,
+                f"libpq cannot bind SCRAM to this certificate ({binding.error}), but the "
+                f"server does not offer {_PLUS}: clients log in without channel binding",
+            )
+    return Finding(
+        "channel_binding",
+        f"SCRAM password logins with channel_binding=prefer (libpq's default) or require "
+        f"{fails}; {fix}",
+        "channel binding impossible",
+        severity,
     )

@@ -6,11 +6,14 @@ chain inside the handshake, as it does for libpq, but its complaints are
 recorded rather than fatal (see :mod:`.openssl_client`): the handshake
 completes, an expired or untrusted certificate still gets its days left
 reported, and the connection always ends with close_notify, so a probe
-leaves no error line in the server's log.
+leaves no error line in the server's log. With a :class:`Login`, a
+StartupMessage goes over the same connection and the server's answer is
+recorded; no password is ever sent.
 """
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import threading
@@ -21,7 +24,7 @@ from typing import TypeVar
 from OpenSSL import SSL, crypto
 
 from .errors import CheckFailed, ServerMisbehaved, Unreachable
-from .model import Observation, Target, VerifyError
+from .model import Login, LoginAnswer, Observation, Target, VerifyError
 from .names import ip_literal
 from .openssl_client import (
     ALPN_PROTOCOL,
@@ -32,12 +35,17 @@ from .openssl_client import (
 )
 from .protocol import (
     SSL_REQUEST,
+    TERMINATE,
+    AuthCode,
     ProtocolViolation,
     Reply,
     StartupReply,
+    StartupReplyKind,
     message_length,
     parse_reply,
+    parse_session_message,
     parse_startup_reply,
+    session_message_length,
     startup_message,
 )
 from .text import safe
@@ -73,13 +81,19 @@ class _Deadline:
 
 
 def probe(
-    target: Target, timeout: float, contexts: ClientContexts, direct: bool = False
+    target: Target,
+    timeout: float,
+    contexts: ClientContexts,
+    direct: bool = False,
+    login: Login | None = None,
 ) -> Observation:
     """Connect, negotiate TLS the PostgreSQL way, and record what was presented.
 
-    Returns within ``timeout`` seconds. Never sends a StartupMessage, never
-    authenticates. With ``direct``, skips the SSLRequest and starts TLS at
-    once, as libpq's ``sslnegotiation=direct`` does (PostgreSQL 17+).
+    Returns within ``timeout`` seconds. Never authenticates; sends a
+    StartupMessage only for a ``login``, after the handshake, and records
+    what the server asks for. With ``direct``, skips the SSLRequest and
+    starts TLS at once, as libpq's ``sslnegotiation=direct`` does
+    (PostgreSQL 17+).
 
     The handshake uses libpq's settings first. Only when that handshake
     fails is a second one tried with legacy settings, so that an old server
@@ -94,7 +108,7 @@ def probe(
     deadline = _Deadline(timeout)
     addresses = _resolve(target, deadline)
     try:
-        return _attempt(addresses, target, deadline, contexts.current, direct)
+        return _attempt(addresses, target, deadline, contexts.current, direct, login)
     except _HandshakeFailed as exc:
         if direct:
             # PostgreSQL 16 and older read the ClientHello as a startup packet
@@ -105,7 +119,7 @@ def probe(
             ) from None
         first = exc.reason
     try:
-        observation = _attempt(addresses, target, deadline, contexts.legacy, direct)
+        observation = _attempt(addresses, target, deadline, contexts.legacy, direct, login)
     except (_HandshakeFailed, Unreachable, ServerMisbehaved):
         raise ServerMisbehaved(f"TLS handshake failed: {first}") from None
     return observation._replace(legacy_reason=first)
@@ -125,13 +139,14 @@ def _attempt(
     deadline: _Deadline,
     context: SSL.Context,
     direct: bool,
+    login: Login | None,
 ) -> Observation:
     sock, address = _connect(addresses, target, deadline)
     connected = deadline.elapsed()
     try:
         if not direct:
             _negotiate(sock, deadline)
-        return _handshake(sock, target, address, deadline, connected, context, direct)
+        return _handshake(sock, target, address, deadline, connected, context, direct, login)
     finally:
         sock.close()
 
@@ -324,6 +339,7 @@ def _handshake(
     connected: float,
     context: SSL.Context,
     direct: bool,
+    login: Login | None = None,
 ) -> Observation:
     name = target.checked_name
     sock.setblocking(False)
@@ -362,7 +378,20 @@ def _handshake(
         _close_politely(tls, sock, deadline)
         raise ServerMisbehaved("server presented no certificate")
     sent = tls.get_certificate() is not None
-    if refusal is None and log.certificate_requested:
+    answer = None
+    if login is not None:
+        answer = (
+            LoginAnswer(login, None, f"no login possible: {refusal}")
+            if refusal is not None
+            else _ask_login(tls, sock, deadline, login)
+        )
+        # TLS 1.3: a server that refuses the client's certificate (or its
+        # absence) says so with an alert, which the login's read received.
+        if refusal is None and answer.failure is not None and log.certificate_requested:
+            alert = answer.failure.removeprefix(_ALERT)
+            if alert != answer.failure:
+                refusal = alert
+    elif refusal is None and log.certificate_requested:
         # TLS 1.3: the client's handshake is over before the server has
         # judged the client, so its refusal comes as an alert on the first
         # read. Wait for it only as long as the server took to answer.
@@ -383,10 +412,78 @@ def _handshake(
         certificate_requested=log.certificate_requested,
         client_certificate_sent=sent and log.certificate_requested,
         client_refusal=refusal,
+        login=answer,
     )
     if refusal is None:
         _close_politely(tls, sock, deadline)
     return observation
+
+
+# A TLS alert that ended the login: the server's verdict on the client's
+# certificate (TLS 1.3), told apart from other failures by this prefix.
+_ALERT = "the TLS connection failed: "
+#: Messages a session's start may have before ReadyForQuery: the server's
+#: parameters and notices; more is not a PostgreSQL server.
+_SESSION_MESSAGES = 64
+
+
+def _ask_login(
+    tls: SSL.Connection, sock: socket.socket, deadline: _Deadline, login: Login
+) -> LoginAnswer:
+    """Send a StartupMessage over TLS and read what the server asks for.
+
+    Nothing else is sent while the server waits for authentication: a client
+    may walk away before it authenticates, and PostgreSQL (and pgbouncer)
+    log nothing when it does, while a Terminate there is a protocol
+    violation they log. Only a server that lets the client in
+    (AuthenticationOk) gets a Terminate, once its session is ready, which
+    ends it as any client ends one.
+    """
+    reply: StartupReply | None = None
+    try:
+        _send(tls, sock, deadline, startup_message(login.user, login.database))
+        header = _read(tls, sock, 5, deadline)
+        reply = parse_startup_reply(header + _read(tls, sock, message_length(header), deadline))
+        if reply.kind is not StartupReplyKind.AUTHENTICATION or reply.auth_code != AuthCode.OK:
+            return LoginAnswer(login, reply)
+        for _ in range(_SESSION_MESSAGES):
+            header = _read(tls, sock, 5, deadline)
+            body = _read(tls, sock, session_message_length(header), deadline)
+            message = parse_session_message(header + body)
+            if message.kind == "E":
+                return LoginAnswer(login, reply, session_sqlstate=message.sqlstate or "unknown")
+            if message.ends_start:
+                _send(tls, sock, deadline, TERMINATE)
+                return LoginAnswer(login, reply)
+        raise ProtocolViolation("server sent no end to the start of the session")
+    except ProtocolViolation as exc:
+        return LoginAnswer(login, reply, str(exc))
+    except Unreachable:
+        waited = "ReadyForQuery" if reply is not None else "answer to the StartupMessage"
+        return LoginAnswer(login, reply, f"no {waited} within {deadline.seconds:g} seconds")
+    except (SSL.SysCallError, SSL.Error) as exc:
+        return LoginAnswer(login, reply, _ALERT + _failure_reason(exc))
+    except OSError as exc:
+        return LoginAnswer(login, reply, f"connection failed during the login: {_reason(exc)}")
+
+
+def _send(tls: SSL.Connection, sock: socket.socket, deadline: _Deadline, data: bytes) -> None:
+    while data:
+        sent = _drive(functools.partial(tls.send, data), sock, deadline, "login")
+        data = data[sent:]
+
+
+def _read(tls: SSL.Connection, sock: socket.socket, count: int, deadline: _Deadline) -> bytes:
+    data = b""
+    while len(data) < count:
+        try:
+            chunk = _drive(functools.partial(tls.recv, count - len(data)), sock, deadline, "login")
+        except SSL.ZeroReturnError:
+            break  # the parser reports what is missing
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _failure_reason(exc: SSL.Error) -> str:

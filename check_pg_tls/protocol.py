@@ -1,8 +1,11 @@
-"""The PostgreSQL SSLRequest exchange, as bytes only.
+"""The PostgreSQL protocol's first messages, as bytes only.
 
 The client sends an 8-byte SSLRequest; a PostgreSQL server answers with
-exactly one byte. This module knows those bytes and nothing about sockets,
-so every malformed answer can be tested on its own.
+exactly one byte. A StartupMessage (``--check-plaintext``, ``--check-auth``)
+is answered with an authentication request or an error; after
+AuthenticationOk, the server sends its session's first messages up to
+ReadyForQuery. This module knows those bytes and nothing about sockets, so
+every malformed answer can be tested on its own.
 """
 
 from __future__ import annotations
@@ -17,13 +20,18 @@ __all__ = [
     "PROTOCOL_3_0",
     "SSL_REQUEST",
     "SSL_REQUEST_CODE",
+    "TERMINATE",
+    "AuthCode",
     "ProtocolViolation",
     "Reply",
+    "SessionMessage",
     "StartupReply",
     "StartupReplyKind",
     "message_length",
     "parse_reply",
+    "parse_session_message",
     "parse_startup_reply",
+    "session_message_length",
     "startup_message",
 ]
 
@@ -103,6 +111,32 @@ class StartupReplyKind(enum.Enum):
     ERROR = "E"
 
 
+class AuthCode(enum.IntEnum):
+    """The authentication request codes a server may start with."""
+
+    #: AuthenticationOk: no password, no exchange: the client is in.
+    OK = 0
+    #: Kerberos V5: long gone from PostgreSQL and libpq.
+    KERBEROS_V5 = 2
+    CLEARTEXT_PASSWORD = 3
+    #: MD5Password, followed by a 4-byte salt.
+    MD5_PASSWORD = 5
+    #: SCM credentials: long gone from PostgreSQL and libpq.
+    SCM_CREDENTIAL = 6
+    GSS = 7
+    SSPI = 9
+    #: SASL, followed by the mechanisms the server offers.
+    SASL = 10
+
+
+# Codes that continue an exchange: never the first thing a server sends.
+_CONTINUATIONS = frozenset({8, 11, 12})
+# The body each request has after its code, when it is fixed.
+_EXTRA_BYTES = {code: 0 for code in AuthCode} | {AuthCode.MD5_PASSWORD: 4}
+# RFC 4422 section 3.1: a mechanism name is 1 to 20 of A-Z, 0-9, - and _.
+_SASL_NAME = re.compile(rb"^[A-Z0-9_-]{1,20}$")
+
+
 class StartupReply(NamedTuple):
     """The first message a server sends in answer to a StartupMessage."""
 
@@ -112,6 +146,9 @@ class StartupReply(NamedTuple):
     #: The ErrorResponse's SQLSTATE (its only part worth keeping: five
     #: characters from a fixed alphabet, never free text), for ``E``.
     sqlstate: str | None = None
+    #: The SASL mechanisms offered, in the server's order, for an
+    #: AuthenticationSASL request (RFC 4422 names, checked as such).
+    mechanisms: tuple[str, ...] = ()
 
 
 def startup_message(user: str, database: str) -> bytes:
@@ -132,6 +169,23 @@ def startup_message(user: str, database: str) -> bytes:
     return struct.pack("!I", len(body) + 4) + body
 
 
+#: The Terminate message: how a client ends a session it was let into.
+TERMINATE = b"X\x00\x00\x00\x04"
+
+
+def _length(header: bytes, allowed: bytes, answering: str) -> int:
+    if len(header) < 5:
+        raise ProtocolViolation(f"server closed the connection without answering {answering}")
+    if header[0] not in allowed:
+        raise ProtocolViolation(
+            f"server answered {answering} with byte 0x{header[0]:02x}: not a PostgreSQL server"
+        )
+    length = int.from_bytes(header[1:5], "big")
+    if not 4 <= length <= MAX_MESSAGE:
+        raise ProtocolViolation(f"server's answer to {answering} has an impossible length")
+    return length - 4
+
+
 def message_length(header: bytes) -> int:
     """The body length announced by a 5-byte message header (type, Int32 length).
 
@@ -139,17 +193,7 @@ def message_length(header: bytes) -> int:
         ProtocolViolation: not a message type a server starts with, or a length
             out of bounds.
     """
-    if len(header) < 5:
-        raise ProtocolViolation("server closed the connection without answering the StartupMessage")
-    if header[:1] not in (b"R", b"E"):
-        raise ProtocolViolation(
-            f"server answered the StartupMessage with byte 0x{header[0]:02x}: "
-            "not a PostgreSQL server"
-        )
-    length = int.from_bytes(header[1:5], "big")
-    if not 4 <= length <= MAX_MESSAGE:
-        raise ProtocolViolation("server's answer to the StartupMessage has an impossible length")
-    return length - 4
+    return _length(header, b"RE", "the StartupMessage")
 
 
 def parse_startup_reply(message: bytes) -> StartupReply:
@@ -163,13 +207,88 @@ def parse_startup_reply(message: bytes) -> StartupReply:
     if len(body) != body_length:
         raise ProtocolViolation("server's answer to the StartupMessage is truncated")
     if message[:1] == b"R":
-        if len(body) < 4:
-            raise ProtocolViolation("server sent a malformed authentication request")
-        (code,) = struct.unpack("!I", body[:4])
-        return StartupReply(StartupReplyKind.AUTHENTICATION, auth_code=code)
-    sqlstate = None
+        return _authentication_request(body)
+    return StartupReply(StartupReplyKind.ERROR, sqlstate=_sqlstate(body))
+
+
+def _authentication_request(body: bytes) -> StartupReply:
+    if len(body) < 4:
+        raise ProtocolViolation("server sent a malformed authentication request")
+    (code,) = struct.unpack("!I", body[:4])
+    extra = body[4:]
+    if code in _CONTINUATIONS:
+        raise ProtocolViolation("server continued an authentication exchange that had not begun")
+    if code == AuthCode.SASL:
+        return StartupReply(
+            StartupReplyKind.AUTHENTICATION, auth_code=code, mechanisms=_mechanisms(extra)
+        )
+    expected = _EXTRA_BYTES.get(code)
+    if expected is not None and len(extra) != expected:
+        raise ProtocolViolation("server sent a malformed authentication request")
+    return StartupReply(StartupReplyKind.AUTHENTICATION, auth_code=code)
+
+
+def _mechanisms(data: bytes) -> tuple[str, ...]:
+    # Each name ends in a NUL; an empty name ends the list, and nothing may follow.
+    names: list[str] = []
+    while True:
+        end = data.find(b"\x00")
+        if end < 0:
+            raise ProtocolViolation("server's list of SASL mechanisms is not terminated")
+        name, data = data[:end], data[end + 1 :]
+        if not name:
+            break
+        if not _SASL_NAME.match(name):
+            raise ProtocolViolation("server offered a SASL mechanism with an impossible name")
+        names.append(name.decode("ascii"))
+    if data:
+        raise ProtocolViolation("server sent data after its list of SASL mechanisms")
+    return tuple(names)
+
+
+def _sqlstate(body: bytes) -> str | None:
     for field in body.split(b"\x00"):
         if field[:1] == b"C" and _SQLSTATE.match(field[1:]):
-            sqlstate = field[1:].decode("ascii")
-            break
-    return StartupReply(StartupReplyKind.ERROR, sqlstate=sqlstate)
+            return field[1:].decode("ascii")
+    return None
+
+
+class SessionMessage(NamedTuple):
+    """One message of a session's start, after AuthenticationOk."""
+
+    #: Its type byte: ``S`` ParameterStatus, ``K`` BackendKeyData, ``N``
+    #: NoticeResponse, ``Z`` ReadyForQuery, ``E`` ErrorResponse.
+    kind: str
+    #: For an ErrorResponse, its SQLSTATE (never its text).
+    sqlstate: str | None = None
+
+    @property
+    def ends_start(self) -> bool:
+        """ReadyForQuery or an error: the server waits, or has given up."""
+        return self.kind in ("Z", "E")
+
+
+def session_message_length(header: bytes) -> int:
+    """The body length of a message that may follow AuthenticationOk.
+
+    Raises:
+        ProtocolViolation: a type that does not belong there, or a length
+            out of bounds.
+    """
+    return _length(header, b"SKNZE", "the login")
+
+
+def parse_session_message(message: bytes) -> SessionMessage:
+    """Judge one whole message after AuthenticationOk.
+
+    Raises:
+        ProtocolViolation: the message is malformed.
+    """
+    body_length = session_message_length(message[:5])
+    body = message[5:]
+    if len(body) != body_length:
+        raise ProtocolViolation("server's answer to the login is truncated")
+    kind = chr(message[0])
+    if kind == "Z" and (len(body) != 1 or body not in (b"I", b"T", b"E")):
+        raise ProtocolViolation("server sent a malformed ReadyForQuery")
+    return SessionMessage(kind, _sqlstate(body) if kind == "E" else None)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from .dane import DaneSettings
-    from .model import Target
+    from .model import Login, Target
     from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
     from .posture import KeyFile
@@ -191,6 +191,23 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
     return Plaintext(user, database or user, args.plaintext_state)
 
 
+def _login(args: argparse.Namespace) -> Login | None:
+    if args.check_auth is None:
+        return None
+    from .model import Login
+    from .protocol import startup_message
+
+    user, _, database = args.check_auth.partition("@")
+    try:
+        # The message is built again when sent; this only proves it can be.
+        startup_message(user, database or user)
+    except ValueError:
+        raise UsageError(
+            f"invalid --check-auth {args.check_auth!r}: give USER[@DATABASE]"
+        ) from None
+    return Login(user, database or user)
+
+
 def _dane(
     args: argparse.Namespace, cert_file: tuple[str, x509.Certificate] | None
 ) -> DaneSettings | None:
@@ -290,6 +307,7 @@ def build_resources(
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)
     plaintext = _plaintext(args)
+    login = _login(args)
     revocation = None
     if args.check_revocation:
         from .crl_fetch import CrlFetcher
@@ -326,6 +344,8 @@ def build_resources(
                     min_rsa_bits=args.min_rsa_bits,
                     min_ec_bits=args.min_ec_bits,
                     weak_signature=args.weak_signature_state,
+                    channel_binding=args.channel_binding_state,
+                    passwordless=args.passwordless_state,
                     cert_file=cert_file,
                     key_file=key_file,
                     **own.policy,
@@ -335,6 +355,7 @@ def build_resources(
                 label=label,
                 direct=options.negotiation == "direct",
                 plaintext=plaintext,
+                login=login,
                 revocation=revocation,
                 dane=dane,
             )

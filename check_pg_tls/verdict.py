@@ -14,6 +14,7 @@ from cryptography import x509
 from . import posture
 from .auxiliary import failed, isolated
 from .certs import CertFacts, facts_from_der, load_chain
+from .channel_binding import CertificateHash, certificate_hash
 from .crls import CrlFacts, CrlStatus, judge_crls
 from .model import Observation
 from .names import check_name
@@ -60,6 +61,12 @@ class Policy(NamedTuple):
     #: A connection string's sslmode that lets a client run without TLS
     #: (disable, allow, prefer); the check judges the TLS offered as require.
     client_sslmode: str | None = None
+    #: Severity of a certificate SCRAM channel binding cannot use, when no
+    #: login showed whether the server offers it.
+    channel_binding: str = "warning"
+    #: Severity of a login the server lets in without a password
+    #: (``--check-auth``).
+    passwordless: str = "warning"
 
     @property
     def verifies_chain(self) -> bool:
@@ -88,6 +95,8 @@ class Verdict(NamedTuple):
     complaints: tuple[str, ...] = ()
     #: Every CRL judged, soonest to expire first.
     crls: tuple[CrlStatus, ...] = ()
+    #: What libpq makes of the leaf for SCRAM channel binding.
+    channel_binding: CertificateHash | None = None
 
     @property
     def leaf(self) -> CertFacts:
@@ -159,6 +168,18 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         findings += isolated(
             "client_key_permissions", posture.client_key_mode_finding, *policy.client_key_mode
         )
+    binding: CertificateHash | None = None
+    try:
+        binding = certificate_hash(chain[0].der)
+        findings.append(
+            posture.channel_binding_finding(binding, observation.login, policy.channel_binding)
+        )
+    except Exception as exc:  # noqa: BLE001 - fails alone (see auxiliary)
+        findings.append(failed("channel_binding", exc))
+    if observation.login is not None:
+        findings += isolated(
+            "auth", posture.login_finding, observation, policy.passwordless, _common_name(policy)
+        )
     crls: tuple[CrlStatus, ...] = ()
     try:
         crls = _judge_crls(policy, chain, observation.verified_chain, now)
@@ -176,7 +197,21 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         path=chain_check.path if chain_check else (),
         complaints=chain_check.complaints if chain_check else (),
         crls=crls,
+        channel_binding=binding,
     )
+
+
+def _common_name(policy: Policy) -> str | None:
+    # The name PostgreSQL compares with the user (clientname=CN, the default).
+    cert = policy.client_cert.certificate if policy.client_cert is not None else None
+    if cert is None:
+        return None
+    try:
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    value = names[0].value if names else None
+    return value if isinstance(value, str) else None
 
 
 def _judge_crls(

@@ -20,6 +20,7 @@ __all__ = [
     "RefusedPort",
     "postgres_tls",
     "scripted",
+    "scripted_login",
     "silent",
     "tls_only",
 ]
@@ -42,6 +43,8 @@ class FaultServer:
         self.stopping = threading.Event()
         self.received: list[bytes] = []
         self._conns: list[socket.socket] = []
+        self._handled = 0
+        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -61,6 +64,15 @@ class FaultServer:
             pass
         finally:
             conn.close()
+            with self._done:
+                self._handled += 1
+                self._done.notify_all()
+
+    def wait_connections(self, count: int, timeout: float = 10) -> None:
+        """Return once ``count`` connections have been handled to their end."""
+        with self._done:
+            if not self._done.wait_for(lambda: self._handled >= count, timeout):
+                raise TimeoutError(f"{self._handled} of {count} connections handled")
 
     def close(self) -> None:
         self.stopping.set()
@@ -186,5 +198,46 @@ def postgres_tls(cert_file: Path, key_file: Path) -> Behaviour:
                 tls.recv(1024)
         except (ssl.SSLError, OSError):
             pass
+
+    return behaviour
+
+
+def scripted_login(
+    cert_file: Path, key_file: Path, reply: bytes, received: list[bytes]
+) -> Behaviour:
+    """A server that answers a StartupMessage over TLS with ``reply`` and records the client.
+
+    PostgreSQL's negotiation (SSLRequest, ``S``, TLS with ``cert_file``), then
+    ``reply`` after the client's StartupMessage; every byte the client sent
+    inside TLS, up to its close, is appended to ``received`` as one entry
+    per connection. The server keeps the connection open after the reply
+    until the client goes.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+
+    def behaviour(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.settimeout(10)
+        if _read_request(conn) != b"\x00\x00\x00\x08\x04\xd2\x16\x2f":
+            return
+        conn.sendall(b"S")
+        data = b""
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                while len(data) < 4 or len(data) < int.from_bytes(data[:4], "big"):
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                tls.sendall(reply)
+                while True:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            received.append(data)
 
     return behaviour

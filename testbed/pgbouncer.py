@@ -50,7 +50,8 @@ class PgBouncer(ServerProcess):
     ``settings`` are extra or overriding ``[pgbouncer]`` settings. Towards
     the cluster it uses TLS (the test clusters accept only ``hostssl``), and
     the user ``postgres`` gets in without a password, so psql can connect
-    through it.
+    through it; ``password`` is the one pgbouncer itself asks for when its
+    ``auth_type`` wants one.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class PgBouncer(ServerProcess):
         settings: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         name: str = "pgbouncer",
+        password: str = "",
     ) -> None:
         if (chain is None) != (key is None):
             raise ValueError("give both chain and key, or neither")
@@ -75,7 +77,7 @@ class PgBouncer(ServerProcess):
         self.log_path = self.dir / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-        self._write("userlist.txt", b'"postgres" ""\n', 0o600)
+        self._write("userlist.txt", f'"postgres" "{password}"\n'.encode(), 0o600)
         backend = cluster.settings["listen_addresses"].strip("'").split(",")[0].strip()
         settings_out = {
             "listen_addr": host,

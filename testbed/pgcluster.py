@@ -375,6 +375,22 @@ class Cluster(ServerProcess):
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGHUP)
 
+    def set_hba(self, text: str, timeout: float = 10) -> None:
+        """Replace pg_hba.conf and reload; return once new connections get the new rules.
+
+        The postmaster logs "received SIGHUP" as it starts reloading and
+        forks no backend until it has read the files again: a connection
+        made after that line is judged by the new rules.
+        """
+        (self.data / "pg_hba.conf").write_text(text)
+        before = self.log().count("received SIGHUP")
+        self.reload()
+        end = time.monotonic() + timeout
+        while self.log().count("received SIGHUP") == before:
+            if time.monotonic() > end:
+                raise TimeoutError(f"no reload after {timeout} s:\n{self.log()}")
+            time.sleep(0.002)
+
     def wait_served(
         self, accept: Callable[[bytes | ssl.SSLError], bool], timeout: float = 10
     ) -> None:

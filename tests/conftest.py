@@ -225,3 +225,13 @@ def psql_with(conninfo: str, home: Path, env: dict[str, str] | None = None) -> P
     )
     connected = done.returncode == 0 and done.stdout.strip() == "1"
     return PsqlAttempt(connected, "" if connected else done.stderr.strip())
+
+
+@pytest.fixture(scope="session")
+def pg18_workspace() -> Iterator[Workspace]:
+    """A workspace of PostgreSQL 18 clusters, its template made once per session."""
+    from testbed.pg18 import pg18_bindir
+
+    space = Workspace(bindir=pg18_bindir())
+    yield space
+    space.cleanup()

@@ -14,12 +14,16 @@ from check_pg_tls.protocol import (
     MAX_MESSAGE,
     SSL_REQUEST,
     SSL_REQUEST_CODE,
+    TERMINATE,
+    AuthCode,
     ProtocolViolation,
     Reply,
     StartupReplyKind,
     message_length,
     parse_reply,
+    parse_session_message,
     parse_startup_reply,
+    session_message_length,
     startup_message,
 )
 
@@ -234,3 +238,124 @@ def test_startup_reply_parser_only_raises_protocol_violation(data: bytes) -> Non
         return
     assert reply.kind in (StartupReplyKind.AUTHENTICATION, StartupReplyKind.ERROR)
     assert reply.sqlstate is None or (len(reply.sqlstate) == 5 and reply.sqlstate.isalnum())
+
+
+# --- authentication requests and a session's start (--check-auth) ------------------
+
+
+def _request(code: int, extra: bytes = b"") -> bytes:
+    return _message(b"R", struct.pack("!I", code) + extra)
+
+
+def test_sasl_mechanisms_are_kept_in_the_servers_order() -> None:
+    reply = parse_startup_reply(_request(10, b"SCRAM-SHA-256-PLUS\x00SCRAM-SHA-256\x00\x00"))
+    assert reply.auth_code == AuthCode.SASL
+    assert reply.mechanisms == ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256")
+
+
+def test_an_empty_sasl_list_is_kept_empty() -> None:
+    assert parse_startup_reply(_request(10, b"\x00")).mechanisms == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (b"", "not terminated"),
+        (b"SCRAM-SHA-256", "not terminated"),
+        (b"SCRAM-SHA-256\x00", "not terminated"),
+        (b"SCRAM-SHA-256\x00\x00X", "data after its list"),
+        (b"scram-sha-256\x00\x00", "impossible name"),
+        (b"SCRAM SHA\x00\x00", "impossible name"),
+        (b"A" * 21 + b"\x00\x00", "impossible name"),
+        (b"\xff\x00\x00", "impossible name"),
+    ],
+)
+def test_malformed_sasl_lists(extra: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=reason):
+        parse_startup_reply(_request(10, extra))
+
+
+@pytest.mark.parametrize(
+    ("code", "extra"),
+    [(0, b"x"), (3, b"\x00"), (5, b"abc"), (5, b"abcde"), (7, b"x"), (9, b"x"), (2, b"x")],
+)
+def test_requests_of_fixed_length_must_have_it(code: int, extra: bytes) -> None:
+    with pytest.raises(ProtocolViolation, match="malformed authentication request"):
+        parse_startup_reply(_request(code, extra))
+
+
+@pytest.mark.parametrize("code", [0, 2, 3, 6, 7, 9])
+def test_requests_without_data(code: int) -> None:
+    assert parse_startup_reply(_request(code)).auth_code == code
+
+
+def test_md5_request_carries_a_four_byte_salt() -> None:
+    assert parse_startup_reply(_request(5, b"salt")).auth_code == AuthCode.MD5_PASSWORD
+
+
+@pytest.mark.parametrize("code", [8, 11, 12])
+def test_a_continuation_cannot_come_first(code: int) -> None:
+    with pytest.raises(ProtocolViolation, match="had not begun"):
+        parse_startup_reply(_request(code, b"data"))
+
+
+def test_an_unknown_request_code_is_kept_for_the_judgement() -> None:
+    reply = parse_startup_reply(_request(99, b"anything"))
+    assert reply.kind is StartupReplyKind.AUTHENTICATION
+    assert reply.auth_code == 99
+
+
+def test_terminate_bytes() -> None:
+    assert TERMINATE == b"X\x00\x00\x00\x04"
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "sqlstate"),
+    [
+        (_message(b"S", b"server_version\x0015.18\x00"), "S", None),
+        (_message(b"K", bytes(8)), "K", None),
+        (_message(b"N", b"SNOTICE\x00C00000\x00Mhi\x00\x00"), "N", None),
+        (_message(b"Z", b"I"), "Z", None),
+        (_message(b"Z", b"T"), "Z", None),
+        (_message(b"E", b"SFATAL\x00C3D000\x00Mno such database <x>\x00\x00"), "E", "3D000"),
+    ],
+)
+def test_session_messages(message: bytes, kind: str, sqlstate: str | None) -> None:
+    parsed = parse_session_message(message)
+    assert parsed.kind == kind
+    assert parsed.sqlstate == sqlstate
+    assert parsed.ends_start == (kind in "ZE")
+    assert "<x>" not in repr(parsed)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (b"", "without answering the login"),
+        (b"Z\x00\x00", "without answering the login"),
+        (_message(b"R", struct.pack("!I", 0)), "byte 0x52"),
+        (_message(b"D", b""), "byte 0x44"),
+        (b"S" + struct.pack("!I", MAX_MESSAGE + 1), "impossible length"),
+        (b"S" + struct.pack("!I", 3), "impossible length"),
+        (b"S" + struct.pack("!I", 10) + b"abc", "truncated"),
+        (_message(b"Z", b""), "malformed ReadyForQuery"),
+        (_message(b"Z", b"X"), "malformed ReadyForQuery"),
+        (_message(b"Z", b"II"), "malformed ReadyForQuery"),
+    ],
+)
+def test_malformed_session_messages(message: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=re.escape(reason)):
+        parse_session_message(message)
+
+
+def test_session_header_length() -> None:
+    assert session_message_length(b"Z" + struct.pack("!I", 5)) == 1
+
+
+@given(st.binary(max_size=64))
+def test_session_parser_only_raises_protocol_violation(data: bytes) -> None:
+    try:
+        parsed = parse_session_message(data)
+    except ProtocolViolation:
+        return
+    assert parsed.kind in "SKNZE"
