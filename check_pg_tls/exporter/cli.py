@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -187,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pg_tls_exporter: {exc} (see --help)", file=sys.stderr)
         return 2
     _setup_logging(args.log_level)
+    # As the plugin: a library's deprecation warning about an odd
+    # certificate would only be noise in the log.
+    warnings.simplefilter("ignore")
     log = logging.getLogger("pg_tls_exporter")
     # Loaded here: --help and --version stay fast.
     from .config import FileError
