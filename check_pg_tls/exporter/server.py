@@ -46,6 +46,7 @@ MAX_BODY = 65536
 DRAIN_SECONDS = 5.0
 
 _TEXT = "text/plain; charset=utf-8"
+_ROUTES = ("/", "/probe", "/metrics", "/-/healthy", "/-/reload")
 
 
 class Exporter:
@@ -142,6 +143,9 @@ class _Exchange:
 
     def answer(self) -> None:
         request = self.request
+        url = urllib.parse.urlsplit(request.path)
+        if url.path in _ROUTES:
+            self.handler = url.path
         if not self._read_body():
             return
         web = self.exporter.web.current()
@@ -157,7 +161,6 @@ class _Exchange:
         ):
             self.send(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="pg_tls_exporter"'})
             return
-        url = urllib.parse.urlsplit(request.path)
         routes = {
             "/": (("GET", "HEAD"), self.landing),
             "/probe": (("GET",), lambda: self.probe(url.query)),
@@ -169,7 +172,6 @@ class _Exchange:
             self.send(404, "Not Found\n")
             return
         methods, action = routes[url.path]
-        self.handler = url.path
         if request.command not in methods:
             self.send(
                 405,

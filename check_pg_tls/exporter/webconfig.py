@@ -22,8 +22,6 @@ import os
 import re
 import ssl
 import threading
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,34 +311,42 @@ def client_sans(certificate: dict[str, object]) -> list[str]:
 
 
 class WebConfigSource:
-    """The current web configuration: read again when a file it names changes."""
+    """The current web configuration: read again when it or a file it names changes.
+
+    The file itself is compared by content (a rewrite within the file
+    system's timestamp granularity still counts), the files it names by
+    inode, size and modification time.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._config: WebConfig | None = load(path) if path else WebConfig()
-        self._seen = self._signature(self._config.files)
-        self._checked = time.monotonic()
+        self._files = self._config.files[1:]
+        self._seen = self._signature()
 
-    @staticmethod
-    def _signature(files: Sequence[str]) -> tuple[tuple[int, int, int], ...]:
-        found = []
-        for name in files:
+    def _signature(self) -> tuple[object, ...]:
+        try:
+            content: bytes | None = Path(self.path).read_bytes() if self.path else None
+        except OSError:
+            content = None
+        found: list[object] = [content]
+        for name in self._files:
             try:
                 status = os.stat(name)
             except OSError:
-                found.append((0, 0, 0))
+                found.append(None)
                 continue
             found.append((status.st_ino, status.st_size, status.st_mtime_ns))
         return tuple(found)
 
     def current(self) -> WebConfig | None:
-        """The configuration to apply now; None while the changed file does not load."""
+        """The configuration to apply now; None while a changed file does not load."""
         if self.path is None:
             return self._config
         with self._lock:
-            files = self._config.files if self._config else (self.path, *self._files)
-            if self._signature(files) == self._seen:
+            seen = self._signature()
+            if seen == self._seen:
                 return self._config
             try:
                 fresh = load(self.path)
@@ -348,12 +354,10 @@ class WebConfigSource:
                 if self._config is not None:
                     _log.error("web configuration changed and does not load: %s", exc)
                 self._config = None
-                self._files = files[1:]
-                self._seen = self._signature(files)
+                self._seen = seen
                 return None
             self._config = fresh
-            self._seen = self._signature(fresh.files)
-            _log.info("web configuration reloaded from %s", self.path)
+            self._files = fresh.files[1:]
+            self._seen = self._signature()
+            _log.info("web configuration read again from %s", self.path)
             return fresh
-
-    _files: tuple[str, ...] = ()
