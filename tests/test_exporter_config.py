@@ -9,6 +9,7 @@ probe finish and exits 0.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -371,3 +372,54 @@ def test_the_example_config_is_valid_apart_from_its_files(tmp_path: Path, ca: Pk
     assert config.allowed.allows("db1.db.example.com")
     assert not config.allowed.allows("db1.example.net")
     assert json.dumps(sorted(e.text for e in config.allowed.entries))
+
+
+def test_the_shipped_systemd_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
+    shipped = Path(__file__).parent.parent / "prometheus" / "pg_tls_exporter.service"
+    text = shipped.read_text()
+    for setting in (
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadOnlyPaths=/etc/pg_tls_exporter",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
+        assert f"\n{setting}\n" in text, setting
+    # The installed script in place of the documented path, which must exist.
+    unit = tmp_path / "pg_tls_exporter.service"
+    unit.write_text(text.replace("/opt/pg_tls_exporter/bin/pg_tls_exporter", exporter_argv()[0]))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exposure = re.search(
+        r"Overall exposure level for pg_tls_exporter.service: ([\d.]+)", done.stdout
+    )
+    assert exposure is not None, done.stdout + done.stderr
+    assert float(exposure.group(1)) <= 2.0, exposure.group(0)
+
+
+def test_the_example_web_config_loads(tmp_path: Path, ca: Pki) -> None:
+    from check_pg_tls.exporter import webconfig
+    from testbed import pki
+
+    example = Path(__file__).parent.parent / "prometheus" / "web-config.yml"
+    leaf = pki.make_leaf(ca.intermediate, dns=("localhost",))
+    pki.write_pem(tmp_path / "exporter.crt", leaf, ca.intermediate)
+    (tmp_path / "exporter.key").write_bytes(leaf.key_pem)
+    pki.write_pem(tmp_path / "prometheus-ca.crt", ca.other_root)
+    path = tmp_path / "web-config.yml"
+    path.write_text(example.read_text())
+    loaded = webconfig.load(path)
+    assert loaded.context is not None and list(loaded.users) == ["prometheus"]
+    assert loaded.headers == {"X-Content-Type-Options": "nosniff"}
+    from testbed.prometheus import promtool
+
+    said = promtool("check", "web-config", str(path))
+    assert said[0] == 0, said
