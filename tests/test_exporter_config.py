@@ -423,3 +423,23 @@ def test_the_example_web_config_loads(tmp_path: Path, ca: Pki) -> None:
 
     said = promtool("check", "web-config", str(path))
     assert said[0] == 0, said
+
+
+def test_only_probing_calls_into_the_check() -> None:
+    # The one module to rewrite when the check becomes a plain function:
+    # every other module of the exporter takes nothing from the check but
+    # its version.
+    import ast
+
+    package = Path(__file__).parent.parent / "check_pg_tls" / "exporter"
+    for module in sorted(package.glob("*.py")):
+        if module.name == "probing.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module is None, (module.name, node.module)
+                assert [a.name for a in node.names] == ["__version__"], module.name
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert not node.module.startswith("check_pg_tls"), (module.name, node.module)
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("check_pg_tls") for a in node.names), module.name
