@@ -50,6 +50,7 @@ class ExporterProcess(ServerProcess):
         web_config: Path | None = None,
         tls: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
+        listen: str | None = None,
     ) -> None:
         self.path = path
         self.config = config
@@ -59,6 +60,10 @@ class ExporterProcess(ServerProcess):
         self.tls = tls
         self.auth = auth
         self.port = free_port()
+        #: ``--web.listen-address``: by default 127.0.0.1 and the free port.
+        self.listen = listen or f"127.0.0.1:{self.port}"
+        if listen is not None:
+            self.port = int(listen.rpartition(":")[2])
         self.log_path = path / f"exporter-{self.port}.log"
 
     @property
@@ -70,7 +75,7 @@ class ExporterProcess(ServerProcess):
         return [
             *exporter_argv(),
             f"--config.file={self.config}",
-            f"--web.listen-address={self.address}",
+            f"--web.listen-address={self.listen}",
             *web,
             *self.args,
         ]
@@ -100,16 +105,15 @@ class ExporterProcess(ServerProcess):
         timeout: float = 30,
         auth: tuple[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> Answer:
         """One request on a new connection; ``auth`` and ``tls`` override the helper's."""
         context = tls or self.tls
         conn: http.client.HTTPConnection
         if context is not None:
-            conn = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=timeout, context=context
-            )
+            conn = http.client.HTTPSConnection(host, self.port, timeout=timeout, context=context)
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, self.port, timeout=timeout)
         sent = dict(headers or {})
         credentials = auth or self.auth
         if credentials is not None:

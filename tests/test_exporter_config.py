@@ -341,6 +341,7 @@ def _accepts(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyOpenSSL on the client key
 def test_the_example_config_is_valid_apart_from_its_files(tmp_path: Path, ca: Pki) -> None:
     # The shipped example, with this machine's files for /etc/pg_tls_exporter.
     example = Path(__file__).parent.parent / "prometheus" / "pg_tls_exporter.yml"
@@ -443,3 +444,17 @@ def test_only_probing_calls_into_the_check() -> None:
                 assert not node.module.startswith("check_pg_tls"), (module.name, node.module)
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("check_pg_tls") for a in node.names), module.name
+
+
+def test_a_port_alone_listens_on_ipv4_and_ipv6(tmp_path: Path) -> None:
+    from testbed.pgcluster import free_port
+
+    config = tmp_path / "c.yml"
+    config.write_text(json.dumps({"modules": {"default": {}}, "allowed_targets": []}))
+    port = free_port("::1")
+    exporter = ExporterProcess(tmp_path, config, listen=f":{port}").start()
+    try:
+        for host in ("127.0.0.1", "::1"):
+            assert exporter.request("GET", "/-/healthy", host=host).status == 200, host
+    finally:
+        exporter.stop()
