@@ -25,7 +25,6 @@ from typing import Any
 
 from .. import __version__
 from . import probing
-from .allowlist import AllowList
 from .auth import BasicAuth
 from .config import DEFAULT_MODULE, Config, FileError, load
 from .metrics import ExporterMetrics
@@ -307,7 +306,7 @@ class _Exchange:
                 f"({', '.join(parsed.local_files)}): set them in a module\n",
             )
             return
-        refused = _refused(config.allowed, parsed.names)
+        refused = config.allowed.refused(parsed.names)
         if refused is not None:
             _log.warning("probe refused: %r is not in allowed_targets", refused)
             self.send(403, f"{refused!r} is not in allowed_targets\n")
@@ -362,10 +361,6 @@ class _Exchange:
         left = scrape - self.exporter.timeout_offset
         # An offset as long as the scrape timeout itself would leave nothing.
         return min(module_timeout, left if left > 0 else scrape / 2)
-
-
-def _refused(allowed: AllowList, names: tuple[str, ...]) -> str | None:
-    return allowed.refused(names)
 
 
 def _wants_openmetrics(accept: str) -> bool:

@@ -66,6 +66,15 @@ _TLS_KEYS = {
     "prefer_server_cipher_suites",
     "curve_preferences",
 }
+_TLS_ON = (
+    "cert_file",
+    "key_file",
+    "cert",
+    "key",
+    "client_ca_file",
+    "client_ca",
+    "client_auth_type",
+)
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -201,18 +210,8 @@ def _tls(
     def refuse(key: str, why: str) -> FileError:
         return FileError(path, line(key), f"tls_server_config: {key}: {why}")
 
-    if not any(
-        raw.get(key)
-        for key in (
-            "cert_file",
-            "key_file",
-            "cert",
-            "key",
-            "client_ca_file",
-            "client_ca",
-            "client_auth_type",
-        )
-    ):
+    # As exporter-toolkit: TLS is on when any of these is set.
+    if not any(raw.get(key) for key in _TLS_ON):
         return None, None, []
     for key in ("cert", "key"):
         if raw.get(key):
