@@ -113,11 +113,16 @@ class NodeExporter(_HttpServer):
 class PrometheusServer(_HttpServer):
     """A Prometheus server scraping ``targets`` (job name to ``host:port``) every second.
 
-    Rules from ``rule_files`` are evaluated every second as well.
+    Rules from ``rule_files`` are evaluated every second as well; more jobs,
+    written out in full, come from ``scrape_configs``.
     """
 
     def __init__(
-        self, path: Path, targets: dict[str, str], rule_files: Sequence[Path] = ()
+        self,
+        path: Path,
+        targets: dict[str, str],
+        rule_files: Sequence[Path] = (),
+        scrape_configs: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.path = path
         self.port = free_port()
@@ -126,8 +131,11 @@ class PrometheusServer(_HttpServer):
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(file) for file in rule_files],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [address]}]}
-                for job, address in targets.items()
+                *(
+                    {"job_name": job, "static_configs": [{"targets": [address]}]}
+                    for job, address in targets.items()
+                ),
+                *scrape_configs,
             ],
         }
         # JSON is YAML too.
@@ -153,14 +161,14 @@ class PrometheusServer(_HttpServer):
             raise RuntimeError(f"{endpoint}: {answer}")
         return answer["data"]
 
-    def query(self, expr: str) -> dict[str, float]:
-        """An instant query's result: each series' ``target`` label (or its
-        whole label set, as text, if it has none) and its value."""
+    def query(self, expr: str, label: str = "target") -> dict[str, float]:
+        """An instant query's result: each series' ``label`` (or its whole
+        label set, as text, if it has none) and its value."""
         data = self.api("query", query=expr)
         found = {}
         for series in data["result"]:
             labels = series["metric"]
-            key = labels.get("target") or json.dumps(labels, sort_keys=True)
+            key = labels.get(label) or json.dumps(labels, sort_keys=True)
             found[key] = float(series["value"][1])
         return found
 
@@ -169,11 +177,12 @@ class PrometheusServer(_HttpServer):
         expr: str,
         done: Callable[[dict[str, float]], bool],
         timeout: float = 30,
+        label: str = "target",
     ) -> dict[str, float]:
         """Poll ``expr`` until ``done`` accepts its result; the last result."""
         deadline = time.monotonic() + timeout
         while True:
-            result = self.query(expr)
+            result = self.query(expr, label)
             if done(result):
                 return result
             if time.monotonic() > deadline:

@@ -1,0 +1,262 @@
+"""``pg_tls_exporter``: flags, logging, listening sockets, signals.
+
+Flags follow the Prometheus exporters' conventions (``--config.file``,
+``--web.listen-address``, ``--web.config.file``, ``--log.level``). A
+configuration that does not load at start is one line on stderr and exit
+code 1; at run time SIGHUP reloads it (a bad file leaves the old one
+serving), and SIGTERM or SIGINT stops accepting connections, lets running
+requests finish for up to a few seconds, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .. import __version__
+
+__all__ = ["DEFAULT_PORT", "main", "run"]
+
+#: Not taken in Prometheus' list of default ports, whose range 9100-9999
+#: has been full since 2023 (new exporters take ports above 10000); its
+#: last digits are PostgreSQL's 5432.
+DEFAULT_PORT = 10432
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Usage(message)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: 1 to 4096")
+    return value
+
+
+def _offset(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid offset {text!r}") from None
+    if not 0 <= value < 60:
+        raise argparse.ArgumentTypeError(f"invalid offset {text!r}: 0 to 60 seconds")
+    return value
+
+
+def parser() -> _Parser:
+    from .pool import DEFAULT_SIZE
+
+    parser = _Parser(
+        prog="pg_tls_exporter",
+        description="Prometheus exporter for the TLS of PostgreSQL servers: "
+        "/probe?target=HOST:PORT&module=NAME answers with check_pg_tls's metrics.",
+    )
+    add = parser.add_argument
+    add(
+        "--config.file",
+        dest="config_file",
+        default="pg_tls_exporter.yml",
+        metavar="FILE",
+        help="the modules and allowed targets (default: %(default)s)",
+    )
+    add(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="load the configuration (and the web configuration), say whether it is valid, exit",
+    )
+    add(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        metavar="[HOST]:PORT",
+        help="address to listen on, repeatable; :PORT for every interface "
+        f"(default: :{DEFAULT_PORT})",
+    )
+    add(
+        "--web.config.file",
+        dest="web_config",
+        default="",
+        metavar="FILE",
+        help="TLS and basic authentication, in exporter-toolkit's format (default: none)",
+    )
+    add(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=tuple(_LEVELS),
+        help="least important messages logged (default: %(default)s)",
+    )
+    add(
+        "--timeout-offset",
+        dest="timeout_offset",
+        type=_offset,
+        default=0.5,
+        metavar="SECONDS",
+        help="subtracted from Prometheus' scrape timeout to give a probe's deadline "
+        "(default: %(default)g)",
+    )
+    add(
+        "--probe.concurrency",
+        dest="concurrency",
+        type=_positive,
+        default=DEFAULT_SIZE,
+        metavar="N",
+        help="probes running at once; more requests wait within their deadline "
+        "(default: %(default)s)",
+    )
+    add("--version", action="version", version=f"pg_tls_exporter {__version__}")
+    return parser
+
+
+def listen_address(text: str) -> tuple[str, int, socket.AddressFamily]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` as a bindable address.
+
+    Raises:
+        ValueError: with the reason.
+    """
+    host, colon, port_text = text.rpartition(":")
+    if not colon or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {text!r}: expected [HOST]:PORT")
+    port = int(port_text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        if socket.has_ipv6:
+            try:
+                with socket.socket(socket.AF_INET6):
+                    return "::", port, socket.AF_INET6
+            except OSError:
+                pass
+        return "0.0.0.0", port, socket.AF_INET  # noqa: S104 - what ":PORT" means
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(f"invalid listen address {text!r}: {exc.strerror}") from None
+    family, _, _, _, address = found[0]
+    return str(address[0]), port, family
+
+
+class _Formatter(logging.Formatter):
+    """logfmt, as Prometheus and its exporters log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        message = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+        level = record.levelname.lower()
+        line = f'time={stamp}.{int(record.msecs):03d}Z level={level} msg="{message}"'
+        if record.exc_info:
+            error = self.formatException(record.exc_info).replace("\n", " | ").replace('"', "'")
+            line += f' err="{error}"'
+        return line
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logger = logging.getLogger("pg_tls_exporter")
+    logger.handlers[:] = [handler]
+    logger.setLevel(_LEVELS[level])
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter until SIGTERM; the exit code."""
+    try:
+        args = parser().parse_args(argv)
+    except _Usage as exc:
+        print(f"pg_tls_exporter: {exc} (see --help)", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level)
+    # As the plugin: a library's deprecation warning about an odd
+    # certificate would only be noise in the log.
+    warnings.simplefilter("ignore")
+    log = logging.getLogger("pg_tls_exporter")
+    # Loaded here: --help and --version stay fast.
+    from .config import FileError
+    from .config import load as load_config
+    from .pool import ProbePool
+    from .server import DRAIN_SECONDS, Exporter, HttpServer
+    from .webconfig import WebConfigSource
+
+    try:
+        addresses = [listen_address(text) for text in args.listen or [f":{DEFAULT_PORT}"]]
+        web = WebConfigSource(args.web_config or None)
+        if args.config_check:
+            load_config(args.config_file)
+            print(f"{args.config_file}: valid", file=sys.stderr)
+            return 0
+        pool = ProbePool(args.concurrency)
+        exporter = Exporter(
+            args.config_file, web, pool, args.timeout_offset, max(256, 4 * args.concurrency)
+        )
+    except (FileError, ValueError) as exc:
+        print(f"pg_tls_exporter: {exc}", file=sys.stderr)
+        return 1
+    # Signals go to this thread only, which waits for them; the serving
+    # threads started below inherit the mask.
+    wanted = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    servers = []
+    try:
+        for host, port, family in addresses:
+            servers.append(HttpServer((host, port), family, exporter))
+    except OSError as exc:
+        for server in servers:
+            server.server_close()
+        print(
+            f"pg_tls_exporter: cannot listen on {host}:{port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    for server in servers:
+        threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
+        shown = f"[{server.server_name}]" if ":" in server.server_name else server.server_name
+        log.info(
+            "listening on %s:%d, %s, modules %s",
+            shown,
+            server.server_port,
+            "TLS" if web.current() and web.current().context else "plain HTTP",  # type: ignore[union-attr]
+            ", ".join(sorted(exporter.config.modules)),
+        )
+    while True:
+        received = signal.sigwait(wanted)
+        if received == signal.SIGHUP:
+            exporter.reload()
+            continue
+        break
+    log.info("%s: stopping, letting running requests finish", signal.Signals(received).name)
+    exporter.stopping.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    if not exporter.drain(DRAIN_SECONDS):
+        log.warning("requests still running after the grace period; exiting anyway")
+    pool.close()
+    log.info("stopped")
+    return 0
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""The exporter's only door into the check: load a module, read a target, probe it.
+
+Every other module of the exporter (HTTP, configuration, allowlist, pool,
+its own metrics) stays away from the check's machinery; this one goes
+through exactly the code path of the command line, so that a probe judges
+as ``check_pg_tls`` does:
+
+- a module's settings are the CLI's own options, parsed by the CLI's own
+  parser (:func:`check_pg_tls.options.parser`), then loaded once (trust
+  store, CRLs, client certificate) by :func:`.resources.load_setup`;
+- a probe is :func:`.resources.build_resources` for one target with that
+  loaded setup, the resource's ``collect``, nagiosplugin's evaluation as
+  ``cli.py`` makes it, and :func:`.openmetrics.families` without the
+  ``target`` label.
+
+Meant to shrink once the check is one plain function: :func:`load_module`
+will build the typed settings record from the same parsed options, and
+:func:`run` becomes ``check(target, settings, deadline)`` plus the metric
+families of that one outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..options import UsageError, parser
+from ..text import printable
+
+if TYPE_CHECKING:
+    from ..model import Target
+    from ..resources import Setup
+
+__all__ = [
+    "REFUSED",
+    "Answer",
+    "BadTarget",
+    "Module",
+    "ModuleError",
+    "ParsedTarget",
+    "failure",
+    "load_module",
+    "module_options",
+    "parse_target",
+    "run",
+]
+
+#: Options of the CLI that a module cannot set, and why.
+REFUSED = {
+    "host": "targets come from the probe request's target parameter",
+    "targets_file": "targets come from the probe request's target parameter",
+    "workers": "--probe.concurrency sets how many probes run at once",
+    "verbose": "add debug=true to a probe request for the -v text",
+    "tap": "an output format; /probe always answers with metrics",
+    "json": "an output format; /probe always answers with metrics",
+    "quiet": "an output format; /probe always answers with metrics",
+    "openmetrics": "an output format; /probe always answers with metrics",
+    "metrics_format": "an output format; /probe answers in the format Prometheus asks for",
+    "output": "an output format; /probe always answers with metrics",
+    "help": "not a setting",
+    "version": "not a setting",
+}
+
+#: Connection-string keywords that name files on the exporter's host: a
+#: probe request may not make the exporter read them (a module may).
+_FILE_KEYWORDS = ("sslrootcert", "sslcrl", "sslcrldir", "sslcert", "sslkey")
+
+
+class ModuleError(Exception):
+    """A module's settings cannot be used; ``key`` is the setting at fault, if one is."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class BadTarget(Exception):
+    """A probe's target names no server, or not one server: HTTP 400."""
+
+
+def module_options() -> dict[str, str]:
+    """Each setting a module may have (a long option with underscores) and its kind.
+
+    Kinds: ``flag`` (true or false), ``list`` (repeatable), ``value``.
+    """
+    kinds: dict[str, str] = {}
+    for action in parser()._actions:
+        for option in action.option_strings:
+            if not option.startswith("--"):
+                continue
+            key = option[2:].replace("-", "_")
+            if key in REFUSED:
+                continue
+            if isinstance(action, argparse._StoreTrueAction):
+                kinds[key] = "flag"
+            elif isinstance(action, argparse._AppendAction):
+                kinds[key] = "list"
+            else:
+                kinds[key] = "value"
+    return kinds
+
+
+@dataclass(frozen=True)
+class Module:
+    """One module's parsed options and what they loaded, shared by its probes."""
+
+    args: argparse.Namespace
+    #: What :func:`.resources.load_setup` loaded: client contexts, CRLs, client cert.
+    setup: Setup
+    #: The module's ``timeout``: the longest a probe may take.
+    timeout: float
+
+
+def _argv(key: str, kind: str, value: object) -> list[str]:
+    option = "--" + key.replace("_", "-")
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise ModuleError(f"{key}: expected true or false, not {value!r}", key)
+        return [option] if value else []
+    values = value if kind == "list" and isinstance(value, list) else [value]
+    out = []
+    for item in values:
+        if isinstance(item, bool) or item is None or isinstance(item, dict | list):
+            raise ModuleError(f"{key}: expected a value, not {item!r}", key)
+        out.append(f"{option}={item}")
+    return out
+
+
+def load_module(values: Mapping[str, object]) -> Module:
+    """Parse and load one module's settings, as the CLI would its options.
+
+    Raises:
+        ModuleError: a setting is unknown, refused or bad, or a file it names
+            cannot be used; ``key`` names the setting when it is one.
+    """
+    kinds = module_options()
+    argv: list[str] = []
+    for key, value in values.items():
+        if key in REFUSED:
+            raise ModuleError(f"{key} cannot be set in a module: {REFUSED[key]}", key)
+        if key not in kinds:
+            import difflib
+
+            close = difflib.get_close_matches(key, kinds, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ModuleError(f"unknown setting {key!r}{hint}", key)
+        own = _argv(key, kinds[key], value)
+        try:
+            parser().parse_args(own)
+        except UsageError as exc:
+            raise ModuleError(str(exc), key) from None
+        argv += own
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        raise ModuleError(str(exc)) from None
+    try:
+        return _load(args)
+    except (UsageError, ValueError, OSError) as exc:
+        raise ModuleError(str(exc), _key_named(str(exc), values)) from None
+
+
+def _key_named(message: str, values: Mapping[str, object]) -> str | None:
+    # A file that cannot be read is named in the message: its setting's line.
+    for key, value in values.items():
+        if isinstance(value, str) and len(value) > 1 and value in message:
+            return key
+    return None
+
+
+def _load(args: argparse.Namespace) -> Module:
+    from ..errors import LocalFileError
+    from ..model import Target
+    from ..resources import build_resources, load_setup, read_targets
+    from ..thresholds import parse_threshold
+
+    try:
+        parse_threshold(args.warning)
+        parse_threshold(args.critical)
+        # The module's own checks of names and files, as a run would make them.
+        read_targets(_with_target(args, "localhost"))
+        setup = load_setup(args)
+        build_resources(args, [(Target("localhost"), None)], setup, args.timeout)
+    except LocalFileError as exc:
+        raise ValueError(str(exc)) from None
+    return Module(args, setup, float(args.timeout))
+
+
+def _with_target(args: argparse.Namespace, spec: str) -> argparse.Namespace:
+    own = copy.copy(args)
+    own.host, own.targets, own.targets_file = [], [spec], None
+    return own
+
+
+@dataclass(frozen=True)
+class ParsedTarget:
+    """A probe request's target, read as the CLI reads a target spec."""
+
+    #: Every host name and address it names (connected to, or checked).
+    names: tuple[str, ...]
+    #: Connection-string keywords in it that name local files.
+    local_files: tuple[str, ...]
+    #: The check's own target record.
+    target: Target
+
+
+def parse_target(spec: str, module: Module) -> ParsedTarget:
+    """Read ``spec`` (host[:port], host(name):port, [v6]:port, a libpq URI or key=value).
+
+    Raises:
+        BadTarget: it names no server, or more than one.
+    """
+    from ..resources import read_targets
+
+    try:
+        found = read_targets(_with_target(module.args, spec))
+    except UsageError as exc:
+        raise BadTarget(str(exc)) from None
+    if len(found) != 1:
+        raise BadTarget(
+            f"the connection string names {len(found)} servers: probe one server per target"
+        )
+    target, _ = found[0]
+    names = (target.host, *([target.servername] if target.servername else []))
+    files = tuple(
+        key
+        for key, value in target.settings
+        if key in _FILE_KEYWORDS and not (key == "sslrootcert" and value == "system")
+    )
+    return ParsedTarget(names, files, target)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished probe: whether clients could connect, the metrics, the -v text."""
+
+    success: bool
+    #: The metric families in the format asked for.
+    body: bytes
+    #: What ``check_pg_tls -v`` would print for this target.
+    debug: str
+
+
+def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) -> Answer:
+    """Probe and judge one target within ``budget`` seconds, as the CLI would."""
+    import nagiosplugin
+
+    from ..errors import LocalFileError
+    from ..openmetrics import families, render
+    from ..plugin import (
+        CertificateSummary,
+        ClientDaysLeftContext,
+        ConnectionContext,
+        CrlDaysLeftContext,
+        DaysLeftContext,
+        FindingContext,
+        SecondsContext,
+        details,
+        reports,
+    )
+    from ..resources import build_resources
+    from ..thresholds import parse_threshold
+
+    args = module.args
+    try:
+        resources = build_resources(
+            args, [(parsed.target, None)], module.setup, round(max(0.01, budget), 2)
+        )
+    except (UsageError, LocalFileError, OSError) as exc:
+        return failure(3, str(exc), openmetrics)
+    (resource,) = resources
+    resource.collect()
+    unreachable = {
+        "critical": nagiosplugin.Critical,
+        "warning": nagiosplugin.Warn,
+        "unknown": nagiosplugin.Unknown,
+    }[args.unreachable_state]
+    warning, critical = parse_threshold(args.warning), parse_threshold(args.critical)
+    check = nagiosplugin.Check(
+        resource,
+        DaysLeftContext(warning, critical),
+        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
+        ClientDaysLeftContext(warning, critical),
+        SecondsContext("time"),
+        FindingContext(),
+        ConnectionContext(unreachable),
+        CertificateSummary(resource),
+        name="PG_TLS",
+    )
+    check()
+    found = families(reports(check.results, resources), check.results, args.negotiation)
+    untargeted = [
+        family._replace(
+            samples=tuple(
+                ({k: v for k, v in labels.items() if k != "target"}, value)
+                for labels, value in family.samples
+            )
+        )
+        for family in found
+    ]
+    success = any(
+        value == 1
+        for family in found
+        if family.name == "probe_success"
+        for _, value in family.samples
+    )
+    status = f"PG_TLS {str(check.state).upper()} - {check.summary_str}"
+    perfdata = " ".join(check.perfdata)
+    lines = [status + (f" | {perfdata}" if perfdata else ""), *details(resource)]
+    return Answer(success, render(untargeted, openmetrics), _text(lines))
+
+
+def failure(state: int, reason: str, openmetrics: bool) -> Answer:
+    """What a probe that could not run says: ``probe_success 0`` and the reason."""
+    from ..openmetrics import failure_families, render
+
+    label = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[state]
+    return Answer(
+        False,
+        render(failure_families(state, reason), openmetrics),
+        _text([f"PG_TLS {label} - {reason}"]),
+    )
+
+
+def _text(lines: Sequence[str]) -> str:
+    return "".join(printable(line) + "\n" for line in lines)
