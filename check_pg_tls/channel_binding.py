@@ -20,8 +20,9 @@ signature algorithm stand in, and the answer says so.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
+
+from .system_libcrypto import libcrypto
 
 __all__ = ["CertificateHash", "certificate_hash"]
 
@@ -29,16 +30,6 @@ __all__ = ["CertificateHash", "certificate_hash"]
 _NO_ALGORITHM = "could not determine server certificate signature algorithm"
 _NO_DIGEST = "could not find digest for NID {}"
 _NO_HASH = "could not generate peer certificate hash"
-
-# The names OpenSSL 3 and 1.1.1 go by (X509_get_signature_info is 1.1.1+).
-_LIBRARIES = (
-    "libcrypto.so.3",
-    "libcrypto.so.1.1",
-    "libcrypto.3.dylib",
-    "libcrypto.1.1.dylib",
-    "libcrypto.so",
-    "libcrypto.dylib",
-)
 
 
 class CertificateHash(NamedTuple):
@@ -59,58 +50,10 @@ class CertificateHash(NamedTuple):
 
 def certificate_hash(der: bytes) -> CertificateHash:
     """libpq's channel-binding digest for the certificate ``der`` (the server's leaf)."""
-    crypto = _libcrypto()
+    crypto = libcrypto()
     if isinstance(crypto, str):
         return _from_cryptography(der, crypto)
     return _from_openssl(crypto, der)
-
-
-@functools.cache
-def _libcrypto() -> Any:
-    """The loaded libcrypto with its prototypes set, or why none could be used."""
-    # Imported here: a check pays for ctypes only once it has a certificate.
-    import ctypes
-
-    found = None
-    for name in _LIBRARIES:
-        try:
-            found = ctypes.CDLL(name)
-        except OSError:
-            continue
-        if hasattr(found, "X509_get_signature_info"):
-            break
-        found = None
-    if found is None:
-        return "no libcrypto with X509_get_signature_info (OpenSSL 1.1.1 or newer) was found"
-    int_p = ctypes.POINTER(ctypes.c_int)
-    found.d2i_X509.restype = ctypes.c_void_p
-    found.d2i_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
-    found.X509_free.restype = None
-    found.X509_free.argtypes = [ctypes.c_void_p]
-    found.X509_get_signature_info.restype = ctypes.c_int
-    found.X509_get_signature_info.argtypes = [
-        ctypes.c_void_p,
-        int_p,
-        int_p,
-        int_p,
-        ctypes.POINTER(ctypes.c_uint32),
-    ]
-    found.OBJ_nid2sn.restype = ctypes.c_char_p
-    found.OBJ_nid2sn.argtypes = [ctypes.c_int]
-    found.OBJ_sn2nid.restype = ctypes.c_int
-    found.OBJ_sn2nid.argtypes = [ctypes.c_char_p]
-    found.EVP_get_digestbyname.restype = ctypes.c_void_p
-    found.EVP_get_digestbyname.argtypes = [ctypes.c_char_p]
-    found.X509_digest.restype = ctypes.c_int
-    found.X509_digest.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.POINTER(ctypes.c_uint),
-    ]
-    found.ERR_clear_error.restype = None
-    found.ERR_clear_error.argtypes = []
-    return found
 
 
 def _from_openssl(crypto: Any, der: bytes) -> CertificateHash:

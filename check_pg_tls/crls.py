@@ -36,6 +36,7 @@ __all__ = [
     "parse_crl",
     "revocation_entry",
     "revocation_of",
+    "signed_by",
     "unusable_kind",
 ]
 
@@ -106,7 +107,11 @@ def crl_for(cert: x509.Certificate, crls: Iterable[CrlFacts]) -> CrlFacts | None
 
 
 def revocation_entry(serial: int, crl: x509.CertificateRevocationList) -> str | None:
-    """``revoked on 2026-11-29 (key compromise)``, or None when ``serial`` is not listed."""
+    """``revoked on 2026-11-29 (key compromise)``, or None when ``serial`` is not listed.
+
+    An entry whose reason is removeFromCRL lifts a hold: OpenSSL reads it as
+    not revoked, and so does this.
+    """
     entry = crl.get_revoked_certificate_by_serial_number(serial)
     if entry is None:
         return None
@@ -115,6 +120,8 @@ def revocation_entry(serial: int, crl: x509.CertificateRevocationList) -> str | 
         reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     except (x509.ExtensionNotFound, ValueError):
         return f"revoked on {when}"
+    if reason is x509.ReasonFlags.remove_from_crl:
+        return None
     return f"revoked on {when} ({reason.name.replace('_', ' ')})"
 
 
@@ -144,7 +151,7 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
         # cannot be checked here, and it concerns other servers.
         problem = _staleness(crl, days, now)
         return CrlStatus(crl, days, problem, signature_checked=False, note=note)
-    if not any(_signed_by(crl.crl, c) for c in candidates):
+    if not any(signed_by(crl.crl, c) for c in candidates):
         return CrlStatus(
             crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}"
         )
@@ -229,7 +236,7 @@ def _staleness(crl: CrlFacts, days: float | None, now: dt.datetime) -> str | Non
     return None
 
 
-def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, UnsupportedAlgorithm):

@@ -10,10 +10,12 @@ server should send but that the trusted roots happened to supply.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import CertFacts, describe_name, facts_from_der
 from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
@@ -90,12 +92,15 @@ def describe_verification(
     errors: Sequence[VerifyError],
     verified_chain: Sequence[bytes],
     crls: Sequence[CrlFacts] = (),
+    now: dt.datetime | None = None,
 ) -> ChainCheck:
     """Word OpenSSL's complaints about the chain ``presented`` (leaf first).
 
     An expired or not yet valid certificate that the server itself sent is
     left to the days-left and validity judgements, which name it with its
     dates; everything else OpenSSL complained about makes the chain untrusted.
+    ``crls`` are those OpenSSL checked the chain against (libpq's sslcrl and
+    sslcrldir), and ``now`` the time of the check, when it did.
     """
     sent = {cert.der for cert in presented}
     relevant = [
@@ -110,6 +115,9 @@ def describe_verification(
     if not relevant:
         path = tuple(verified_chain)
         missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
+        refused = _libpq_crl_problem(presented, sent, path, crls, now) if crls and now else None
+        if refused is not None:
+            return ChainCheck(refused, (refused,), path, missing)
         return ChainCheck(None, (), path, missing)
     complaints = tuple(_word(error, presented, sent, verified_chain, crls) for error in relevant)
     return ChainCheck(complaints[0], complaints)
@@ -246,6 +254,32 @@ def _word_crl(
     if code == _CRL_NOT_YET_VALID:
         return f"CRL of {issuer} is not valid yet ({openssl})"
     return f"CRL of {issuer} does not verify ({openssl})"
+
+
+def _libpq_crl_problem(
+    presented: Sequence[CertFacts],
+    sent: set[bytes],
+    path: Sequence[bytes],
+    crls: Sequence[CrlFacts],
+    now: dt.datetime,
+) -> str | None:
+    """libpq's own OpenSSL refuses, with these CRLs, a path the verdict's accepted.
+
+    See :mod:`.libpq_crls`: the OpenSSL majors differ on the root's own CRL.
+    """
+    from OpenSSL import SSL
+
+    from .libpq_crls import libpq_refusal
+
+    ders = [crl.crl.public_bytes(Encoding.DER) for crl in crls]
+    refusal = libpq_refusal(path, ders, now, SSL.OPENSSL_VERSION_NUMBER)
+    if refusal is None:
+        return None
+    depth = min(max(refusal.depth, 0), len(path) - 1)
+    error = VerifyError(depth, refusal.code, refusal.message, path[depth])
+    worded = _word(error, presented, sent, path, crls)
+    mine = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
+    return f"{worded} (libpq's {refusal.version} refuses this; the check's {mine} does not)"
 
 
 def _facts(der: bytes) -> CertFacts | None:

@@ -69,7 +69,7 @@ def test_bytes_that_are_no_certificate() -> None:
 
 
 def test_without_libcrypto_cryptography_stands_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(channel_binding, "_libcrypto", lambda: "no libcrypto here")
+    monkeypatch.setattr(channel_binding, "libcrypto", lambda: "no libcrypto here")
     for name in ("ecdsa-sha256", "rsa-pss-sha384", "rsa-sha1", "ed25519", "unknown-algorithm"):
         issuer, sig, expected = SIGNATURES[name]
         found = certificate_hash(crafted.issue("db.test", issuer, sig=sig).der)

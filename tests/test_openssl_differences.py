@@ -135,12 +135,22 @@ DIFFERENCES = {
         words="certificate revoked on ",
     ),
     # OpenSSL 3.0 checks a self-signed certificate against a CRL too (with
-    # libpq's CRL_CHECK_ALL); the newer OpenSSL skips self-signed ones.
+    # libpq's CRL_CHECK_ALL); the newer OpenSSL skips self-signed ones. The
+    # check asks the system's OpenSSL, libpq's, about every path its own
+    # accepted with CRLs, and reports libpq's refusal.
     "self-signed-server-certificate": Difference(
         lambda lab: [pki.make_crl(lab.root)],
         psql=False,
-        code=0,
-        words="PG_TLS OK",
+        code=2,
+        words="(libpq's OpenSSL 3.",
+        self_signed=True,
+    ),
+    # A server certificate is no CRL issuer (its key usage lacks cRLSign).
+    "self-signed-server-certificate-with-its-own-crl": Difference(
+        lambda lab: [pki.make_crl(lab.root), pki.make_crl(lab.snakeoil)],
+        psql=False,
+        code=2,
+        words="key usage does not include CRL signing (libpq's OpenSSL 3.",
         self_signed=True,
     ),
     "root-revoked-by-its-own-crl": Difference(
@@ -149,6 +159,15 @@ DIFFERENCES = {
             pki.make_crl(lab.inter),
         ],
         psql=False,
+        code=2,
+        words="(libpq's OpenSSL 3.",
+    ),
+    "root-listed-in-its-own-crl-to-remove-a-hold": Difference(
+        lambda lab: [
+            pki.make_crl(lab.root, [(lab.root, x509.ReasonFlags.remove_from_crl)]),
+            pki.make_crl(lab.inter),
+        ],
+        psql=True,
         code=0,
         words="PG_TLS OK",
     ),
