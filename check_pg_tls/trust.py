@@ -276,6 +276,11 @@ def _libpq_crl_problem(
     if refusal is None:
         return None
     depth = min(max(refusal.depth, 0), len(path) - 1)
+    if refusal.code in _TIME_CODES and path[depth] in sent and depth < _top(path):
+        # OpenSSL checks revocation before dates: a certificate the server
+        # sent that is out of its dates has passed the CRL checks, and is
+        # left to the days-left and validity judgements, as above.
+        return None
     error = VerifyError(depth, refusal.code, refusal.message, path[depth])
     worded = _word(error, presented, sent, path, crls)
     mine = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
