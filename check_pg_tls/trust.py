@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import CertFacts, describe_name, facts_from_der
 from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
@@ -267,6 +266,9 @@ def _libpq_crl_problem(
 
     See :mod:`.libpq_crls`: the OpenSSL majors differ on the root's own CRL.
     """
+    # Imported here: serialization costs every check ~5 ms of start-up (and
+    # loads bcrypt where it is installed); only CRLs need it.
+    from cryptography.hazmat.primitives.serialization import Encoding
     from OpenSSL import SSL
 
     from .libpq_crls import libpq_refusal
