@@ -203,6 +203,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
+    from .model import State
     from .plugin import (
         CertificateSummary,
         ClientDaysLeftContext,
@@ -254,11 +255,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
     if not single:
         # Probe and judge concurrently first; the check then only evaluates.
         run_all([r.collect for r in resources], workers)
-    unreachable = {
-        "critical": nagiosplugin.Critical,
-        "warning": nagiosplugin.Warn,
-        "unknown": nagiosplugin.Unknown,
-    }[args.unreachable_state]
     check = nagiosplugin.Check(
         *resources,
         DaysLeftContext(warning, critical),
@@ -266,7 +262,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         ClientDaysLeftContext(warning, critical),
         SecondsContext("time"),
         FindingContext(),
-        ConnectionContext(unreachable),
+        ConnectionContext(State.from_name(args.unreachable_state)),
         CertificateSummary(resources[0]) if single else FleetSummary(resources),
         name=PREFIX,
     )

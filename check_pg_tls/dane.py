@@ -31,9 +31,8 @@ from cryptography import x509
 
 from .certs import CertFacts, facts, facts_from_der
 from .der import DerError, subject_public_key_info
-from .model import Target
+from .model import Check, Finding, State, Target
 from .names import check_name
-from .posture import Finding
 from .text import safe
 from .verdict import Verdict
 
@@ -111,9 +110,9 @@ class DaneSettings(NamedTuple):
     #: ``--dns-server``: (address, port); None for the system's resolvers.
     server: tuple[str, int] | None = None
     #: State when DNSSEC proves there are no TLSA records.
-    missing_state: str = "warning"
+    missing_state: State = State.WARNING
     #: State when the records are not DNSSEC-validated (AD=0).
-    insecure_state: str = "warning"
+    insecure_state: State = State.WARNING
     #: ``--cert-file``: its path and every certificate in it, leaf first.
     renewed: tuple[str, tuple[x509.Certificate, ...]] | None = None
 
@@ -444,13 +443,13 @@ def judge_dane(
     name = target.checked_name
     if answer is None:
         why = unusable_name(name) or "no lookup"
-        return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
+        return (Finding(Check.DANE, f"cannot check DANE: {why}", "no host name", State.UNKNOWN),)
     presented = verdict.chain
     if any(cert.certificate is None for cert in presented):
         # cryptography reads only DER; a certificate it refuses may be encoded
         # otherwise, and would hash differently in a DANE client's eyes.
         why = "a presented certificate cannot be parsed"
-        return (Finding("dane", f"cannot check DANE: {why}", "unparsed", "unknown"),)
+        return (Finding(Check.DANE, f"cannot check DANE: {why}", "unparsed", State.UNKNOWN),)
     trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
     pkix_path = None
     if trusted:
@@ -497,7 +496,7 @@ def _resolver_finding(answer: TlsaAnswer) -> Finding:
             "; it is not on loopback: its AD bit is only as trustworthy as the network path "
             "to it (run a validating resolver on this host, or give --dns-server)"
         )
-    return Finding("dane_resolver", None, detail)
+    return Finding.ok(Check.DANE_RESOLVER, detail)
 
 
 def _answer_finding(
@@ -511,30 +510,30 @@ def _answer_finding(
     owner = answer.owner
     if answer.rcode is None:
         return Finding(
-            "dane",
+            Check.DANE,
             f"cannot check DANE: the TLSA lookup for {owner} failed: "
             f"{safe(answer.failure or 'no answer', 200)}",
             "TLSA lookup failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if answer.rcode == "SERVFAIL":
         why = "; ".join(safe(e, 200) for e in answer.extended_errors) or (
             "no reason given: DNSSEC validation failed, or the zone's servers did not answer"
         )
         return Finding(
-            "dane",
+            Check.DANE,
             f"TLSA records for {owner} are bogus: resolver {answer.resolver} answered SERVFAIL "
             f"({why}); DANE clients cannot connect",
             "DNSSEC bogus",
-            "critical",
+            State.CRITICAL,
         )
     if answer.rcode not in ("NOERROR", "NXDOMAIN"):
         return Finding(
-            "dane",
+            Check.DANE,
             f"cannot check DANE: resolver {answer.resolver} answered {answer.rcode} to the TLSA "
             f"query for {owner}",
             "TLSA lookup failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if not answer.authenticated:
         what = (
@@ -543,7 +542,7 @@ def _answer_finding(
             else f"the answer for {owner} (no TLSA records) is"
         )
         return Finding(
-            "dane",
+            Check.DANE,
             f"{what} not DNSSEC-secure (resolver {answer.resolver} did not set AD): DANE "
             "clients ignore them; sign the zone (and publish its DS)",
             "DNSSEC insecure",
@@ -562,21 +561,21 @@ def _answer_finding(
         )
     evaluation = _evaluate(usable, presented, pkix_path, name, now)
     if evaluation.matched:
-        return Finding("dane", None, f"{evaluation.matched[0]} (DNSSEC-secure)")
+        return Finding.ok(Check.DANE, f"{evaluation.matched[0]} (DNSSEC-secure)")
     notes = "".join(f"; {n}" for n in evaluation.notes)
     return Finding(
-        "dane",
+        Check.DANE,
         f"no TLSA record matches the served certificate (key changed without publishing a "
         f"new record?){notes}; the served key's record: {owner}. IN TLSA {served}",
         "no TLSA match",
-        "critical",
+        State.CRITICAL,
     )
 
 
 def _missing(message: str, settings: DaneSettings) -> Finding:
-    if settings.missing_state == "ok":
-        return Finding("dane", None, message)
-    return Finding("dane", message, "no TLSA records", settings.missing_state)
+    if settings.missing_state is State.OK:
+        return Finding.ok(Check.DANE, message)
+    return Finding(Check.DANE, message, "no TLSA records", settings.missing_state)
 
 
 def _renewal_finding(
@@ -599,21 +598,20 @@ def _renewal_finding(
     # The file's own bytes: cryptography returns a certificate it parsed as it read it.
     chain = tuple(facts(cert) for cert in on_disk)
     if chain[0].der == presented[0].der:
-        return Finding("dane_renewal", None, f"the certificate in {path} is the one served")
+        return Finding.ok(Check.DANE_RENEWAL, f"the certificate in {path} is the one served")
     # Whether the renewed chain passes PKIX validation cannot be known before
     # it is served: PKIX usages are matched on their data alone here.
     evaluation = _evaluate(usable, chain, chain, name, now)
     if evaluation.matched:
-        return Finding(
-            "dane_renewal",
-            None,
+        return Finding.ok(
+            Check.DANE_RENEWAL,
             f"the renewed certificate in {path}: {evaluation.matched[0]}",
         )
     record = f"{tlsa_owner(port, name)}. IN TLSA {record_for(chain[0].der)}"
     return Finding(
-        "dane_renewal",
+        Check.DANE_RENEWAL,
         f"the renewed certificate on disk has a key no TLSA record matches: publish "
         f"`{record}` before reloading PostgreSQL",
         "renewed key not in TLSA",
-        "warning",
+        State.WARNING,
     )

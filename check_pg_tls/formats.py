@@ -248,7 +248,7 @@ def _target(report: TargetReport) -> dict[str, Any]:
         entry["checks"] = {
             f.check: {
                 "ok": f.problem is None,
-                "severity": f.severity if f.problem else "ok",
+                "severity": f.severity.text if f.problem else "ok",
                 "message": f.problem or f.detail,
             }
             for f in resource.findings

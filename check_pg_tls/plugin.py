@@ -18,7 +18,7 @@ from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .auxiliary import isolated
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
-from .model import Login, Observation, Target
+from .model import Check, Login, Observation, State, Target
 from .openssl_client import ClientContexts, openssl_version
 from .perfdata import number, range_text
 from .posture import PlaintextOutcome, plaintext_finding
@@ -55,7 +55,7 @@ class Revocation(NamedTuple):
     """``--check-revocation``: the run's shared fetcher and how bad "unknown" is."""
 
     fetcher: CrlFetcher
-    unknown_severity: str = "warning"
+    unknown_severity: State = State.WARNING
 
 
 class Plaintext(NamedTuple):
@@ -63,7 +63,7 @@ class Plaintext(NamedTuple):
 
     user: str
     database: str
-    severity: str = "warning"
+    severity: State = State.WARNING
 
 
 class CertificateResource(nagiosplugin.Resource):
@@ -157,7 +157,7 @@ class CertificateResource(nagiosplugin.Resource):
 
             # Only a verified path: a URL an unverified certificate names is never fetched.
             self.findings += isolated(
-                "revocation",
+                Check.REVOCATION,
                 revocation_finding,
                 self.verdict.path,
                 self.policy.verifies_chain,
@@ -172,12 +172,20 @@ class CertificateResource(nagiosplugin.Resource):
             left = self.timeout - (time.monotonic() - started)
             answer = tlsa.wait(left) if tlsa is not None else None
             self.findings += isolated(
-                "dane", judge_dane, answer, self.verdict, self.target, self.checked_at, self.dane
+                Check.DANE,
+                judge_dane,
+                answer,
+                self.verdict,
+                self.target,
+                self.checked_at,
+                self.dane,
             )
         if self.plaintext is not None:
             # Both probes share the one timeout of this target.
             left = self.timeout - (time.monotonic() - started)
-            self.findings += isolated("plaintext", self._plaintext_finding, self.plaintext, left)
+            self.findings += isolated(
+                Check.PLAINTEXT, self._plaintext_finding, self.plaintext, left
+            )
 
     def _plaintext_finding(self, plaintext: Plaintext, timeout: float) -> Finding:
         try:
@@ -242,9 +250,9 @@ class ConnectionContext(nagiosplugin.Context):
     """A probe that got no certificate: CRITICAL, or the user's choice when
     unreachable; UNKNOWN when there was nothing to probe."""
 
-    def __init__(self, unreachable_state: nagiosplugin.state.ServiceState) -> None:
+    def __init__(self, unreachable_state: State) -> None:
         super().__init__("connection")
-        self.unreachable_state = unreachable_state
+        self.unreachable_state = _STATES[unreachable_state]
 
     def evaluate(self, metric: Metric, resource: Any) -> Result:
         error = metric.value
@@ -254,7 +262,12 @@ class ConnectionContext(nagiosplugin.Context):
         return Result(state, str(error), metric)
 
 
-_SEVERITY = {"ok": Ok, "warning": Warn, "critical": Critical, "unknown": nagiosplugin.Unknown}
+_STATES = {
+    State.OK: Ok,
+    State.WARNING: Warn,
+    State.CRITICAL: Critical,
+    State.UNKNOWN: nagiosplugin.Unknown,
+}
 
 
 class FindingContext(nagiosplugin.Context):
@@ -267,7 +280,7 @@ class FindingContext(nagiosplugin.Context):
         finding: Finding = metric.value
         if finding.problem is None:
             return Result(Ok, finding.detail, metric)
-        return Result(_SEVERITY[finding.severity], finding.problem, metric)
+        return Result(_STATES[finding.severity], finding.problem, metric)
 
 
 class DaysLeftContext(nagiosplugin.Context):

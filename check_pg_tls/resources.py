@@ -14,6 +14,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .model import State
 from .options import UsageError
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ def _plaintext(args: argparse.Namespace) -> Plaintext | None:
         raise UsageError(
             f"invalid --check-plaintext {args.check_plaintext!r}: give USER[@DATABASE]"
         ) from None
-    return Plaintext(user, database or user, args.plaintext_state)
+    return Plaintext(user, database or user, State.from_name(args.plaintext_state))
 
 
 def _login(args: argparse.Namespace) -> Login | None:
@@ -233,7 +234,12 @@ def _dane(
         from .local_files import read_certificates
 
         renewed = (cert_file[0], read_certificates(cert_file[0], "certificate file"))
-    return DaneSettings(server, args.dane_missing_state, args.dane_insecure_state, renewed)
+    return DaneSettings(
+        server,
+        State.from_name(args.dane_missing_state),
+        State.from_name(args.dane_insecure_state),
+        renewed,
+    )
 
 
 class Setup(NamedTuple):
@@ -313,7 +319,7 @@ def build_resources(
         from .crl_fetch import CrlFetcher
         from .plugin import Revocation
 
-        revocation = Revocation(CrlFetcher(), args.revocation_unknown_state)
+        revocation = Revocation(CrlFetcher(), State.from_name(args.revocation_unknown_state))
     dane = _dane(args, cert_file)
     seen: set[str] = set()
     setups: dict[tuple[tuple[str, str], ...], Setup | str] = {(): base}
@@ -343,9 +349,9 @@ def build_resources(
                     min_tls_version=args.min_tls_version,
                     min_rsa_bits=args.min_rsa_bits,
                     min_ec_bits=args.min_ec_bits,
-                    weak_signature=args.weak_signature_state,
-                    channel_binding=args.channel_binding_state,
-                    passwordless=args.passwordless_state,
+                    weak_signature=State.from_name(args.weak_signature_state),
+                    channel_binding=State.from_name(args.channel_binding_state),
+                    passwordless=State.from_name(args.passwordless_state),
                     cert_file=cert_file,
                     key_file=key_file,
                     **own.policy,

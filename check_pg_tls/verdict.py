@@ -16,9 +16,9 @@ from .auxiliary import failed, isolated
 from .certs import CertFacts, facts_from_der, load_chain
 from .channel_binding import CertificateHash, certificate_hash
 from .crls import CrlFacts, CrlStatus, judge_crls
-from .model import Observation
+from .model import Check, Finding, Observation, State
 from .names import check_name
-from .posture import Finding, KeyFile
+from .posture import KeyFile
 from .text import safe, span
 from .trust import ChainCheck, describe_verification
 
@@ -39,7 +39,7 @@ class Policy(NamedTuple):
     min_rsa_bits: int = 2048
     min_ec_bits: int = 256
     #: Severity of a SHA-1 or MD5 signature in the chain.
-    weak_signature: str = "critical"
+    weak_signature: State = State.CRITICAL
     #: ``--cert-file``: its path and the leaf certificate in it.
     cert_file: tuple[str, x509.Certificate] | None = None
     #: ``--key-file``: what was learnt about it.
@@ -63,10 +63,10 @@ class Policy(NamedTuple):
     client_sslmode: str | None = None
     #: Severity of a certificate SCRAM channel binding cannot use, when no
     #: login showed whether the server offers it.
-    channel_binding: str = "warning"
+    channel_binding: State = State.WARNING
     #: Severity of a login the server lets in without a password
     #: (``--check-auth``).
-    passwordless: str = "warning"
+    passwordless: State = State.WARNING
 
     @property
     def verifies_chain(self) -> bool:
@@ -121,12 +121,12 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     if policy.client_sslmode is not None:
         findings.append(
             Finding(
-                "sslmode",
+                Check.SSLMODE,
                 f"sslmode={policy.client_sslmode} in the connection string lets a client "
                 f"{'never use' if policy.client_sslmode == 'disable' else 'run without'} TLS; "
                 "use verify-full (the TLS the server offers is judged as with require)",
                 "plaintext possible",
-                "warning",
+                State.WARNING,
             )
         )
     if policy.verifies_chain:
@@ -137,9 +137,10 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         )
         findings.append(
             Finding(
-                "trust",
+                Check.TRUST,
                 chain_check.problem,
                 "chain reaches a trusted root" if chain_check.ok else "chain not trusted",
+                State.CRITICAL,
             )
         )
     if policy.verifies_name:
@@ -157,18 +158,18 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     # auxiliary), and the verdict above stands.
     if policy.cert_file is not None:
         path, on_disk = policy.cert_file
-        findings += isolated("reload", posture.reload_finding, chain[0], on_disk, path)
+        findings += isolated(Check.RELOAD, posture.reload_finding, chain[0], on_disk, path)
     if policy.key_file is not None:
-        findings += isolated("key_match", posture.key_file_findings, policy.key_file, chain[0])
+        findings += isolated(Check.KEY_MATCH, posture.key_file_findings, policy.key_file, chain[0])
     findings += isolated(
-        "client_certificate",
+        Check.CLIENT_CERTIFICATE,
         posture.client_certificate_finding,
         observation,
         policy.client_cert is not None,
     )
     if policy.client_key_mode is not None:
         findings += isolated(
-            "client_key_permissions", posture.client_key_mode_finding, *policy.client_key_mode
+            Check.CLIENT_KEY_PERMISSIONS, posture.client_key_mode_finding, *policy.client_key_mode
         )
     binding: CertificateHash | None = None
     try:
@@ -177,10 +178,14 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             posture.channel_binding_finding(binding, observation.login, policy.channel_binding)
         )
     except Exception as exc:  # noqa: BLE001 - fails alone (see auxiliary)
-        findings.append(failed("channel_binding", exc))
+        findings.append(failed(Check.CHANNEL_BINDING, exc))
     if observation.login is not None:
         findings += isolated(
-            "auth", posture.login_finding, observation, policy.passwordless, _common_name(policy)
+            Check.AUTH,
+            posture.login_finding,
+            observation,
+            policy.passwordless,
+            _common_name(policy),
         )
     crls: tuple[CrlStatus, ...] = ()
     try:
@@ -189,7 +194,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             findings.append(_crl_finding(crls, policy.crls_ignored))
     except Exception as exc:  # noqa: BLE001 - the CRL audit fails alone (see auxiliary)
         crls = ()
-        findings.append(failed("crl", exc))
+        findings.append(failed(Check.CRL, exc))
     return Verdict(
         chain=chain,
         relevant=relevant,
@@ -245,14 +250,14 @@ def _judge_crls(
 
 def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
     if ignored is not None:
-        return Finding("crl", ignored, "CRLs ignored", "warning")
+        return Finding(Check.CRL, ignored, "CRLs ignored", State.WARNING)
     problems = [c.problem for c in crls if c.problem is not None]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return Finding("crl", problems[0] + more, "CRL unusable")
+        return Finding(Check.CRL, problems[0] + more, "CRL unusable", State.CRITICAL)
     used = sum(1 for c in crls if c.in_use)
     unused = f"; {len(crls) - used} not in use" if used < len(crls) else ""
-    return Finding("crl", None, f"{used} CRL{'s' if used != 1 else ''} in use and current{unused}")
+    return Finding.ok(Check.CRL, f"{used} CRL{'s' if used != 1 else ''} in use and current{unused}")
 
 
 def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:
@@ -268,16 +273,24 @@ def _name_finding(leaf: CertFacts, name: str) -> Finding:
     shown = safe(name, 100)
     check = check_name(leaf.names, name)
     if check.matches:
-        return Finding("name", None, f"certificate is valid for {shown}")
+        return Finding.ok(Check.NAME, f"certificate is valid for {shown}")
     if check.malformed is not None:
         return Finding(
-            "name", f"certificate is not valid for {shown}: {check.malformed}", "bad name"
+            Check.NAME,
+            f"certificate is not valid for {shown}: {check.malformed}",
+            "bad name",
+            State.CRITICAL,
         )
     names = leaf.names_for_display()
     valid_for = (
         f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
     )
-    return Finding("name", f"certificate is not valid for {shown}{valid_for}", "name mismatch")
+    return Finding(
+        Check.NAME,
+        f"certificate is not valid for {shown}{valid_for}",
+        "name mismatch",
+        State.CRITICAL,
+    )
 
 
 def _validity_finding(
@@ -287,11 +300,12 @@ def _validity_finding(
         cert = chain[i]
         if now < cert.not_before:
             return Finding(
-                "validity",
+                Check.VALIDITY,
                 f"{_which(i)} is not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC",
                 "not yet valid",
+                State.CRITICAL,
             )
-    return Finding("validity", None, "every certificate has begun its validity period")
+    return Finding.ok(Check.VALIDITY, "every certificate has begun its validity period")
 
 
 def _which(index: int) -> str:

@@ -136,7 +136,7 @@ def test_any_answer_ends_in_findings(
     found = dane_findings(answer, presented, chain() if pkix else None, name, 5432, NOW, settings_)
     assert {f.check for f in found} <= {"dane", "dane_resolver", "dane_renewal"}
     for finding in found:
-        assert finding.severity in STATES
+        assert finding.severity.text in STATES
         assert (finding.problem or finding.detail).isprintable()
 
 

@@ -75,7 +75,7 @@ def _judge(answer: TlsaAnswer) -> dict[str, tuple[str | None, str, str]]:
     findings = dane_findings(
         answer, (facts(leaf),), None, "db.example.test", 5432, NOW, DaneSettings()
     )
-    return {f.check: (f.problem, f.detail, f.severity) for f in findings}
+    return {f.check: (f.problem, f.detail, f.severity.text) for f in findings}
 
 
 def test_a_resolver_off_loopback_is_named_with_a_warning() -> None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from check_pg_tls.certs import facts
+from check_pg_tls.model import State
 from check_pg_tls.posture import (
     PlaintextOutcome,
     key_strength_finding,
@@ -60,7 +61,7 @@ def test_small_ec_key_is_a_warning() -> None:
     except UnsupportedAlgorithm as exc:  # an OpenSSL built without the curve
         pytest.skip(f"secp224r1 unavailable: {exc}")
     finding = key_strength_finding(facts(cert), 2048, 256)
-    assert finding.severity == "warning"
+    assert finding.severity is State.WARNING
     assert finding.problem == "certificate has a weak EC secp224r1 key of 224 bits (minimum 256)"
 
 
@@ -102,9 +103,11 @@ def test_disk_certificate_older_than_served_is_named_differently() -> None:
 def test_plaintext_answers(
     reply: StartupReply | None, severity: str | None, problem_starts: str | None
 ) -> None:
-    finding = plaintext_finding(PlaintextOutcome("nagios", "nagios", reply, "refused"), "warning")
+    finding = plaintext_finding(
+        PlaintextOutcome("nagios", "nagios", reply, "refused"), State.WARNING
+    )
     if problem_starts is None:
         assert finding.problem is None
         return
     assert finding.problem is not None and finding.problem.startswith(problem_starts)
-    assert finding.severity == severity
+    assert finding.severity.text == severity

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls.errors import LocalFileError
-from check_pg_tls.model import Target
+from check_pg_tls.model import State, Target
 from check_pg_tls.openssl_client import client_contexts
 from check_pg_tls.probe import probe
 from check_pg_tls.verdict import Policy, Verdict, judge
@@ -79,7 +79,7 @@ def test_intermediate_from_the_root_file_fills_the_gap_with_a_warning(files: Pat
     result = verdict(files, [LEAF], LEAF, [ROOT, INTERMEDIATE])
     assert problem(result) is None
     finding = next(f for f in result.findings if f.check == "intermediates")
-    assert finding.severity == "warning"
+    assert finding.severity is State.WARNING
     assert finding.problem is not None
     assert finding.problem.startswith(
         "server sends no intermediate certificate (CN=check_pg_tls Test Intermediate,"

@@ -249,6 +249,7 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
     import nagiosplugin
 
     from ..errors import LocalFileError
+    from ..model import State
     from ..openmetrics import families, render
     from ..plugin import (
         CertificateSummary,
@@ -273,11 +274,7 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
         return failure(3, str(exc), openmetrics)
     (resource,) = resources
     resource.collect()
-    unreachable = {
-        "critical": nagiosplugin.Critical,
-        "warning": nagiosplugin.Warn,
-        "unknown": nagiosplugin.Unknown,
-    }[args.unreachable_state]
+    unreachable = State.from_name(args.unreachable_state)
     warning, critical = parse_threshold(args.warning), parse_threshold(args.critical)
     check = nagiosplugin.Check(
         resource,
