@@ -31,19 +31,24 @@ from cryptography import x509
 
 from .certs import CertFacts, facts, facts_from_der
 from .der import DerError, subject_public_key_info
-from .model import Check, Finding, State, Target
+from .model import (
+    TLSA_USAGES,
+    Check,
+    DaneSettings,
+    Finding,
+    State,
+    Target,
+    TlsaAnswer,
+    TlsaRecord,
+)
 from .names import check_name
 from .text import safe
-from .verdict import Verdict
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from OpenSSL import crypto
 
 __all__ = [
-    "DaneSettings",
-    "TlsaAnswer",
-    "TlsaRecord",
     "association",
     "dane_findings",
     "judge_dane",
@@ -52,69 +57,6 @@ __all__ = [
     "tlsa_owner",
     "unusable_name",
 ]
-
-USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
-# Matching type -> length of the association data (None: the full object).
-_LENGTHS = {0: None, 1: 32, 2: 64}
-
-
-class TlsaRecord(NamedTuple):
-    """One TLSA record: certificate usage, selector, matching type, association data."""
-
-    usage: int
-    selector: int
-    mtype: int
-    data: bytes
-
-    @property
-    def kind(self) -> str:
-        """``3 1 1``: what an admin calls a record."""
-        return f"{self.usage} {self.selector} {self.mtype}"
-
-    def __str__(self) -> str:
-        """Presentation form, as in a zone file: ``3 1 1 a8aac32c...``."""
-        return f"{self.kind} {self.data.hex()}"
-
-    @property
-    def usable(self) -> bool:
-        # RFC 6698 section 4.1 / RFC 7671 section 4: records with unknown
-        # parameters, or a digest of the wrong length, are unusable, and ignored.
-        if self.usage not in USAGES or self.selector not in (0, 1) or self.mtype not in _LENGTHS:
-            return False
-        length = _LENGTHS[self.mtype]
-        return bool(self.data) and (length is None or len(self.data) == length)
-
-
-class TlsaAnswer(NamedTuple):
-    """What the resolver said about ``owner``'s TLSA records, or why it said nothing."""
-
-    owner: str
-    #: ``address:port`` of the resolver that answered (or was asked last).
-    resolver: str
-    #: Where that resolver came from: ``--dns-server`` or the system's configuration.
-    source: str
-    #: ``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``, ...; None when there was no answer.
-    rcode: str | None = None
-    #: The AD bit: the resolver validated the answer with DNSSEC.
-    authenticated: bool = False
-    records: tuple[TlsaRecord, ...] = ()
-    #: Extended DNS Errors (RFC 8914) the resolver attached, as text.
-    extended_errors: tuple[str, ...] = ()
-    #: Why there is no answer (timeout, network error), when there is none.
-    failure: str | None = None
-
-
-class DaneSettings(NamedTuple):
-    """``--dane`` and its companions."""
-
-    #: ``--dns-server``: (address, port); None for the system's resolvers.
-    server: tuple[str, int] | None = None
-    #: State when DNSSEC proves there are no TLSA records.
-    missing_state: State = State.WARNING
-    #: State when the records are not DNSSEC-validated (AD=0).
-    insecure_state: State = State.WARNING
-    #: ``--cert-file``: its path and every certificate in it, leaf first.
-    renewed: tuple[str, tuple[x509.Certificate, ...]] | None = None
 
 
 def tlsa_owner(port: int, name: str) -> str:
@@ -273,7 +215,7 @@ def _evaluate(
     notes: list[str] = []
     leaf = presented[0]
     for record in records:
-        label = f"{USAGES[record.usage]} {record.kind}"
+        label = f"{TLSA_USAGES[record.usage]} {record.kind}"
         if record.usage in (1, 3):
             if not _matches(record, leaf):
                 continue
@@ -434,30 +376,36 @@ def _wrapped(key: PublicKeyTypes, subject: x509.Name, now: dt.datetime) -> x509.
 
 def judge_dane(
     answer: TlsaAnswer | None,
-    verdict: Verdict,
+    presented: Sequence[CertFacts],
+    path: Sequence[bytes],
+    trusted: bool,
     target: Target,
     now: dt.datetime,
     settings: DaneSettings,
 ) -> tuple[Finding, ...]:
-    """The DANE findings for a judged target; ``answer`` None: no lookup was possible."""
+    """The DANE findings for a judged target.
+
+    ``presented`` is the chain as the server sent it, ``path`` the path
+    OpenSSL verified (DER, leaf to root) and ``trusted`` whether it passes
+    PKIX validation as the sslmode asks; ``answer`` None: no lookup was
+    possible.
+    """
     name = target.checked_name
     if answer is None:
         why = unusable_name(name) or "no lookup"
         return (Finding(Check.DANE, f"cannot check DANE: {why}", "no host name", State.UNKNOWN),)
-    presented = verdict.chain
     if any(cert.certificate is None for cert in presented):
         # cryptography reads only DER; a certificate it refuses may be encoded
         # otherwise, and would hash differently in a DANE client's eyes.
         why = "a presented certificate cannot be parsed"
         return (Finding(Check.DANE, f"cannot check DANE: {why}", "unparsed", State.UNKNOWN),)
-    trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
     pkix_path = None
     if trusted:
         # The validated path holds the root from the trust store, which the
         # server does not send: its DER is OpenSSL's, as a DANE client sees it.
         parsed = {cert.der: cert for cert in presented}
         try:
-            pkix_path = tuple(parsed.get(der) or facts_from_der(der) for der in verdict.path)
+            pkix_path = tuple(parsed.get(der) or facts_from_der(der) for der in path)
         except ValueError:
             pkix_path = None
     return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)

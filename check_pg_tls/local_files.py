@@ -14,7 +14,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from .crls import CrlFacts
 from .errors import LocalFileError
-from .posture import KeyFile
+from .model import KeyFile
 
 __all__ = [
     "LocalFileError",

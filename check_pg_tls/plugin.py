@@ -18,19 +18,19 @@ from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .auxiliary import isolated
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
-from .model import Check, Login, Observation, State, Target
+from .model import Check, Finding, Login, Observation, PlaintextAnswer, Policy, State, Target
 from .openssl_client import ClientContexts, openssl_version
 from .perfdata import number, range_text
-from .posture import PlaintextOutcome, plaintext_finding
+from .posture import plaintext_finding
 from .probe import probe, probe_plaintext
 from .text import safe, span
 from .thresholds import Threshold
-from .verdict import Finding, Policy, Verdict, describe_days, judge
+from .verdict import Verdict, describe_days, judge
 
 if TYPE_CHECKING:
     # urllib costs 30 ms of start-up: only --check-revocation imports it.
     from .crl_fetch import CrlFetcher
-    from .dane import DaneSettings
+    from .model import DaneSettings
     from .tlsa_lookup import PendingLookup
 
 __all__ = [
@@ -118,10 +118,14 @@ class CertificateResource(nagiosplugin.Resource):
         started = time.monotonic()
         tlsa = None
         if self.dane is not None:
-            from .tlsa_lookup import start_lookup
+            from .dane import tlsa_owner, unusable_name
+            from .tlsa_lookup import PendingLookup
 
-            # Beside the probe, within the same timeout.
-            tlsa = start_lookup(self.target, self.dane.server, self.timeout)
+            name = self.target.checked_name
+            if unusable_name(name) is None:
+                # Beside the probe, within the same timeout.
+                owner = tlsa_owner(self.target.port, name)
+                tlsa = PendingLookup(owner, self.dane.server, self.timeout)
         try:
             self._collect(started, tlsa)
         except Exception as exc:  # noqa: BLE001 - one server's oddity must not cost the others
@@ -175,7 +179,9 @@ class CertificateResource(nagiosplugin.Resource):
                 Check.DANE,
                 judge_dane,
                 answer,
-                self.verdict,
+                self.verdict.chain,
+                self.verdict.path,
+                self.verdict.trusted,
                 self.target,
                 self.checked_at,
                 self.dane,
@@ -193,9 +199,9 @@ class CertificateResource(nagiosplugin.Resource):
                 raise ProbeError("no time left within the timeout")
             reply = probe_plaintext(self.target, plaintext.user, plaintext.database, timeout)
         except ProbeError as exc:
-            outcome = PlaintextOutcome(plaintext.user, plaintext.database, None, str(exc))
+            outcome = PlaintextAnswer(plaintext.user, plaintext.database, None, str(exc))
         else:
-            outcome = PlaintextOutcome(plaintext.user, plaintext.database, reply)
+            outcome = PlaintextAnswer(plaintext.user, plaintext.database, reply)
         return plaintext_finding(outcome, plaintext.severity)
 
     def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:

@@ -10,7 +10,7 @@ user at login. Each function returns one :class:`Finding`; none does I/O.
 from __future__ import annotations
 
 import stat
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -18,17 +18,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
-from .model import Check, Finding, LoginAnswer, Observation, State
+from .model import Check, Finding, KeyFile, LoginAnswer, Observation, PlaintextAnswer, State
 from .protocol import AuthCode, StartupReply, StartupReplyKind
 from .text import safe
 
 if TYPE_CHECKING:
-    from .channel_binding import CertificateHash
+    from .model import CertificateHash
 
 __all__ = [
     "TLS_VERSIONS",
-    "KeyFile",
-    "PlaintextOutcome",
     "channel_binding_finding",
     "client_certificate_finding",
     "client_key_mode_finding",
@@ -48,29 +46,6 @@ TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 # Hashes no CA has used for a decade; a signature made with one can be forged.
 _WEAK_HASHES = (hashes.SHA1, hashes.MD5)
-
-
-class KeyFile(NamedTuple):
-    """What the check learnt about a private key file (never the key itself)."""
-
-    path: str
-    mode: int
-    #: DER SubjectPublicKeyInfo of the key's public half; None if unreadable.
-    public_key: bytes | None
-    #: Why the key could not be read, if it could not.
-    unreadable: str | None = None
-    #: OpenSSL's type of the key (``EVP_PKEY_id``): RSA and RSA-PSS keys
-    #: have the same public half, but PostgreSQL takes a pair of one type only.
-    openssl_type: int | None = None
-
-
-class PlaintextOutcome(NamedTuple):
-    """The answer to an unencrypted StartupMessage, or why there was none."""
-
-    user: str
-    database: str
-    reply: StartupReply | None
-    failure: str | None = None
 
 
 def tls_version_finding(version: str, minimum: str) -> Finding:
@@ -341,7 +316,7 @@ def _key_match_finding(key: KeyFile, served: CertFacts) -> Finding:
     return Finding.ok(Check.KEY_MATCH, "private key matches the certificate")
 
 
-def plaintext_finding(outcome: PlaintextOutcome, severity: State) -> Finding:
+def plaintext_finding(outcome: PlaintextAnswer, severity: State) -> Finding:
     who = f"user {outcome.user}" + (
         f" and database {outcome.database}" if outcome.database != outcome.user else ""
     )

@@ -20,11 +20,9 @@ from .options import UsageError
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from .dane import DaneSettings
-    from .model import Login, Target
+    from .model import DaneSettings, KeyFile, Login, Target
     from .openssl_client import ClientContexts
     from .plugin import CertificateResource, Plaintext
-    from .posture import KeyFile
 
 __all__ = ["Setup", "build_resources", "load_setup", "read_targets"]
 
@@ -216,7 +214,8 @@ def _dane(
         if args.dns_server:
             raise UsageError("--dns-server is for --dane")
         return None
-    from .dane import DaneSettings, parse_dns_server
+    from .dane import parse_dns_server
+    from .model import DaneSettings
 
     try:
         # dnspython is an optional extra; only --dane needs it.
@@ -307,8 +306,8 @@ def build_resources(
     timeout: float,
 ) -> list[CertificateResource]:
     from .errors import LocalFileError
+    from .model import Policy
     from .plugin import CertificateResource, UncheckedResource
-    from .verdict import Policy
 
     single = len(targets) == 1
     cert_file, key_file = _local_files(args, single)

@@ -14,70 +14,14 @@ from cryptography import x509
 from . import posture
 from .auxiliary import failed, isolated
 from .certs import CertFacts, facts_from_der, load_chain
-from .channel_binding import CertificateHash, certificate_hash
+from .channel_binding import certificate_hash
 from .crls import CrlFacts, CrlStatus, judge_crls
-from .model import Check, Finding, Observation, State
+from .model import CertificateHash, Check, Finding, Observation, Policy, State
 from .names import check_name
-from .posture import KeyFile
 from .text import safe, span
 from .trust import ChainCheck, describe_verification
 
-__all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
-
-
-class Policy(NamedTuple):
-    """What the client would demand, in libpq's terms."""
-
-    sslmode: str
-    #: The name checked under verify-full (libpq's ``host``).
-    servername: str
-    #: libpq's ``sslrootcert`` when roots are loaded (a file or ``system``);
-    #: None when nothing is verified.
-    sslrootcert: str | None = None
-    #: Oldest acceptable protocol (libpq's default ssl_min_protocol_version).
-    min_tls_version: str = "TLSv1.2"
-    min_rsa_bits: int = 2048
-    min_ec_bits: int = 256
-    #: Severity of a SHA-1 or MD5 signature in the chain.
-    weak_signature: State = State.CRITICAL
-    #: ``--cert-file``: its path and the leaf certificate in it.
-    cert_file: tuple[str, x509.Certificate] | None = None
-    #: ``--key-file``: what was learnt about it.
-    key_file: KeyFile | None = None
-    #: Every CRL to judge: those OpenSSL checks against (``--sslcrl``,
-    #: ``--sslcrldir``), and those given only for their freshness.
-    crls: tuple[CrlFacts, ...] = ()
-    #: Whether OpenSSL checks revocation against the loaded CRLs.
-    checks_crls: bool = False
-    #: Certificates that may have signed a CRL besides the presented chain
-    #: (the root certificate file's).
-    crl_issuers: tuple[CertFacts, ...] = ()
-    #: Why CRLs given on the command line do not count, as for libpq.
-    crls_ignored: str | None = None
-    #: ``--sslcert``: the client certificate presented when asked.
-    client_cert: CertFacts | None = None
-    #: ``--sslkey``: its path, mode and whether root owns it (libpq's rule).
-    client_key_mode: tuple[str, int, bool] | None = None
-    #: A connection string's sslmode that lets a client run without TLS
-    #: (disable, allow, prefer); the check judges the TLS offered as require.
-    client_sslmode: str | None = None
-    #: Severity of a certificate SCRAM channel binding cannot use, when no
-    #: login showed whether the server offers it.
-    channel_binding: State = State.WARNING
-    #: Severity of a login the server lets in without a password
-    #: (``--check-auth``).
-    passwordless: State = State.WARNING
-
-    @property
-    def verifies_chain(self) -> bool:
-        # libpq: "if a root CA file exists, the behavior of sslmode=require
-        # will be the same as that of verify-ca". Roots given with require
-        # therefore mean verify-ca, as they do to psql.
-        return self.sslmode != "require" or self.sslrootcert is not None
-
-    @property
-    def verifies_name(self) -> bool:
-        return self.sslmode == "verify-full"
+__all__ = ["Verdict", "describe_days", "judge"]
 
 
 class Verdict(NamedTuple):
@@ -97,6 +41,8 @@ class Verdict(NamedTuple):
     crls: tuple[CrlStatus, ...] = ()
     #: What libpq makes of the leaf for SCRAM channel binding.
     channel_binding: CertificateHash | None = None
+    #: Whether the chain passes PKIX validation (verified, and trusted).
+    trusted: bool = False
 
     @property
     def leaf(self) -> CertFacts:
@@ -205,6 +151,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         complaints=chain_check.complaints if chain_check else (),
         crls=crls,
         channel_binding=binding,
+        trusted=chain_check is not None and chain_check.ok,
     )
 
 

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
 from check_pg_tls import channel_binding
-from check_pg_tls.channel_binding import CertificateHash, certificate_hash
-from check_pg_tls.model import Login, LoginAnswer, State
+from check_pg_tls.channel_binding import certificate_hash
+from check_pg_tls.model import CertificateHash, Login, LoginAnswer, State
 from check_pg_tls.posture import channel_binding_finding
 from check_pg_tls.protocol import AuthCode, StartupReply, StartupReplyKind
 from testbed import crafted

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from check_pg_tls import der
 from check_pg_tls.certs import CertFacts, facts
-from check_pg_tls.dane import DaneSettings, dane_findings, record_for
+from check_pg_tls.dane import dane_findings, record_for
+from check_pg_tls.model import DaneSettings
 from check_pg_tls.tlsa_lookup import _answer
 from testbed import crafted, pki
 

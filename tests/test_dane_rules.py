@@ -9,14 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from check_pg_tls.certs import facts
-from check_pg_tls.dane import (
-    DaneSettings,
-    TlsaAnswer,
-    TlsaRecord,
-    dane_findings,
-    parse_dns_server,
-    record_for,
-)
+from check_pg_tls.dane import dane_findings, parse_dns_server, record_for
+from check_pg_tls.model import DaneSettings, TlsaAnswer, TlsaRecord
 from testbed import pki
 
 NOW = dt.datetime.now(dt.timezone.utc)

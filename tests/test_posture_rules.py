@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from check_pg_tls.certs import facts
-from check_pg_tls.model import State
+from check_pg_tls.model import PlaintextAnswer, State
 from check_pg_tls.posture import (
-    PlaintextOutcome,
     key_strength_finding,
     plaintext_finding,
     reload_finding,
@@ -104,7 +103,7 @@ def test_plaintext_answers(
     reply: StartupReply | None, severity: str | None, problem_starts: str | None
 ) -> None:
     finding = plaintext_finding(
-        PlaintextOutcome("nagios", "nagios", reply, "refused"), State.WARNING
+        PlaintextAnswer("nagios", "nagios", reply, "refused"), State.WARNING
     )
     if problem_starts is None:
         assert finding.problem is None

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls.errors import LocalFileError
-from check_pg_tls.model import State, Target
+from check_pg_tls.model import Policy, State, Target
 from check_pg_tls.openssl_client import client_contexts
 from check_pg_tls.probe import probe
-from check_pg_tls.verdict import Policy, Verdict, judge
+from check_pg_tls.verdict import Verdict, judge
 from testbed.faults import FaultServer, postgres_tls
 from testbed.pki import Issued, make_intermediate, make_leaf, make_root, write_pem
 

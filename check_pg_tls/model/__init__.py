@@ -1,22 +1,45 @@
-"""The shared records: states and findings, what to check, what one probe saw.
+"""The shared records, in one home: states and findings, targets and what was
+seen of them, how to check.
 
-Pure data, no I/O: the probe produces these, the judgement modules read
-them, and neither needs to import the other to do so.
+Pure data, no I/O: the network modules produce records, the judgement
+modules read them, the outputs read the outcome; none needs to import
+another to do so.
 """
 
 from __future__ import annotations
 
-from .records import Login, LoginAnswer, Observation, Target, VerifyError
+from .records import (
+    TLSA_USAGES,
+    CertificateHash,
+    KeyFile,
+    Login,
+    LoginAnswer,
+    Observation,
+    PlaintextAnswer,
+    Target,
+    TlsaAnswer,
+    TlsaRecord,
+    VerifyError,
+)
+from .settings import DaneSettings, Policy
 from .state import Check, Finding, State, worst
 
 __all__ = [
+    "TLSA_USAGES",
+    "CertificateHash",
     "Check",
+    "DaneSettings",
     "Finding",
+    "KeyFile",
     "Login",
     "LoginAnswer",
     "Observation",
+    "PlaintextAnswer",
+    "Policy",
     "State",
     "Target",
+    "TlsaAnswer",
+    "TlsaRecord",
     "VerifyError",
     "worst",
 ]
