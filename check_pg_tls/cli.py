@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .model import Target
     from .openmetrics import MetricsSink
     from .plugin import CertificateResource
+    from .settings import TrustCache
 
 __all__ = ["main", "run"]
 
@@ -203,8 +204,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .model import State
     from .plugin import (
+        CertificateResource,
         CertificateSummary,
         ClientDaysLeftContext,
         ConnectionContext,
@@ -213,12 +214,13 @@ def _run(args: argparse.Namespace, started: float) -> int:
         FindingContext,
         FleetSummary,
         SecondsContext,
+        UncheckedResource,
+        perfdata_labels,
     )
-    from .resources import build_resources, load_setup, read_targets
-    from .thresholds import parse_threshold
+    from .settings import settings_for, settings_from_args, targets_from_args
 
     try:
-        targets = read_targets(args)
+        targets = targets_from_args(args)
     except UsageError as exc:
         return _emit("unknown", f"{exc} (see --help)")
     global _targets
@@ -226,11 +228,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
     if _format is not None:
         # Imported now: the backstop may have to print it, and must not import.
         from . import formats  # noqa: F401
-    try:
-        warning = parse_threshold(args.warning)
-        critical = parse_threshold(args.critical)
-    except ValueError as exc:
-        return _emit("unknown", str(exc))
     workers = args.workers or DEFAULT_WORKERS
     single = len(targets) == 1
     limit = args.timeout * math.ceil(len(targets) / workers) + (0 if single else 1)
@@ -241,28 +238,42 @@ def _run(args: argparse.Namespace, started: float) -> int:
         str(targets[0][0]) if single else f"{len(targets)} servers",
     )
     try:
-        setup = load_setup(args)
-        timeout = args.timeout
-        if len(targets) <= workers:
-            # One round: every probe starts now, so -t holds for the whole
-            # process, start-up included. With more rounds, each target has
-            # its own -t from the moment its probe starts.
-            left = started + args.timeout - time.monotonic() - _RESERVE
-            timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
-        resources = build_resources(args, targets, setup, timeout)
+        settings = settings_from_args(args, single)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
+    timeout = args.timeout
+    if len(targets) <= workers:
+        # One round: every probe starts now, so -t holds for the whole
+        # process, start-up included. With more rounds, each target has
+        # its own -t from the moment its probe starts.
+        left = started + args.timeout - time.monotonic() - _RESERVE
+        timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
+    fetcher = None
+    if settings.revocation is not None:
+        from .crl_fetch import CrlFetcher
+
+        # One per run: many servers share an issuer, and its CRL is fetched once.
+        fetcher = CrlFetcher()
+    labels = perfdata_labels([target for target, _ in targets]) if not single else [""]
+    loaded: TrustCache = {}
+    resources: list[CertificateResource | UncheckedResource] = []
+    for (target, problem), label in zip(targets, labels, strict=True):
+        own = problem or settings_for(target, settings, loaded)
+        if isinstance(own, str):
+            resources.append(UncheckedResource(target, own, label))
+        else:
+            resources.append(CertificateResource(target, own, timeout, label, fetcher))
     if not single:
         # Probe and judge concurrently first; the check then only evaluates.
         run_all([r.collect for r in resources], workers)
     check = nagiosplugin.Check(
         *resources,
-        DaysLeftContext(warning, critical),
-        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
-        ClientDaysLeftContext(warning, critical),
+        DaysLeftContext(settings.thresholds.warning, settings.thresholds.critical),
+        CrlDaysLeftContext(settings.thresholds.crl_warning, settings.thresholds.crl_critical),
+        ClientDaysLeftContext(settings.thresholds.warning, settings.thresholds.critical),
         SecondsContext("time"),
         FindingContext(),
-        ConnectionContext(State.from_name(args.unreachable_state)),
+        ConnectionContext(settings.unreachable),
         CertificateSummary(resources[0]) if single else FleetSummary(resources),
         name=PREFIX,
     )

@@ -13,12 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from .errors import UsageError
 
 __all__ = ["UsageError", "parser"]
-
-
-class UsageError(Exception):
-    """A bad option: UNKNOWN, with a one-line reason."""
 
 
 _NEGATIVE = re.compile(r"-\.?\d")

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nagiosplugin
 from nagiosplugin import Critical, Metric, Ok, Performance, Result, Warn
 
 from .auxiliary import isolated
 from .errors import BadTarget, CheckFailed, ProbeError, ServerMisbehaved, Unreachable
-from .model import Check, Finding, Login, Observation, PlaintextAnswer, Policy, State, Target
-from .openssl_client import ClientContexts, openssl_version
+from .model import Check, Finding, Observation, PlaintextAnswer, Policy, State, Target
+from .openssl_client import openssl_version
 from .perfdata import number, range_text
 from .posture import plaintext_finding
 from .probe import probe, probe_plaintext
@@ -30,7 +31,7 @@ from .verdict import Verdict, describe_days, judge
 if TYPE_CHECKING:
     # urllib costs 30 ms of start-up: only --check-revocation imports it.
     from .crl_fetch import CrlFetcher
-    from .model import DaneSettings
+    from .model import PlaintextCheck, Settings
     from .tlsa_lookup import PendingLookup
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "DaysLeftContext",
     "FindingContext",
     "FleetSummary",
-    "Plaintext",
-    "Revocation",
     "SecondsContext",
     "TargetReport",
     "UncheckedResource",
@@ -49,21 +48,6 @@ __all__ = [
     "rank",
     "reports",
 ]
-
-
-class Revocation(NamedTuple):
-    """``--check-revocation``: the run's shared fetcher and how bad "unknown" is."""
-
-    fetcher: CrlFetcher
-    unknown_severity: State = State.WARNING
-
-
-class Plaintext(NamedTuple):
-    """``--check-plaintext``: whom to ask about, and how bad a yes is."""
-
-    user: str
-    database: str
-    severity: State = State.WARNING
 
 
 class CertificateResource(nagiosplugin.Resource):
@@ -77,28 +61,25 @@ class CertificateResource(nagiosplugin.Resource):
     def __init__(
         self,
         target: Target,
-        policy: Policy,
-        contexts: ClientContexts,
+        settings: Settings,
         timeout: float,
         label: str = "",
-        direct: bool = False,
-        plaintext: Plaintext | None = None,
-        revocation: Revocation | None = None,
-        dane: DaneSettings | None = None,
-        login: Login | None = None,
+        fetcher: CrlFetcher | None = None,
     ) -> None:
         self.target = target
-        self.policy = policy
-        self.contexts = contexts
+        self.settings = settings
+        self.policy = settings.policy(target.checked_name)
+        self.contexts = settings.trust.contexts
         self.timeout = timeout
         #: Prefix of this target's metric names ("" for a single target).
         self.label = label
-        self.direct = direct
-        self.plaintext = plaintext
+        self.direct = settings.negotiation == "direct"
+        self.plaintext = settings.plaintext
         #: ``--check-auth``: the StartupMessage sent after the handshake.
-        self.login = login
-        self.revocation = revocation
-        self.dane = dane
+        self.login = settings.login
+        self.revocation = settings.revocation
+        self.fetcher = fetcher
+        self.dane = settings.dane
         self.collected = False
         self.observation: Observation | None = None
         self.verdict: Verdict | None = None
@@ -157,6 +138,7 @@ class CertificateResource(nagiosplugin.Resource):
         # Each auxiliary finding fails alone (see auxiliary): its exception is
         # its own UNKNOWN, the verdict above stands.
         if self.revocation is not None:
+            from .crl_fetch import CrlFetcher
             from .revocation import revocation_finding
 
             # Only a verified path: a URL an unverified certificate names is never fetched.
@@ -165,10 +147,10 @@ class CertificateResource(nagiosplugin.Resource):
                 revocation_finding,
                 self.verdict.path,
                 self.policy.verifies_chain,
-                self.revocation.fetcher,
+                self.fetcher or CrlFetcher(),
                 started + self.timeout * 0.9,
                 self.checked_at,
-                self.revocation.unknown_severity,
+                self.revocation.unknown_state,
             )
         if self.dane is not None:
             from .dane import judge_dane
@@ -193,7 +175,7 @@ class CertificateResource(nagiosplugin.Resource):
                 Check.PLAINTEXT, self._plaintext_finding, self.plaintext, left
             )
 
-    def _plaintext_finding(self, plaintext: Plaintext, timeout: float) -> Finding:
+    def _plaintext_finding(self, plaintext: PlaintextCheck, timeout: float) -> Finding:
         try:
             if timeout < 0.1:
                 raise ProbeError("no time left within the timeout")
@@ -202,7 +184,7 @@ class CertificateResource(nagiosplugin.Resource):
             outcome = PlaintextAnswer(plaintext.user, plaintext.database, None, str(exc))
         else:
             outcome = PlaintextAnswer(plaintext.user, plaintext.database, reply)
-        return plaintext_finding(outcome, plaintext.severity)
+        return plaintext_finding(outcome, plaintext.state)
 
     def _metric(self, name: str, value: Any, context: str, **kw: Any) -> Metric:
         return Metric(f"{self.label}{name}", value, context=context, **kw)
@@ -234,22 +216,51 @@ class CertificateResource(nagiosplugin.Resource):
             yield self._metric("crl_days_left", math.floor(soonest * 100) / 100, "crl_days_left")
 
 
-class UncheckedResource(CertificateResource):
-    """A target that names no server (a bad line of a targets file): never probed."""
+class UncheckedResource(nagiosplugin.Resource):
+    """A target that names no server (a bad line of a targets file), or whose
+    own settings failed to load: never probed."""
 
     def __init__(self, target: Target, problem: str, label: str = "") -> None:
-        # Never probed: no client contexts are needed.
-        super().__init__(
-            target, Policy("require", target.checked_name), cast(ClientContexts, None), 0, label
-        )
-        self.collected = True
+        self.target = target
+        self.label = label
+        self.policy = Policy("require", target.checked_name)
         self.error = BadTarget(problem)
+        self.observation: Observation | None = None
+        self.verdict: Verdict | None = None
+        self.checked_at: dt.datetime | None = None
+        self.seconds = 0.0
+        self.findings: tuple[Finding, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return "PG_TLS"
 
     def collect(self) -> None:
         pass
 
     def probe(self) -> Iterator[Metric]:
-        yield self._metric("connection", self.error, "connection")
+        yield Metric(f"{self.label}connection", self.error, context="connection")
+
+
+def perfdata_labels(targets: Sequence[Target]) -> list[str]:
+    """Each target's prefix of its perfdata labels in a fleet: stable (derived from
+    the target), unique, and plain word characters, which no grapher or perfdata
+    parser needs quoted."""
+    seen: set[str] = set()
+    labels = []
+    for target in targets:
+        base = re.sub(r"\W", "_", f"{target.checked_name}_{target.port}", flags=re.ASCII)
+        if target.display is not None:
+            # Two checks of one server: their settings tell them apart.
+            settings = "_".join(f"{key}_{value}" for key, value in target.settings)
+            base += "_" + re.sub(r"\W+", "_", settings, flags=re.ASCII).strip("_")
+        label, n = base, 1
+        while label in seen:
+            n += 1
+            label = f"{base}_{n}"
+        seen.add(label)
+        labels.append(f"{label}_")
+    return labels
 
 
 class ConnectionContext(nagiosplugin.Context):

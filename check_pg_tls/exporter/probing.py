@@ -22,7 +22,6 @@ families of that one outcome.
 from __future__ import annotations
 
 import argparse
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,8 +30,7 @@ from ..options import UsageError, parser
 from ..text import printable
 
 if TYPE_CHECKING:
-    from ..model import Target
-    from ..resources import Setup
+    from ..model import Settings, Target
 
 __all__ = [
     "REFUSED",
@@ -108,8 +106,8 @@ class Module:
     """One module's parsed options and what they loaded, shared by its probes."""
 
     args: argparse.Namespace
-    #: What :func:`.resources.load_setup` loaded: client contexts, CRLs, client cert.
-    setup: Setup
+    #: The module's settings, with what they loaded: client contexts, CRLs, client cert.
+    settings: Settings
     #: The module's ``timeout``: the longest a probe may take.
     timeout: float
 
@@ -173,26 +171,21 @@ def _key_named(message: str, values: Mapping[str, object]) -> str | None:
 
 def _load(args: argparse.Namespace) -> Module:
     from ..errors import LocalFileError
-    from ..model import Target
-    from ..resources import build_resources, load_setup, read_targets
-    from ..thresholds import parse_threshold
+    from ..settings import settings_from_args
 
     try:
-        parse_threshold(args.warning)
-        parse_threshold(args.critical)
-        # The module's own checks of names and files, as a run would make them.
-        read_targets(_with_target(args, "localhost"))
-        setup = load_setup(args)
-        build_resources(args, [(Target("localhost"), None)], setup, args.timeout)
+        settings = settings_from_args(args)
     except LocalFileError as exc:
         raise ValueError(str(exc)) from None
-    return Module(args, setup, float(args.timeout))
+    # The module's own checks of names, as a run would make them.
+    _read(settings, "localhost")
+    return Module(args, settings, float(args.timeout))
 
 
-def _with_target(args: argparse.Namespace, spec: str) -> argparse.Namespace:
-    own = copy.copy(args)
-    own.host, own.targets, own.targets_file = [], [spec], None
-    return own
+def _read(settings: Settings, spec: str) -> list[tuple[Target, str | None]]:
+    from ..targets import read_targets
+
+    return read_targets([spec], None, settings.targets, settings.keywords)
 
 
 @dataclass(frozen=True)
@@ -213,10 +206,8 @@ def parse_target(spec: str, module: Module) -> ParsedTarget:
     Raises:
         BadTarget: it names no server, or more than one.
     """
-    from ..resources import read_targets
-
     try:
-        found = read_targets(_with_target(module.args, spec))
+        found = _read(module.settings, spec)
     except UsageError as exc:
         raise BadTarget(str(exc)) from None
     if len(found) != 1:
@@ -249,9 +240,9 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
     import nagiosplugin
 
     from ..errors import LocalFileError
-    from ..model import State
     from ..openmetrics import families, render
     from ..plugin import (
+        CertificateResource,
         CertificateSummary,
         ClientDaysLeftContext,
         ConnectionContext,
@@ -259,36 +250,38 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
         DaysLeftContext,
         FindingContext,
         SecondsContext,
+        UncheckedResource,
         details,
         reports,
     )
-    from ..resources import build_resources
-    from ..thresholds import parse_threshold
+    from ..settings import reread_server_files, settings_for
 
-    args = module.args
     try:
-        resources = build_resources(
-            args, [(parsed.target, None)], module.setup, round(max(0.01, budget), 2)
-        )
+        settings = reread_server_files(module.settings)
     except (UsageError, LocalFileError, OSError) as exc:
         return failure(3, str(exc), openmetrics)
-    (resource,) = resources
+    own = settings_for(parsed.target, settings, {})
+    resource: CertificateResource | UncheckedResource
+    if isinstance(own, str):
+        resource = UncheckedResource(parsed.target, own)
+    else:
+        resource = CertificateResource(parsed.target, own, round(max(0.01, budget), 2))
+    resources = [resource]
     resource.collect()
-    unreachable = State.from_name(args.unreachable_state)
-    warning, critical = parse_threshold(args.warning), parse_threshold(args.critical)
+    warning, critical = settings.thresholds.warning, settings.thresholds.critical
     check = nagiosplugin.Check(
         resource,
         DaysLeftContext(warning, critical),
-        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
+        CrlDaysLeftContext(settings.thresholds.crl_warning, settings.thresholds.crl_critical),
         ClientDaysLeftContext(warning, critical),
         SecondsContext("time"),
         FindingContext(),
-        ConnectionContext(unreachable),
+        ConnectionContext(settings.unreachable),
         CertificateSummary(resource),
         name="PG_TLS",
     )
     check()
-    found = families(reports(check.results, resources), check.results, args.negotiation)
+    found = families(reports(check.results, resources), check.results, settings.negotiation)
     untargeted = [
         family._replace(
             samples=tuple(

@@ -21,7 +21,18 @@ from .records import (
     TlsaRecord,
     VerifyError,
 )
-from .settings import DaneSettings, Policy
+from .settings import (
+    DaneSettings,
+    PlaintextCheck,
+    Policy,
+    PostureLimits,
+    RevocationCheck,
+    Settings,
+    TargetDefaults,
+    Thresholds,
+    TlsFiles,
+    TrustStore,
+)
 from .state import Check, Finding, State, worst
 
 __all__ = [
@@ -35,11 +46,19 @@ __all__ = [
     "LoginAnswer",
     "Observation",
     "PlaintextAnswer",
+    "PlaintextCheck",
     "Policy",
+    "PostureLimits",
+    "RevocationCheck",
+    "Settings",
     "State",
     "Target",
+    "TargetDefaults",
+    "Thresholds",
+    "TlsFiles",
     "TlsaAnswer",
     "TlsaRecord",
+    "TrustStore",
     "VerifyError",
     "worst",
 ]
