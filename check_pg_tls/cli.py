@@ -14,17 +14,16 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .options import UsageError, parser
 from .text import printable
 
 if TYPE_CHECKING:
-    from .model import Target
+    from .model import Outcome, Target
     from .openmetrics import MetricsSink
-    from .plugin import CertificateResource
     from .settings import TrustCache
 
 __all__ = ["main", "run"]
@@ -199,24 +198,11 @@ def _use_metrics(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace, started: float) -> int:
     """The check; ``started``: the monotonic time -t counts from."""
-    # Imported here so that --help, --version and bad options stay fast.
-    import nagiosplugin
+    from functools import partial
 
+    from .check import check, unchecked
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .plugin import (
-        CertificateResource,
-        CertificateSummary,
-        ClientDaysLeftContext,
-        ConnectionContext,
-        CrlDaysLeftContext,
-        DaysLeftContext,
-        FindingContext,
-        FleetSummary,
-        SecondsContext,
-        UncheckedResource,
-        perfdata_labels,
-    )
     from .settings import settings_for, settings_from_args, targets_from_args
 
     try:
@@ -254,75 +240,78 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
         # One per run: many servers share an issuer, and its CRL is fetched once.
         fetcher = CrlFetcher()
-    labels = perfdata_labels([target for target, _ in targets]) if not single else [""]
     loaded: TrustCache = {}
-    resources: list[CertificateResource | UncheckedResource] = []
-    for (target, problem), label in zip(targets, labels, strict=True):
+    jobs: list[Callable[[], Outcome]] = []
+    for target, problem in targets:
         own = problem or settings_for(target, settings, loaded)
         if isinstance(own, str):
-            resources.append(UncheckedResource(target, own, label))
+            jobs.append(partial(unchecked, target, own))
         else:
-            resources.append(CertificateResource(target, own, timeout, label, fetcher))
-    if not single:
-        # Probe and judge concurrently first; the check then only evaluates.
-        run_all([r.collect for r in resources], workers)
-    check = nagiosplugin.Check(
-        *resources,
-        DaysLeftContext(settings.thresholds.warning, settings.thresholds.critical),
-        CrlDaysLeftContext(settings.thresholds.crl_warning, settings.thresholds.crl_critical),
-        ClientDaysLeftContext(settings.thresholds.warning, settings.thresholds.critical),
-        SecondsContext("time"),
-        FindingContext(),
-        ConnectionContext(settings.unreachable),
-        CertificateSummary(resources[0]) if single else FleetSummary(resources),
-        name=PREFIX,
-    )
-    check()
-    return _output(args, check, resources)
+            jobs.append(partial(check, target, own, timeout, fetcher))
+    if _metrics is None and _format is None:
+        return _nagios(args, jobs, workers)
+    outcomes = run_all(jobs, workers) if not single else [jobs[0]()]
+    return _output(args, outcomes)
 
 
-def _output(args: argparse.Namespace, check: Any, resources: list[CertificateResource]) -> int:
-    """Print the chosen format; the exit code is the worst state in every format."""
-    from .plugin import details, overall_state, reports
+def _output(args: argparse.Namespace, outcomes: list[Outcome]) -> int:
+    """Print the metrics, TAP, JSON or cron's text; the exit code is the worst state."""
+    from .model import worst
 
-    per_target = reports(check.results, resources)
-    state = overall_state(per_target)
+    state = worst(outcome.state for outcome in outcomes)
     if _metrics is not None:
         if not _claim_output():
             return int(state)
         try:
-            _metrics.write(per_target, check.results)
+            _metrics.write(outcomes)
         except OSError as exc:
             global _output_claimed
             _output_claimed = False  # nothing was written: the failure is the output
             return _emit("unknown", f"cannot write {args.output}: {exc.strerror or exc}")
         return int(state)
-    if args.tap or args.json or args.quiet:
+    from . import formats
+
+    if args.tap:
+        text = formats.tap(outcomes)
+    elif args.json:
+        text = formats.json_document(outcomes, state)
+    else:
+        text = formats.quiet(outcomes)
+    if not _claim_output():
+        return int(state)
+    _write(text)
+    return int(state)
+
+
+def _nagios(args: argparse.Namespace, jobs: list[Callable[[], Outcome]], workers: int) -> int:
+    """The Nagios format: nagiosplugin's status line and perfdata, the long output."""
+    from .fleet import run_all
+    from .model import worst
+    from .plugin import OutcomeResource, nagios_check, perfdata_labels
+
+    single = len(jobs) == 1
+    if single:
+        # nagiosplugin checks the target when it probes the resource.
+        resources = [OutcomeResource(jobs[0])]
+    else:
+        # Probe and judge concurrently first; nagiosplugin then only evaluates.
+        outcomes = run_all(jobs, workers)
+        labels = perfdata_labels([outcome.target for outcome in outcomes])
+        resources = [OutcomeResource(o, label) for o, label in zip(outcomes, labels, strict=True)]
+    check = nagios_check(resources)
+    outcomes = [resource.outcome for resource in resources]
+    state = worst(outcome.state for outcome in outcomes)
+    lines: list[str] = []
+    if not single or args.verbose >= 1:
         from . import formats
 
-        if args.tap:
-            text = formats.tap(per_target)
-        elif args.json:
-            text = formats.json_document(per_target, state)
-        else:
-            text = formats.quiet(per_target)
-        if not _claim_output():
-            return int(state)
-        _write(text)
-        return int(state)
-    single = len(resources) == 1
-    lines: list[str] = []
-    if not single:
-        from .formats import fleet_lines
-
-        lines = fleet_lines(per_target)
-    if args.verbose >= 1:
-        for resource in resources:
-            prefix = "" if single else f"{resource.target}: "
-            lines += [f"{prefix}{line}" for line in details(resource)]
+        if not single:
+            lines = formats.fleet_lines(outcomes)
+        if args.verbose >= 1:
+            for outcome in outcomes:
+                prefix = "" if single else f"{outcome.target}: "
+                lines += [f"{prefix}{line}" for line in formats.details(outcome)]
     perfdata = list(check.perfdata)
     if not single:
-        from .formats import fleet_perfdata
-
-        perfdata = fleet_perfdata(per_target, perfdata)
-    return _emit(str(state).lower(), check.summary_str, lines, " ".join(perfdata))
+        perfdata = formats.fleet_perfdata(outcomes, perfdata)
+    return _emit(state.text, check.summary_str, lines, " ".join(perfdata))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .certs import CertFacts
     from .model import KeyFile
     from .openssl_client import ClientContexts
+    from .thresholds import Range
 
 __all__ = [
     "OPTIONS",
@@ -166,7 +167,10 @@ def settings_from_options(
 
     try:
         thresholds = Thresholds(
-            parse_threshold(warning), parse_threshold(critical), crl_warning, crl_critical
+            parse_threshold(warning),
+            parse_threshold(critical),
+            _days_from(crl_warning),
+            _days_from(crl_critical),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -200,6 +204,17 @@ def settings_from_options(
         timeout=timeout,
         targets=TargetDefaults(port, servername, family),
     )
+
+
+def _days_from(days: float) -> Range:
+    """``days:`` (alerts below ``days``), written back as ``{days:g}:``."""
+    from .thresholds import Range
+
+    try:
+        return Range.parse(f"{days:g}:")
+    except ValueError:
+        # A tiny number in exponent form: the range, as the number is.
+        return Range(False, days, float("inf"))
 
 
 #: What each distinct set of TLS files loaded (or why it could not), for

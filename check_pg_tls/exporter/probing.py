@@ -236,71 +236,38 @@ class Answer:
 
 
 def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) -> Answer:
-    """Probe and judge one target within ``budget`` seconds, as the CLI would."""
-    import nagiosplugin
-
+    """Check one target within ``budget`` seconds, as the CLI would: one outcome's metrics."""
+    from ..check import check, unchecked
     from ..errors import LocalFileError
+    from ..formats import details
     from ..openmetrics import families, render
-    from ..plugin import (
-        CertificateResource,
-        CertificateSummary,
-        ClientDaysLeftContext,
-        ConnectionContext,
-        CrlDaysLeftContext,
-        DaysLeftContext,
-        FindingContext,
-        SecondsContext,
-        UncheckedResource,
-        details,
-        reports,
-    )
     from ..settings import reread_server_files, settings_for
 
     try:
+        # The server's own files say what is on disk now (--cert-file, --key-file).
         settings = reread_server_files(module.settings)
     except (UsageError, LocalFileError, OSError) as exc:
         return failure(3, str(exc), openmetrics)
-    own = settings_for(parsed.target, settings, {})
-    resource: CertificateResource | UncheckedResource
+    target = parsed.target
+    own = settings_for(target, settings, {})
     if isinstance(own, str):
-        resource = UncheckedResource(parsed.target, own)
+        outcome = unchecked(target, own)
     else:
-        resource = CertificateResource(parsed.target, own, round(max(0.01, budget), 2))
-    resources = [resource]
-    resource.collect()
-    warning, critical = settings.thresholds.warning, settings.thresholds.critical
-    check = nagiosplugin.Check(
-        resource,
-        DaysLeftContext(warning, critical),
-        CrlDaysLeftContext(settings.thresholds.crl_warning, settings.thresholds.crl_critical),
-        ClientDaysLeftContext(warning, critical),
-        SecondsContext("time"),
-        FindingContext(),
-        ConnectionContext(settings.unreachable),
-        CertificateSummary(resource),
-        name="PG_TLS",
-    )
-    check()
-    found = families(reports(check.results, resources), check.results, settings.negotiation)
-    untargeted = [
-        family._replace(
-            samples=tuple(
-                ({k: v for k, v in labels.items() if k != "target"}, value)
-                for labels, value in family.samples
-            )
-        )
-        for family in found
-    ]
+        outcome = check(target, own, round(max(0.01, budget), 2))
+    # Without the target label: Prometheus adds the instance.
+    found = families([outcome], labelled=False)
     success = any(
         value == 1
         for family in found
         if family.name == "probe_success"
         for _, value in family.samples
     )
-    status = f"PG_TLS {str(check.state).upper()} - {check.summary_str}"
-    perfdata = " ".join(check.perfdata)
-    lines = [status + (f" | {perfdata}" if perfdata else ""), *details(resource)]
-    return Answer(success, render(untargeted, openmetrics), _text(lines))
+    status = f"PG_TLS {outcome.state.label} - {target}: {outcome.summary}"
+    perfdata = " ".join(
+        sorted(r.perfdata.text() for r in outcome.results if r.perfdata is not None)
+    )
+    lines = [status + (f" | {perfdata}" if perfdata else ""), *details(outcome)]
+    return Answer(success, render(found, openmetrics), _text(lines))
 
 
 def failure(state: int, reason: str, openmetrics: bool) -> Answer:

@@ -8,6 +8,16 @@ another to do so.
 
 from __future__ import annotations
 
+from .outcome import (
+    CertSummary,
+    CheckedAs,
+    CheckResult,
+    ClientCertSummary,
+    CrlSummary,
+    Outcome,
+    Perfdata,
+    Session,
+)
 from .records import (
     TLSA_USAGES,
     CertificateHash,
@@ -37,19 +47,27 @@ from .state import Check, Finding, State, worst
 
 __all__ = [
     "TLSA_USAGES",
+    "CertSummary",
     "CertificateHash",
     "Check",
+    "CheckResult",
+    "CheckedAs",
+    "ClientCertSummary",
+    "CrlSummary",
     "DaneSettings",
     "Finding",
     "KeyFile",
     "Login",
     "LoginAnswer",
     "Observation",
+    "Outcome",
+    "Perfdata",
     "PlaintextAnswer",
     "PlaintextCheck",
     "Policy",
     "PostureLimits",
     "RevocationCheck",
+    "Session",
     "Settings",
     "State",
     "Target",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..certs import CertFacts
     from ..crls import CrlFacts
     from ..openssl_client import ClientContexts
-    from ..thresholds import Threshold
+    from ..thresholds import Range, Threshold
     from .records import KeyFile, Login
 
 __all__ = [
@@ -123,9 +123,9 @@ class Thresholds(NamedTuple):
 
     warning: Threshold
     critical: Threshold
-    #: Days before a CRL's nextUpdate.
-    crl_warning: float = 2.0
-    crl_critical: float = 1.0
+    #: Days before a CRL's nextUpdate: ``N:``.
+    crl_warning: Range
+    crl_critical: Range
 
 
 class PostureLimits(NamedTuple):
