@@ -2,21 +2,19 @@
 
 Every other module of the exporter (HTTP, configuration, allowlist, pool,
 its own metrics) stays away from the check's machinery; this one goes
-through exactly the code path of the command line, so that a probe judges
-as ``check_pg_tls`` does:
+through the command line's own steps, so that a probe judges as
+``check_pg_tls`` does:
 
 - a module's settings are the CLI's own options, parsed by the CLI's own
-  parser (:func:`check_pg_tls.options.parser`), then loaded once (trust
-  store, CRLs, client certificate) by :func:`.resources.load_setup`;
-- a probe is :func:`.resources.build_resources` for one target with that
-  loaded setup, the resource's ``collect``, nagiosplugin's evaluation as
-  ``cli.py`` makes it, and :func:`.openmetrics.families` without the
-  ``target`` label.
-
-Meant to shrink once the check is one plain function: :func:`load_module`
-will build the typed settings record from the same parsed options, and
-:func:`run` becomes ``check(target, settings, deadline)`` plus the metric
-families of that one outcome.
+  parser (:func:`check_pg_tls.options.parser`), and made one typed
+  :class:`~check_pg_tls.model.Settings` record by the CLI's own builder
+  (:func:`check_pg_tls.settings.settings_from_args`), which loads the
+  trust store, CRLs and client certificate once;
+- a target is read as the CLI reads a target spec;
+- a probe is one :func:`check_pg_tls.check.check` with those settings (a
+  connection string's own keywords over them, the server's certificate and
+  key files read again), and the metric families of that one outcome,
+  without the ``target`` label.
 """
 
 from __future__ import annotations
@@ -103,13 +101,14 @@ def module_options() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Module:
-    """One module's parsed options and what they loaded, shared by its probes."""
+    """One module: its settings, with what they loaded, shared by its probes."""
 
-    args: argparse.Namespace
-    #: The module's settings, with what they loaded: client contexts, CRLs, client cert.
     settings: Settings
-    #: The module's ``timeout``: the longest a probe may take.
-    timeout: float
+
+    @property
+    def timeout(self) -> float:
+        """The module's ``timeout``: the longest a probe may take."""
+        return self.settings.timeout
 
 
 def _argv(key: str, kind: str, value: object) -> list[str]:
@@ -179,7 +178,7 @@ def _load(args: argparse.Namespace) -> Module:
         raise ValueError(str(exc)) from None
     # The module's own checks of names, as a run would make them.
     _read(settings, "localhost")
-    return Module(args, settings, float(args.timeout))
+    return Module(settings)
 
 
 def _read(settings: Settings, spec: str) -> list[tuple[Target, str | None]]:
