@@ -65,8 +65,14 @@ def test_small_ec_key_is_a_warning() -> None:
 
 
 def test_ec_p256_and_p384_are_fine() -> None:
-    for curve in (ec.SECP256R1(), ec.SECP384R1()):
-        assert key_strength_finding(facts(_self_signed_with(curve)), 2048, 256).problem is None
+    # Named and measured, not merely without a problem: a key of a type the
+    # check does not know has no problem either.
+    for curve, bits in ((ec.SECP256R1(), 256), (ec.SECP384R1(), 384)):
+        finding = key_strength_finding(facts(_self_signed_with(curve)), 2048, 256)
+        assert finding.problem is None
+        assert finding.detail == f"EC {curve.name} key of {bits} bits"
+    finding = key_strength_finding(facts(_self_signed_with(ec.SECP384R1())), 2048, 521)
+    assert finding.problem == "certificate has a weak EC secp384r1 key of 384 bits (minimum 521)"
 
 
 def test_disk_certificate_older_than_served_is_named_differently() -> None:
@@ -88,7 +94,11 @@ def test_disk_certificate_older_than_served_is_named_differently() -> None:
             "warning",
             "server accepts unencrypted logins for user nagios",
         ),
-        (StartupReply(StartupReplyKind.ERROR, sqlstate="28000"), None, None),
+        (
+            StartupReply(StartupReplyKind.ERROR, sqlstate="28000"),
+            None,
+            "server refuses unencrypted logins for user nagios",
+        ),
         (
             StartupReply(StartupReplyKind.ERROR, sqlstate="53300"),
             "unknown",
@@ -100,13 +110,15 @@ def test_disk_certificate_older_than_served_is_named_differently() -> None:
     ],
 )
 def test_plaintext_answers(
-    reply: StartupReply | None, severity: str | None, problem_starts: str | None
+    reply: StartupReply | None, severity: str | None, problem_starts: str
 ) -> None:
     finding = plaintext_finding(
         PlaintextAnswer("nagios", "nagios", reply, "refused"), State.WARNING
     )
-    if problem_starts is None:
+    if severity is None:
+        # A refusal is what the check hopes for: no problem, and said so.
         assert finding.problem is None
+        assert finding.detail == problem_starts
         return
     assert finding.problem is not None and finding.problem.startswith(problem_starts)
     assert finding.severity.text == severity
