@@ -15,7 +15,6 @@ its own target, sharing only the loaded settings (and a run's CRL fetcher).
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,7 @@ from .openssl_client import openssl_version
 from .perfdata import number, range_text
 from .posture import plaintext_finding
 from .probe import probe, probe_plaintext
-from .text import safe, span
+from .text import days_down, safe, span
 from .thresholds import Threshold, judge_days
 from .verdict import Verdict, describe_days, judge
 
@@ -311,11 +310,6 @@ def _judged(
     )
 
 
-def _floored(days: float) -> float:
-    # Floored like the status line's whole days, so the two never disagree.
-    return math.floor(days * 100) / 100
-
-
 def _expiry(verdict: Verdict, warning_given: Threshold, critical_given: Threshold) -> CheckResult:
     """Days left against -w/-c; an expired certificate is CRITICAL whatever they say."""
     # A share (N%) is of the lifetime of the certificate compared: the one
@@ -331,7 +325,7 @@ def _expiry(verdict: Verdict, warning_given: Threshold, critical_given: Threshol
         range_text(bounds, 4 if given.percent is not None else None)
         for bounds, given in ((warning, warning_given), (critical, critical_given))
     ]
-    perfdata = Perfdata("days_left", number(_floored(days)), "", *shown)
+    perfdata = Perfdata("days_left", number(days_down(days)), "", *shown)
     return CheckResult(Check.DAYS_LEFT, state, describe_days(verdict), perfdata)
 
 
@@ -340,7 +334,7 @@ def _client_days(client: ClientCertSummary, lifetime: float, thresholds: Thresho
     warning = thresholds.warning.resolve(lifetime)
     critical = thresholds.critical.resolve(lifetime)
     days = client.days_left
-    value = _floored(days)
+    value = days_down(days)
     perfdata = Perfdata("client_days_left", str(value), "", str(warning), str(critical))
     when = f"{client.not_after:%Y-%m-%d}"
     if days < 0:
@@ -358,7 +352,7 @@ def _crl_days(verdict: Verdict, days: float, thresholds: Thresholds) -> CheckRes
     finding already says so, so this only warns before that happens.
     """
     warning, critical = thresholds.crl_warning, thresholds.crl_critical
-    value = _floored(days)
+    value = days_down(days)
     perfdata = Perfdata("crl_days_left", str(value), "", str(warning), str(critical))
     if value < 0:
         return CheckResult(Check.CRL_DAYS_LEFT, State.OK, "", perfdata)

@@ -41,7 +41,7 @@ from .model import (
     TlsaAnswer,
     TlsaRecord,
 )
-from .names import check_name
+from .names import check_name, ip_version
 from .text import safe
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ def tlsa_owner(port: int, name: str) -> str:
 
 def unusable_name(name: str) -> str | None:
     """Why ``name`` cannot have TLSA records, or None if it can."""
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
+    if ip_version(name) is None:
         return None
     return (
         f"{name} is an IP address, and TLSA records live under a host name "

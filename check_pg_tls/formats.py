@@ -11,12 +11,12 @@ Nagios line instead.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from .model import LoginAnswer, Outcome, State, Target
 from .targets import Unparsed
+from .text import days_down
 
 __all__ = [
     "PERFDATA_TARGETS",
@@ -53,7 +53,7 @@ def fleet_perfdata(outcomes: Sequence[Outcome], per_target: Sequence[str]) -> li
     times = [o.seconds for o in outcomes]
     aggregates = []
     if days:
-        aggregates.append(f"min_days_left={number(_floor(min(days), 2))}")
+        aggregates.append(f"min_days_left={number(days_down(min(days), 2))}")
     if times:
         aggregates.append(f"max_time={number(round(max(times), 6))}s;;;0")
     for state in State:
@@ -77,7 +77,7 @@ def details(outcome: Outcome) -> list[str]:
             f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
             f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
             # Rounded down, as the status line's whole days are.
-            f"({_floor(cert.days_left(now), 1):.1f} days left){unused}"
+            f"({days_down(cert.days_left(now), 1):.1f} days left){unused}"
         )
     lines.append(f"names: {', '.join(outcome.leaf.names) or '(none)'}")
     lines.append(
@@ -120,7 +120,7 @@ def tap(outcomes: Sequence[Outcome]) -> str:
         lines.append(f"not ok {number} - {outcome.target} {text}")
         lines += _tap_diagnostics(outcome.state.text, outcome.problems)
         if outcome.days_left is not None:
-            lines.append(f"  days_left: {_floor(outcome.days_left, 2):.2f}")
+            lines.append(f"  days_left: {days_down(outcome.days_left, 2):.2f}")
             lines.append(f"  not_after: {outcome.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
         lines.append("  ...")
     return "\n".join(lines) + "\n"
@@ -203,13 +203,6 @@ def failed_run(kind: str, state: str, text: str, targets: Sequence[Target]) -> s
     return "".join(f"{target}: {text}\n" for target in targets)
 
 
-def _floor(days: float, places: int) -> float:
-    # Days are rounded down everywhere, so that no output says a day more
-    # than the status line.
-    scale = 10.0**places
-    return math.floor(days * scale) / scale
-
-
 def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -280,7 +273,7 @@ def _target(outcome: Outcome) -> dict[str, Any]:
     if outcome.days_left is None:
         return entry
     now = outcome.checked_at or dt.datetime.now(dt.timezone.utc)
-    entry["days_left"] = _floor(outcome.days_left, 4)
+    entry["days_left"] = days_down(outcome.days_left, 4)
     entry["not_after"] = _time(outcome.limiting_cert.not_after)
     entry["expires_first"] = outcome.limiting
     entry["checks"] = {
@@ -297,7 +290,7 @@ def _target(outcome: Outcome) -> dict[str, Any]:
             "issuer": crl.issuer,
             "source": crl.source,
             "next_update": _time(crl.next_update) if crl.next_update else None,
-            "days_left": None if crl.days_left is None else _floor(crl.days_left, 4),
+            "days_left": None if crl.days_left is None else days_down(crl.days_left, 4),
             "problem": crl.problem,
             "in_use": crl.in_use,
             "note": crl.note,
@@ -309,7 +302,7 @@ def _target(outcome: Outcome) -> dict[str, Any]:
         entry["client_certificate"] = {
             "subject": client.subject,
             "not_after": _time(client.not_after),
-            "days_left": _floor(client.days_left, 4),
+            "days_left": days_down(client.days_left, 4),
         }
     binding = outcome.channel_binding
     if binding is not None:
@@ -326,7 +319,7 @@ def _target(outcome: Outcome) -> dict[str, Any]:
             "serial": cert.serial,
             "not_before": _time(cert.not_before),
             "not_after": _time(cert.not_after),
-            "days_left": _floor(cert.days_left(now), 4),
+            "days_left": days_down(cert.days_left(now), 4),
             "dns_names": list(cert.dns_names),
             "ip_addresses": list(cert.ip_addresses),
             "sha256": cert.sha256,

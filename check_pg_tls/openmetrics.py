@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import UsageError
-from .model import Check, State
+from .model import TLS_VERSIONS, Check, State
 
 if TYPE_CHECKING:
     import argparse
@@ -37,12 +37,9 @@ INSTALL = "pip install 'check_pg_tls[prometheus]'"
 #: verified, its dates decide too.
 _CLIENT_CONNECTS = frozenset({Check.TRUST, Check.NAME, Check.HANDSHAKE})
 
-#: blackbox_exporter's spelling of the versions.
+#: blackbox_exporter's spelling of the versions: TLS 1.0 to TLS 1.3.
 _TLS_VERSIONS = {
-    "TLSv1": "TLS 1.0",
-    "TLSv1.1": "TLS 1.1",
-    "TLSv1.2": "TLS 1.2",
-    "TLSv1.3": "TLS 1.3",
+    name: "TLS " + (name.removeprefix("TLSv") if "." in name else "1.0") for name in TLS_VERSIONS
 }
 
 Labels = dict[str, str]

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import UsageError
+from .model import TLS_VERSIONS
 
 __all__ = ["UsageError", "parser"]
 
@@ -242,7 +243,7 @@ def parser() -> _Parser:
     posture.add_argument(
         "--min-tls-version",
         default="TLSv1.2",
-        choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+        choices=TLS_VERSIONS,
         help="CRITICAL below this protocol version (default: %(default)s)",
     )
     posture.add_argument(

@@ -4,7 +4,8 @@ Weak protocol versions, keys and signatures; an intermediate the server does
 not send; a certificate renewed on disk but not reloaded; a private key file
 anyone can read, or one that does not match; unencrypted logins; a
 certificate SCRAM channel binding cannot use; what the server asks of a
-user at login. Each function returns one :class:`Finding`; none does I/O.
+user at login. Each function returns its findings (one, a few, or None when
+there is nothing to say); none does I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
-from .model import Check, Finding, KeyFile, LoginAnswer, Observation, PlaintextAnswer, State
+from .model import (
+    TLS_VERSIONS,
+    Check,
+    Finding,
+    KeyFile,
+    LoginAnswer,
+    Observation,
+    PlaintextAnswer,
+    State,
+)
 from .protocol import AuthCode, StartupReply, StartupReplyKind
 from .text import safe
 
@@ -26,7 +36,6 @@ if TYPE_CHECKING:
     from .model import CertificateHash
 
 __all__ = [
-    "TLS_VERSIONS",
     "channel_binding_finding",
     "client_certificate_finding",
     "client_key_mode_finding",
@@ -41,8 +50,6 @@ __all__ = [
     "tls_version_finding",
 ]
 
-#: Protocol versions as Python's ssl names them, oldest first.
-TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 # Hashes no CA has used for a decade; a signature made with one can be forged.
 _WEAK_HASHES = (hashes.SHA1, hashes.MD5)

@@ -15,6 +15,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .certs import facts
+from .errors import LocalFileError, UsageError
 from .model import (
     DaneSettings,
     Login,
@@ -29,7 +31,10 @@ from .model import (
     TlsFiles,
     TrustStore,
 )
-from .options import UsageError
+from .openssl_client import client_contexts
+from .protocol import startup_message
+from .targets import read_targets
+from .thresholds import Range, parse_threshold
 
 if TYPE_CHECKING:
     import argparse
@@ -39,8 +44,6 @@ if TYPE_CHECKING:
     from .certs import CertFacts
     from .model import KeyFile
     from .openssl_client import ClientContexts
-    from .thresholds import Range
-
 __all__ = [
     "OPTIONS",
     "TrustCache",
@@ -163,8 +166,6 @@ def settings_from_options(
         UsageError: values that do not go together, or cannot be used.
         LocalFileError: a file they name cannot be used.
     """
-    from .thresholds import parse_threshold
-
     try:
         thresholds = Thresholds(
             parse_threshold(warning),
@@ -208,8 +209,6 @@ def settings_from_options(
 
 def _days_from(days: float) -> Range:
     """``days:`` (alerts below ``days``), written back as ``{days:g}:``."""
-    from .thresholds import Range
-
     try:
         return Range.parse(f"{days:g}:")
     except ValueError:
@@ -250,8 +249,6 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
     elif key in loaded:
         trust = loaded[key]
     else:
-        from .errors import LocalFileError
-
         try:
             trust = load_trust(sslmode, files)
         except (UsageError, LocalFileError) as exc:
@@ -284,8 +281,6 @@ def load_trust(sslmode: str, files: TlsFiles) -> TrustStore:
     sslrootcert = files.sslrootcert if _loads_roots(sslmode, files) else None
     if files.sslkey and not files.sslcert:
         raise UsageError("--sslkey needs --sslcert")
-    from .openssl_client import client_contexts
-
     contexts = client_contexts(
         sslrootcert, files.sslcrl, files.sslcrldir, files.sslcert, files.sslkey
     )
@@ -299,8 +294,7 @@ def _crls(files: TlsFiles, contexts: ClientContexts) -> TrustStore:
     """The CRLs to judge, and what libpq would ignore."""
     if not (files.sslcrl or files.sslcrldir or files.audit_crl):
         return TrustStore(contexts)
-    from .certs import facts
-    from .errors import LocalFileError
+    # Only the options that name files need it.
     from .local_files import read_certificates, read_crl_dir, read_crls
 
     crls = [crl._replace(audited=True) for path in files.audit_crl for crl in read_crls(path)]
@@ -336,7 +330,6 @@ def _crls(files: TlsFiles, contexts: ClientContexts) -> TrustStore:
 
 def _client_certificate(trust: TrustStore, sslcert: str, sslkey: str) -> TrustStore:
     """The client certificate to judge, and its key file's mode (libpq's rule)."""
-    from .certs import facts
     from .local_files import read_certificates
 
     status = os.stat(sslkey)
@@ -386,8 +379,6 @@ def reread_server_files(settings: Settings) -> Settings:
 def _plaintext(check_plaintext: str | None, state: str) -> PlaintextCheck | None:
     if not check_plaintext:
         return None
-    from .protocol import startup_message
-
     user, _, database = check_plaintext.partition("@")
     try:
         # The message is built again when sent; this only proves it can be.
@@ -402,8 +393,6 @@ def _plaintext(check_plaintext: str | None, state: str) -> PlaintextCheck | None
 def _login(check_auth: str | None) -> Login | None:
     if check_auth is None:
         return None
-    from .protocol import startup_message
-
     user, _, database = check_auth.partition("@")
     try:
         # The message is built again when sent; this only proves it can be.
@@ -449,8 +438,6 @@ def _dane(
 
 def targets_from_args(args: argparse.Namespace) -> list[tuple[Target, str | None]]:
     """The command line's targets (see :func:`.targets.read_targets`)."""
-    from .targets import read_targets
-
     return read_targets(
         [*args.host, *args.targets],
         args.targets_file,

@@ -11,13 +11,13 @@ reason, before anything is sent.
 from __future__ import annotations
 
 import re
-import socket
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from .errors import UsageError
 from .model import Target, TargetDefaults
+from .names import ip_version
 from .text import safe
 
 __all__ = [
@@ -81,7 +81,7 @@ def parse_target(
         if "(" in text and text.endswith(")"):
             host, _, rest = text.partition("(")
             name = rest[:-1]
-        if not _is_ipv6(host):
+        if ip_version(host) != 6:
             raise ValueError(f"{shown}: an IPv6 address with a port goes in brackets, [::1]:5432")
     else:
         match = _SPEC.match(text)
@@ -109,7 +109,7 @@ def name_problem(name: str) -> str | None:
     TLS library apply to a name (empty labels, 63 and 253 bytes), checked
     here so that a typo is reported as such.
     """
-    if _is_ipv4(name) or _is_ipv6(name):
+    if ip_version(name) is not None:
         return None
     if any(ord(char) < 0x20 or char == "\x7f" for char in name):
         return "control character in host name"
@@ -128,22 +128,6 @@ def name_problem(name: str) -> str | None:
     if length > 253:
         return "host name longer than 253 characters"
     return None
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET, host)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def read_targets_file(path: str) -> list[Line]:

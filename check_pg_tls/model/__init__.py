@@ -19,6 +19,7 @@ from .outcome import (
     Session,
 )
 from .records import (
+    TLS_VERSIONS,
     TLSA_USAGES,
     CertificateHash,
     KeyFile,
@@ -47,6 +48,7 @@ from .state import Check, Finding, State, worst
 
 __all__ = [
     "TLSA_USAGES",
+    "TLS_VERSIONS",
     "CertSummary",
     "CertificateHash",
     "Check",

@@ -12,6 +12,7 @@ from ..protocol import StartupReply
 
 __all__ = [
     "TLSA_USAGES",
+    "TLS_VERSIONS",
     "CertificateHash",
     "KeyFile",
     "Login",
@@ -23,6 +24,11 @@ __all__ = [
     "TlsaRecord",
     "VerifyError",
 ]
+
+
+#: Protocol versions as OpenSSL (and libpq's ssl_min_protocol_version) name
+#: them, oldest first.
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
 class Target(NamedTuple):
@@ -43,9 +49,6 @@ class Target(NamedTuple):
     #: How outputs name this target when its spec form is another check's
     #: too (two connection strings for one server): the form and its settings.
     display: str | None = None
-
-    def setting(self, key: str) -> str | None:
-        return dict(self.settings).get(key)
 
     @property
     def checked_name(self) -> str:
