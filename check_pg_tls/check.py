@@ -264,16 +264,20 @@ def _judged(
 ) -> Outcome:
     thresholds = settings.thresholds
     results = [_time(seconds), _expiry(verdict, thresholds.warning, thresholds.critical)]
-    results += [CheckResult(f.check, f.state, f.problem or f.detail) for f in findings]
+    results += [
+        CheckResult(f.check, f.state, f.detail if f.problem is None else f.problem)
+        for f in findings
+    ]
     client = None
     if policy.client_cert is not None:
         cert = policy.client_cert
         days = cert.days_left(now)
         client = ClientCertSummary(cert.subject, cert.not_after, days)
         results.append(_client_days(client, cert.lifetime_days, thresholds))
-    timed = [c for c in verdict.crls if c.in_use and c.days_left is not None]
-    if timed:
-        results.append(_crl_days(verdict, timed[0].days_left or 0.0, thresholds))
+    timed = (c.days_left for c in verdict.crls if c.in_use and c.days_left is not None)
+    soonest = next(timed, None)
+    if soonest is not None:
+        results.append(_crl_days(verdict, soonest, thresholds))
     return _concluded(
         Outcome(
             target,

@@ -116,3 +116,29 @@ def test_states_rank_as_the_monitoring_plugins_combine_them() -> None:
     assert State.from_name("warning") is State.WARNING
     with pytest.raises(ValueError):
         State.from_name("bad")
+
+
+@pytest.mark.parametrize("output", ["--json", "--openmetrics"])
+def test_formats_other_than_nagios_do_not_load_nagiosplugin(
+    server: Callable[[str], Cluster], ca: Pki, output: str
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "check_pg_tls",
+            f"127.0.0.1(db.test):{server('valid').port}",
+            "--sslrootcert",
+            str(ca.root_file),
+            output,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "check_pg_tls.check" in imported
+    assert not any(name.split(".")[0] == "nagiosplugin" for name in imported)
