@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import ParamSpec
 
-from .posture import Finding
+from .model import Check, Finding, State
 from .text import safe
 
 __all__ = ["failed", "isolated"]
@@ -29,19 +29,19 @@ _P = ParamSpec("_P")
 _TEXT = 150
 
 
-def failed(check: str, exc: Exception) -> Finding:
+def failed(check: Check, exc: Exception) -> Finding:
     """``check`` could not be made: UNKNOWN, with the exception's type and its text, escaped."""
     text = safe(str(exc), _TEXT)
     return Finding(
         check,
         f"{check}: check failed: {type(exc).__name__}{': ' + text if text else ''}",
         "check failed",
-        "unknown",
+        State.UNKNOWN,
     )
 
 
 def isolated(
-    check: str,
+    check: Check,
     judge: Callable[_P, Finding | Iterable[Finding] | None],
     *args: _P.args,
     **kwargs: _P.kwargs,

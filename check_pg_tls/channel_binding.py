@@ -20,32 +20,17 @@ signature algorithm stand in, and the answer says so.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
+from .model import CertificateHash
 from .system_libcrypto import libcrypto
 
-__all__ = ["CertificateHash", "certificate_hash"]
+__all__ = ["certificate_hash"]
 
 # libpq's own words for each way it fails.
 _NO_ALGORITHM = "could not determine server certificate signature algorithm"
 _NO_DIGEST = "could not find digest for NID {}"
 _NO_HASH = "could not generate peer certificate hash"
-
-
-class CertificateHash(NamedTuple):
-    """What libpq makes of a server certificate for channel binding."""
-
-    #: OpenSSL's name of the digest libpq hashes the certificate with
-    #: (``SHA256``), or None when libpq cannot hash it.
-    digest: str | None
-    #: libpq's error message when it cannot ("could not find digest for NID UNDEF").
-    error: str | None = None
-    #: OpenSSL's name of the key type that made the certificate's signature
-    #: (``ED25519``): the issuer's key, not the server's.
-    signed_with: str | None = None
-    #: Who decided: ``openssl`` (libcrypto itself), or why cryptography's
-    #: reading of the signature algorithm stood in.
-    decided_by: str = "openssl"
 
 
 def certificate_hash(der: bytes) -> CertificateHash:

@@ -14,17 +14,17 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .options import UsageError, parser
 from .text import printable
 
 if TYPE_CHECKING:
-    from .model import Target
+    from .model import Outcome, Target
     from .openmetrics import MetricsSink
-    from .plugin import CertificateResource
+    from .settings import TrustCache
 
 __all__ = ["main", "run"]
 
@@ -198,26 +198,15 @@ def _use_metrics(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace, started: float) -> int:
     """The check; ``started``: the monotonic time -t counts from."""
-    # Imported here so that --help, --version and bad options stay fast.
-    import nagiosplugin
+    from functools import partial
 
+    from .check import check, unchecked
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
-    from .plugin import (
-        CertificateSummary,
-        ClientDaysLeftContext,
-        ConnectionContext,
-        CrlDaysLeftContext,
-        DaysLeftContext,
-        FindingContext,
-        FleetSummary,
-        SecondsContext,
-    )
-    from .resources import build_resources, load_setup, read_targets
-    from .thresholds import parse_threshold
+    from .settings import settings_for, settings_from_args, targets_from_args
 
     try:
-        targets = read_targets(args)
+        targets = targets_from_args(args)
     except UsageError as exc:
         return _emit("unknown", f"{exc} (see --help)")
     global _targets
@@ -225,11 +214,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
     if _format is not None:
         # Imported now: the backstop may have to print it, and must not import.
         from . import formats  # noqa: F401
-    try:
-        warning = parse_threshold(args.warning)
-        critical = parse_threshold(args.critical)
-    except ValueError as exc:
-        return _emit("unknown", str(exc))
     workers = args.workers or DEFAULT_WORKERS
     single = len(targets) == 1
     limit = args.timeout * math.ceil(len(targets) / workers) + (0 if single else 1)
@@ -240,82 +224,94 @@ def _run(args: argparse.Namespace, started: float) -> int:
         str(targets[0][0]) if single else f"{len(targets)} servers",
     )
     try:
-        setup = load_setup(args)
-        timeout = args.timeout
-        if len(targets) <= workers:
-            # One round: every probe starts now, so -t holds for the whole
-            # process, start-up included. With more rounds, each target has
-            # its own -t from the moment its probe starts.
-            left = started + args.timeout - time.monotonic() - _RESERVE
-            timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
-        resources = build_resources(args, targets, setup, timeout)
+        settings = settings_from_args(args, single)
     except (UsageError, LocalFileError) as exc:
         return _emit("unknown", str(exc))
-    if not single:
-        # Probe and judge concurrently first; the check then only evaluates.
-        run_all([r.collect for r in resources], workers)
-    unreachable = {
-        "critical": nagiosplugin.Critical,
-        "warning": nagiosplugin.Warn,
-        "unknown": nagiosplugin.Unknown,
-    }[args.unreachable_state]
-    check = nagiosplugin.Check(
-        *resources,
-        DaysLeftContext(warning, critical),
-        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
-        ClientDaysLeftContext(warning, critical),
-        SecondsContext("time"),
-        FindingContext(),
-        ConnectionContext(unreachable),
-        CertificateSummary(resources[0]) if single else FleetSummary(resources),
-        name=PREFIX,
-    )
-    check()
-    return _output(args, check, resources)
+    timeout = args.timeout
+    if len(targets) <= workers:
+        # One round: every probe starts now, so -t holds for the whole
+        # process, start-up included. With more rounds, each target has
+        # its own -t from the moment its probe starts.
+        left = started + args.timeout - time.monotonic() - _RESERVE
+        timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
+    fetcher = None
+    if settings.revocation is not None:
+        from .crl_fetch import CrlFetcher
+
+        # One per run: many servers share an issuer, and its CRL is fetched once.
+        fetcher = CrlFetcher()
+    loaded: TrustCache = {}
+    jobs: list[Callable[[], Outcome]] = []
+    for target, problem in targets:
+        own = problem or settings_for(target, settings, loaded)
+        if isinstance(own, str):
+            jobs.append(partial(unchecked, target, own))
+        else:
+            jobs.append(partial(check, target, own, timeout, fetcher))
+    if _metrics is None and _format is None:
+        return _nagios(args, jobs, workers)
+    outcomes = run_all(jobs, workers) if not single else [jobs[0]()]
+    return _output(args, outcomes)
 
 
-def _output(args: argparse.Namespace, check: Any, resources: list[CertificateResource]) -> int:
-    """Print the chosen format; the exit code is the worst state in every format."""
-    from .plugin import details, overall_state, reports
+def _output(args: argparse.Namespace, outcomes: list[Outcome]) -> int:
+    """Print the metrics, TAP, JSON or cron's text; the exit code is the worst state."""
+    from .model import worst
 
-    per_target = reports(check.results, resources)
-    state = overall_state(per_target)
+    state = worst(outcome.state for outcome in outcomes)
     if _metrics is not None:
         if not _claim_output():
             return int(state)
         try:
-            _metrics.write(per_target, check.results)
+            _metrics.write(outcomes)
         except OSError as exc:
             global _output_claimed
             _output_claimed = False  # nothing was written: the failure is the output
             return _emit("unknown", f"cannot write {args.output}: {exc.strerror or exc}")
         return int(state)
-    if args.tap or args.json or args.quiet:
+    from . import formats
+
+    if args.tap:
+        text = formats.tap(outcomes)
+    elif args.json:
+        text = formats.json_document(outcomes, state)
+    else:
+        text = formats.quiet(outcomes)
+    if not _claim_output():
+        return int(state)
+    _write(text)
+    return int(state)
+
+
+def _nagios(args: argparse.Namespace, jobs: list[Callable[[], Outcome]], workers: int) -> int:
+    """The Nagios format: nagiosplugin's status line and perfdata, the long output."""
+    from .fleet import run_all
+    from .model import worst
+    from .plugin import OutcomeResource, nagios_check, perfdata_labels
+
+    single = len(jobs) == 1
+    if single:
+        # nagiosplugin checks the target when it probes the resource.
+        resources = [OutcomeResource(jobs[0])]
+    else:
+        # Probe and judge concurrently first; nagiosplugin then only evaluates.
+        outcomes = run_all(jobs, workers)
+        labels = perfdata_labels([outcome.target for outcome in outcomes])
+        resources = [OutcomeResource(o, label) for o, label in zip(outcomes, labels, strict=True)]
+    check = nagios_check(resources)
+    outcomes = [resource.outcome for resource in resources]
+    state = worst(outcome.state for outcome in outcomes)
+    lines: list[str] = []
+    if not single or args.verbose >= 1:
         from . import formats
 
-        if args.tap:
-            text = formats.tap(per_target)
-        elif args.json:
-            text = formats.json_document(per_target, state)
-        else:
-            text = formats.quiet(per_target)
-        if not _claim_output():
-            return int(state)
-        _write(text)
-        return int(state)
-    single = len(resources) == 1
-    lines: list[str] = []
-    if not single:
-        from .formats import fleet_lines
-
-        lines = fleet_lines(per_target)
-    if args.verbose >= 1:
-        for resource in resources:
-            prefix = "" if single else f"{resource.target}: "
-            lines += [f"{prefix}{line}" for line in details(resource)]
+        if not single:
+            lines = formats.fleet_lines(outcomes)
+        if args.verbose >= 1:
+            for outcome in outcomes:
+                prefix = "" if single else f"{outcome.target}: "
+                lines += [f"{prefix}{line}" for line in formats.details(outcome)]
     perfdata = list(check.perfdata)
     if not single:
-        from .formats import fleet_perfdata
-
-        perfdata = fleet_perfdata(per_target, perfdata)
-    return _emit(str(state).lower(), check.summary_str, lines, " ".join(perfdata))
+        perfdata = formats.fleet_perfdata(outcomes, perfdata)
+    return _emit(state.text, check.summary_str, lines, " ".join(perfdata))

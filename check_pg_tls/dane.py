@@ -31,20 +31,24 @@ from cryptography import x509
 
 from .certs import CertFacts, facts, facts_from_der
 from .der import DerError, subject_public_key_info
-from .model import Target
-from .names import check_name
-from .posture import Finding
+from .model import (
+    TLSA_USAGES,
+    Check,
+    DaneSettings,
+    Finding,
+    State,
+    Target,
+    TlsaAnswer,
+    TlsaRecord,
+)
+from .names import check_name, ip_version
 from .text import safe
-from .verdict import Verdict
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from OpenSSL import crypto
 
 __all__ = [
-    "DaneSettings",
-    "TlsaAnswer",
-    "TlsaRecord",
     "association",
     "dane_findings",
     "judge_dane",
@@ -54,69 +58,6 @@ __all__ = [
     "unusable_name",
 ]
 
-USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
-# Matching type -> length of the association data (None: the full object).
-_LENGTHS = {0: None, 1: 32, 2: 64}
-
-
-class TlsaRecord(NamedTuple):
-    """One TLSA record: certificate usage, selector, matching type, association data."""
-
-    usage: int
-    selector: int
-    mtype: int
-    data: bytes
-
-    @property
-    def kind(self) -> str:
-        """``3 1 1``: what an admin calls a record."""
-        return f"{self.usage} {self.selector} {self.mtype}"
-
-    def __str__(self) -> str:
-        """Presentation form, as in a zone file: ``3 1 1 a8aac32c...``."""
-        return f"{self.kind} {self.data.hex()}"
-
-    @property
-    def usable(self) -> bool:
-        # RFC 6698 section 4.1 / RFC 7671 section 4: records with unknown
-        # parameters, or a digest of the wrong length, are unusable, and ignored.
-        if self.usage not in USAGES or self.selector not in (0, 1) or self.mtype not in _LENGTHS:
-            return False
-        length = _LENGTHS[self.mtype]
-        return bool(self.data) and (length is None or len(self.data) == length)
-
-
-class TlsaAnswer(NamedTuple):
-    """What the resolver said about ``owner``'s TLSA records, or why it said nothing."""
-
-    owner: str
-    #: ``address:port`` of the resolver that answered (or was asked last).
-    resolver: str
-    #: Where that resolver came from: ``--dns-server`` or the system's configuration.
-    source: str
-    #: ``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``, ...; None when there was no answer.
-    rcode: str | None = None
-    #: The AD bit: the resolver validated the answer with DNSSEC.
-    authenticated: bool = False
-    records: tuple[TlsaRecord, ...] = ()
-    #: Extended DNS Errors (RFC 8914) the resolver attached, as text.
-    extended_errors: tuple[str, ...] = ()
-    #: Why there is no answer (timeout, network error), when there is none.
-    failure: str | None = None
-
-
-class DaneSettings(NamedTuple):
-    """``--dane`` and its companions."""
-
-    #: ``--dns-server``: (address, port); None for the system's resolvers.
-    server: tuple[str, int] | None = None
-    #: State when DNSSEC proves there are no TLSA records.
-    missing_state: str = "warning"
-    #: State when the records are not DNSSEC-validated (AD=0).
-    insecure_state: str = "warning"
-    #: ``--cert-file``: its path and every certificate in it, leaf first.
-    renewed: tuple[str, tuple[x509.Certificate, ...]] | None = None
-
 
 def tlsa_owner(port: int, name: str) -> str:
     """Where TLSA records for a TCP service live (RFC 6698 section 3)."""
@@ -125,9 +66,7 @@ def tlsa_owner(port: int, name: str) -> str:
 
 def unusable_name(name: str) -> str | None:
     """Why ``name`` cannot have TLSA records, or None if it can."""
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
+    if ip_version(name) is None:
         return None
     return (
         f"{name} is an IP address, and TLSA records live under a host name "
@@ -274,7 +213,7 @@ def _evaluate(
     notes: list[str] = []
     leaf = presented[0]
     for record in records:
-        label = f"{USAGES[record.usage]} {record.kind}"
+        label = f"{TLSA_USAGES[record.usage]} {record.kind}"
         if record.usage in (1, 3):
             if not _matches(record, leaf):
                 continue
@@ -435,30 +374,36 @@ def _wrapped(key: PublicKeyTypes, subject: x509.Name, now: dt.datetime) -> x509.
 
 def judge_dane(
     answer: TlsaAnswer | None,
-    verdict: Verdict,
+    presented: Sequence[CertFacts],
+    path: Sequence[bytes],
+    trusted: bool,
     target: Target,
     now: dt.datetime,
     settings: DaneSettings,
 ) -> tuple[Finding, ...]:
-    """The DANE findings for a judged target; ``answer`` None: no lookup was possible."""
+    """The DANE findings for a judged target.
+
+    ``presented`` is the chain as the server sent it, ``path`` the path
+    OpenSSL verified (DER, leaf to root) and ``trusted`` whether it passes
+    PKIX validation as the sslmode asks; ``answer`` None: no lookup was
+    possible.
+    """
     name = target.checked_name
     if answer is None:
         why = unusable_name(name) or "no lookup"
-        return (Finding("dane", f"cannot check DANE: {why}", "no host name", "unknown"),)
-    presented = verdict.chain
+        return (Finding(Check.DANE, f"cannot check DANE: {why}", "no host name", State.UNKNOWN),)
     if any(cert.certificate is None for cert in presented):
         # cryptography reads only DER; a certificate it refuses may be encoded
         # otherwise, and would hash differently in a DANE client's eyes.
         why = "a presented certificate cannot be parsed"
-        return (Finding("dane", f"cannot check DANE: {why}", "unparsed", "unknown"),)
-    trusted = any(f.check == "trust" and f.problem is None for f in verdict.findings)
+        return (Finding(Check.DANE, f"cannot check DANE: {why}", "unparsed", State.UNKNOWN),)
     pkix_path = None
     if trusted:
         # The validated path holds the root from the trust store, which the
         # server does not send: its DER is OpenSSL's, as a DANE client sees it.
         parsed = {cert.der: cert for cert in presented}
         try:
-            pkix_path = tuple(parsed.get(der) or facts_from_der(der) for der in verdict.path)
+            pkix_path = tuple(parsed.get(der) or facts_from_der(der) for der in path)
         except ValueError:
             pkix_path = None
     return dane_findings(answer, presented, pkix_path, name, target.port, now, settings)
@@ -497,7 +442,7 @@ def _resolver_finding(answer: TlsaAnswer) -> Finding:
             "; it is not on loopback: its AD bit is only as trustworthy as the network path "
             "to it (run a validating resolver on this host, or give --dns-server)"
         )
-    return Finding("dane_resolver", None, detail)
+    return Finding.ok(Check.DANE_RESOLVER, detail)
 
 
 def _answer_finding(
@@ -511,30 +456,30 @@ def _answer_finding(
     owner = answer.owner
     if answer.rcode is None:
         return Finding(
-            "dane",
+            Check.DANE,
             f"cannot check DANE: the TLSA lookup for {owner} failed: "
             f"{safe(answer.failure or 'no answer', 200)}",
             "TLSA lookup failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if answer.rcode == "SERVFAIL":
         why = "; ".join(safe(e, 200) for e in answer.extended_errors) or (
             "no reason given: DNSSEC validation failed, or the zone's servers did not answer"
         )
         return Finding(
-            "dane",
+            Check.DANE,
             f"TLSA records for {owner} are bogus: resolver {answer.resolver} answered SERVFAIL "
             f"({why}); DANE clients cannot connect",
             "DNSSEC bogus",
-            "critical",
+            State.CRITICAL,
         )
     if answer.rcode not in ("NOERROR", "NXDOMAIN"):
         return Finding(
-            "dane",
+            Check.DANE,
             f"cannot check DANE: resolver {answer.resolver} answered {answer.rcode} to the TLSA "
             f"query for {owner}",
             "TLSA lookup failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if not answer.authenticated:
         what = (
@@ -543,7 +488,7 @@ def _answer_finding(
             else f"the answer for {owner} (no TLSA records) is"
         )
         return Finding(
-            "dane",
+            Check.DANE,
             f"{what} not DNSSEC-secure (resolver {answer.resolver} did not set AD): DANE "
             "clients ignore them; sign the zone (and publish its DS)",
             "DNSSEC insecure",
@@ -562,21 +507,21 @@ def _answer_finding(
         )
     evaluation = _evaluate(usable, presented, pkix_path, name, now)
     if evaluation.matched:
-        return Finding("dane", None, f"{evaluation.matched[0]} (DNSSEC-secure)")
+        return Finding.ok(Check.DANE, f"{evaluation.matched[0]} (DNSSEC-secure)")
     notes = "".join(f"; {n}" for n in evaluation.notes)
     return Finding(
-        "dane",
+        Check.DANE,
         f"no TLSA record matches the served certificate (key changed without publishing a "
         f"new record?){notes}; the served key's record: {owner}. IN TLSA {served}",
         "no TLSA match",
-        "critical",
+        State.CRITICAL,
     )
 
 
 def _missing(message: str, settings: DaneSettings) -> Finding:
-    if settings.missing_state == "ok":
-        return Finding("dane", None, message)
-    return Finding("dane", message, "no TLSA records", settings.missing_state)
+    if settings.missing_state is State.OK:
+        return Finding.ok(Check.DANE, message)
+    return Finding(Check.DANE, message, "no TLSA records", settings.missing_state)
 
 
 def _renewal_finding(
@@ -599,21 +544,20 @@ def _renewal_finding(
     # The file's own bytes: cryptography returns a certificate it parsed as it read it.
     chain = tuple(facts(cert) for cert in on_disk)
     if chain[0].der == presented[0].der:
-        return Finding("dane_renewal", None, f"the certificate in {path} is the one served")
+        return Finding.ok(Check.DANE_RENEWAL, f"the certificate in {path} is the one served")
     # Whether the renewed chain passes PKIX validation cannot be known before
     # it is served: PKIX usages are matched on their data alone here.
     evaluation = _evaluate(usable, chain, chain, name, now)
     if evaluation.matched:
-        return Finding(
-            "dane_renewal",
-            None,
+        return Finding.ok(
+            Check.DANE_RENEWAL,
             f"the renewed certificate in {path}: {evaluation.matched[0]}",
         )
     record = f"{tlsa_owner(port, name)}. IN TLSA {record_for(chain[0].der)}"
     return Finding(
-        "dane_renewal",
+        Check.DANE_RENEWAL,
         f"the renewed certificate on disk has a key no TLSA record matches: publish "
         f"`{record}` before reloading PostgreSQL",
         "renewed key not in TLSA",
-        "warning",
+        State.WARNING,
     )

@@ -1,7 +1,8 @@
-"""The few ways a probe can fail, sorted by whose fault it is.
+"""The few ways a check can fail, sorted by whose fault it is.
 
-The I/O layer translates ``OSError`` and ``ssl.SSLError`` into these at its
-boundary; everything above it deals only with these types.
+The network modules translate ``OSError`` and OpenSSL's errors into the
+probe errors at their boundary; everything above them deals only with these
+types. A bad option or a file it names is the user's to fix.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ __all__ = [
     "ProbeError",
     "ServerMisbehaved",
     "Unreachable",
+    "UsageError",
 ]
 
 
@@ -55,3 +57,7 @@ class BadTarget(CheckFailed):
 
 class LocalFileError(Exception):
     """A file named on the command line cannot be used: UNKNOWN, with the reason."""
+
+
+class UsageError(Exception):
+    """A bad option: UNKNOWN, with a one-line reason."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 __all__ = ["DEFAULT_WORKERS", "run_all"]
 
@@ -11,8 +12,11 @@ __all__ = ["DEFAULT_WORKERS", "run_all"]
 DEFAULT_WORKERS = 16
 
 
-def run_all(jobs: Sequence[Callable[[], None]], workers: int = DEFAULT_WORKERS) -> None:
-    """Run every job, ``workers`` at a time, and return when all are done.
+_T = TypeVar("_T")
+
+
+def run_all(jobs: Sequence[Callable[[], _T]], workers: int = DEFAULT_WORKERS) -> list[_T]:
+    """Run every job, ``workers`` at a time, and return their results in order.
 
     Each job probes one server within its own deadline, so a dead server
     holds up one worker for at most that long. The judgement runs in the
@@ -22,5 +26,5 @@ def run_all(jobs: Sequence[Callable[[], None]], workers: int = DEFAULT_WORKERS) 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        for future in [pool.submit(job) for job in jobs]:
-            future.result()  # re-raises a job's unexpected error here
+        # result() re-raises a job's unexpected error here.
+        return [future.result() for future in [pool.submit(job) for job in jobs]]

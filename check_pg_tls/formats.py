@@ -1,28 +1,26 @@
-"""Output formats besides the Nagios status line: TAP, JSON and cron's quiet mode.
+"""The outputs read from outcomes, besides the status line and the metrics:
+the Nagios long output (``-v`` lines, a fleet's lines and perfdata), TAP,
+JSON and cron's quiet mode.
 
-Each takes the evaluated per-target reports and returns the whole text; a
-run that fails as a whole (a bad option, no result within -t) is printed in
-the same format by :func:`failed_run`, so that whoever reads the format is
-never handed a Nagios line instead.
+Each takes the targets' outcomes and returns text; a run that fails as a
+whole (a bad option, no result within -t) is printed in the same format by
+:func:`failed_run`, so that whoever reads the format is never handed a
+Nagios line instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import nagiosplugin
-
-from .model import LoginAnswer, Target
-from .openssl_client import openssl_version
-from .plugin import TargetReport
+from .model import LoginAnswer, Outcome, State, Target
 from .targets import Unparsed
-from .text import safe
+from .text import days_down
 
 __all__ = [
     "PERFDATA_TARGETS",
+    "details",
     "failed_run",
     "fleet_lines",
     "fleet_perfdata",
@@ -32,13 +30,9 @@ __all__ = [
 ]
 
 
-def _state(report: TargetReport) -> str:
-    return str(report.state).upper()
-
-
-def fleet_lines(reports: Sequence[TargetReport]) -> list[str]:
+def fleet_lines(outcomes: Sequence[Outcome]) -> list[str]:
     """The long-output lines of the Nagios fleet format: one per target."""
-    return [f"{_state(r)} {r.target}: {r.text}" for r in reports]
+    return [f"{o.state.label} {o.target}: {o.summary}" for o in outcomes]
 
 
 #: Fleet runs up to this size write every server's perfdata; larger ones only
@@ -47,7 +41,7 @@ def fleet_lines(reports: Sequence[TargetReport]) -> list[str]:
 PERFDATA_TARGETS = 20
 
 
-def fleet_perfdata(reports: Sequence[TargetReport], per_target: Sequence[str]) -> list[str]:
+def fleet_perfdata(outcomes: Sequence[Outcome], per_target: Sequence[str]) -> list[str]:
     """The fleet's perfdata: every server's up to PERFDATA_TARGETS, then the aggregates.
 
     The aggregates are always there: the fewest days left over all servers,
@@ -55,40 +49,79 @@ def fleet_perfdata(reports: Sequence[TargetReport], per_target: Sequence[str]) -
     """
     from .perfdata import number
 
-    days = [r.resource.verdict.days_left for r in reports if r.resource.verdict is not None]
-    times = [r.resource.seconds for r in reports]
+    days = [o.days_left for o in outcomes if o.days_left is not None]
+    times = [o.seconds for o in outcomes]
     aggregates = []
     if days:
-        aggregates.append(f"min_days_left={number(math.floor(min(days) * 100) / 100)}")
+        aggregates.append(f"min_days_left={number(days_down(min(days), 2))}")
     if times:
         aggregates.append(f"max_time={number(round(max(times), 6))}s;;;0")
-    for name in ("ok", "warning", "critical", "unknown"):
-        count = sum(1 for r in reports if str(r.state).lower() == name)
-        aggregates.append(f"servers_{name}={count};;;0")
-    kept = list(per_target) if len(reports) <= PERFDATA_TARGETS else []
+    for state in State:
+        count = sum(1 for o in outcomes if o.state is state)
+        aggregates.append(f"servers_{state.text}={count};;;0")
+    kept = list(per_target) if len(outcomes) <= PERFDATA_TARGETS else []
     return [*kept, *aggregates]
 
 
-def quiet(reports: Sequence[TargetReport]) -> str:
+def details(outcome: Outcome) -> list[str]:
+    """The -v lines: the chain, the names, the TLS session, every finding."""
+    session = outcome.session
+    if session is None or not outcome.chain:
+        return []
+    lines: list[str] = []
+    now = outcome.checked_at or dt.datetime.now(dt.timezone.utc)
+    for index, cert in enumerate(outcome.chain):
+        role = "leaf" if index == 0 else f"chain[{index}]"
+        unused = "" if cert.used_by_clients else " (not used by clients)"
+        lines.append(
+            f"{role}: subject {cert.subject}; issuer {cert.issuer}; "
+            f"not after {cert.not_after:%Y-%m-%d %H:%M:%S} UTC "
+            # Rounded down, as the status line's whole days are.
+            f"({days_down(cert.days_left(now), 1):.1f} days left){unused}"
+        )
+    lines.append(f"names: {', '.join(outcome.leaf.names) or '(none)'}")
+    lines.append(
+        f"tls: {session.tls_version} {session.cipher}; "
+        f"alpn {session.alpn or 'none'}; address {session.address}; "
+        f"connected in {session.connect_seconds * 1000:.1f} ms, "
+        f"handshake done in {session.handshake_seconds * 1000:.1f} ms"
+    )
+    checked = outcome.checked_as
+    mode = checked.sslmode
+    if mode == "require" and checked.verifies_chain:
+        mode = "require (as verify-ca, because a root certificate file is given)"
+    lines.append(f"sslmode: {mode}")
+    lines += [f"openssl: {complaint}" for complaint in outcome.complaints]
+    for finding in outcome.findings:
+        text = finding.problem or finding.detail
+        # A failed check already names itself ("dane: check failed: ...").
+        lines.append(text if text.startswith(f"{finding.check}: ") else f"{finding.check}: {text}")
+    lines += [f"crl: {crl.note}" for crl in outcome.crls if crl.note]
+    lines.append(
+        f"openssl version: {checked.openssl_version} (the verdict's; libpq may use another)"
+    )
+    return lines
+
+
+def quiet(outcomes: Sequence[Outcome]) -> str:
     """Cron mode: nothing when all is well, else one line per target that needs a hand."""
-    return "".join(f"{r.target}: {r.text}\n" for r in reports if r.state != nagiosplugin.Ok)
+    return "".join(f"{o.target}: {o.summary}\n" for o in outcomes if o.state is not State.OK)
 
 
-def tap(reports: Sequence[TargetReport]) -> str:
+def tap(outcomes: Sequence[Outcome]) -> str:
     """TAP version 13: a plan, one test line per target, YAML diagnostics on failures."""
-    lines = ["TAP version 13", f"1..{len(reports)}"]
-    for number, report in enumerate(reports, 1):
+    lines = ["TAP version 13", f"1..{len(outcomes)}"]
+    for number, outcome in enumerate(outcomes, 1):
         # '#' starts a TAP directive: keep it out of descriptions.
-        text = report.text.replace("#", "%23")
-        if report.state == nagiosplugin.Ok:
-            lines.append(f"ok {number} - {report.target} {text}")
+        text = outcome.summary.replace("#", "%23")
+        if outcome.state is State.OK:
+            lines.append(f"ok {number} - {outcome.target} {text}")
             continue
-        lines.append(f"not ok {number} - {report.target} {text}")
-        lines += _tap_diagnostics(str(report.state).lower(), report.problems)
-        verdict = report.resource.verdict
-        if verdict is not None:
-            lines.append(f"  days_left: {_floor(verdict.days_left, 2):.2f}")
-            lines.append(f"  not_after: {verdict.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
+        lines.append(f"not ok {number} - {outcome.target} {text}")
+        lines += _tap_diagnostics(outcome.state.text, outcome.problems)
+        if outcome.days_left is not None:
+            lines.append(f"  days_left: {days_down(outcome.days_left, 2):.2f}")
+            lines.append(f"  not_after: {outcome.limiting_cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
         lines.append("  ...")
     return "\n".join(lines) + "\n"
 
@@ -107,21 +140,21 @@ def _yaml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def json_document(reports: Sequence[TargetReport], state: nagiosplugin.state.ServiceState) -> str:
+def json_document(outcomes: Sequence[Outcome], state: State) -> str:
     """One JSON document describing every target."""
     import json
 
-    counts = {name: 0 for name in ("ok", "warning", "critical", "unknown")}
-    for report in reports:
-        counts[str(report.state).lower()] += 1
+    counts = {s.text: 0 for s in State}
+    for outcome in outcomes:
+        counts[outcome.state.text] += 1
     document = {
         "check_pg_tls": 1,
         "checked_at": _time(dt.datetime.now(dt.timezone.utc)),
-        "state": str(state).upper(),
+        "state": state.label,
         "exit_code": int(state),
         "counts": counts,
         "error": None,
-        "targets": [_target(r) for r in reports],
+        "targets": [_target(o) for o in outcomes],
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -136,13 +169,13 @@ def failed_run(kind: str, state: str, text: str, targets: Sequence[Target]) -> s
     if kind == "json":
         import json
 
-        counts = {name: 0 for name in ("ok", "warning", "critical", "unknown")}
+        counts = {s.text: 0 for s in State}
         counts[state] = len(targets)
         document = {
             "check_pg_tls": 1,
             "checked_at": _time(dt.datetime.now(dt.timezone.utc)),
             "state": state.upper(),
-            "exit_code": _EXIT_CODES[state],
+            "exit_code": int(State.from_name(state)),
             "counts": counts,
             "error": text,
             "targets": [
@@ -170,16 +203,6 @@ def failed_run(kind: str, state: str, text: str, targets: Sequence[Target]) -> s
     return "".join(f"{target}: {text}\n" for target in targets)
 
 
-_EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-
-
-def _floor(days: float, places: int) -> float:
-    # Days are rounded down everywhere, so that no output says a day more
-    # than the status line.
-    scale = 10.0**places
-    return math.floor(days * scale) / scale
-
-
 def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -191,7 +214,8 @@ def _blank(target: Target) -> dict[str, Any]:
         "host": target.host,
         "port": target.port,
         "servername": target.checked_name,
-        "sslmode": target.setting("sslmode"),
+        "sslmode": _own(target, "sslmode"),
+        "negotiation": _own(target, "sslnegotiation"),
         "state": None,
         "problems": [],
         "summary": "",
@@ -212,90 +236,97 @@ def _blank(target: Target) -> dict[str, Any]:
     }
     if isinstance(target, Unparsed):
         # A line of the targets file that names no server.
-        entry.update(host=None, port=None, servername=None, sslmode=None)
+        entry.update(host=None, port=None, servername=None, sslmode=None, negotiation=None)
     return entry
 
 
-def _target(report: TargetReport) -> dict[str, Any]:
-    resource = report.resource
-    target, observation, verdict = resource.target, resource.observation, resource.verdict
+def _own(target: Target, keyword: str) -> str | None:
+    """A connection string's own setting, if it has one."""
+    return next((value for key, value in target.settings if key == keyword), None)
+
+
+def _target(outcome: Outcome) -> dict[str, Any]:
+    target, session, checked = outcome.target, outcome.session, outcome.checked_as
     entry = _blank(target)
+    unparsed = isinstance(target, Unparsed)
     entry.update(
-        sslmode=None if isinstance(target, Unparsed) else resource.policy.sslmode,
-        state=_state(report),
-        problems=list(report.problems),
-        summary=report.text,
-        error=str(resource.error) if resource.error else None,
-        address=observation.address if observation else None,
+        sslmode=None if unparsed else checked.sslmode,
+        negotiation=None if unparsed else checked.negotiation,
+        state=outcome.state.label,
+        problems=list(outcome.problems),
+        summary=outcome.summary,
+        error=outcome.error,
+        address=session.address if session else None,
     )
-    if observation is not None:
-        entry["openssl_version"] = openssl_version()
+    if session is not None:
+        entry["openssl_version"] = checked.openssl_version
         entry["tls"] = {
-            "version": observation.tls_version,
-            "cipher": observation.cipher,
-            "alpn": observation.alpn,
-            "connect_ms": round(observation.connect_seconds * 1000, 3),
-            "handshake_ms": round(observation.handshake_seconds * 1000, 3),
-            "legacy_handshake": observation.legacy_reason,
+            "version": session.tls_version,
+            "cipher": session.cipher,
+            "alpn": session.alpn,
+            "connect_ms": round(session.connect_seconds * 1000, 3),
+            "handshake_ms": round(session.handshake_seconds * 1000, 3),
+            "legacy_handshake": session.legacy_reason,
         }
-    if observation is not None and observation.login is not None:
-        entry["auth"] = _login(observation.login)
-    if verdict is not None:
-        now = resource.checked_at or dt.datetime.now(dt.timezone.utc)
-        entry["days_left"] = _floor(verdict.days_left, 4)
-        entry["not_after"] = _time(verdict.limiting_cert.not_after)
-        entry["expires_first"] = verdict.limiting
-        entry["checks"] = {
-            f.check: {
-                "ok": f.problem is None,
-                "severity": f.severity if f.problem else "ok",
-                "message": f.problem or f.detail,
-            }
-            for f in resource.findings
+        if session.login is not None:
+            entry["auth"] = _login(session.login)
+    if outcome.days_left is None:
+        return entry
+    now = outcome.checked_at or dt.datetime.now(dt.timezone.utc)
+    entry["days_left"] = days_down(outcome.days_left, 4)
+    entry["not_after"] = _time(outcome.limiting_cert.not_after)
+    entry["expires_first"] = outcome.limiting
+    entry["checks"] = {
+        f.check: {
+            "ok": f.problem is None,
+            "severity": f.severity.text if f.problem else "ok",
+            "message": f.problem or f.detail,
         }
-        entry["openssl"] = list(verdict.complaints)
-        entry["crls"] = [
-            {
-                "issuer": status.crl.issuer,
-                "source": safe(status.crl.source),
-                "next_update": _time(status.crl.next_update) if status.crl.next_update else None,
-                "days_left": None if status.days_left is None else _floor(status.days_left, 4),
-                "problem": status.problem,
-                "in_use": status.in_use,
-                "note": status.note,
-            }
-            for status in verdict.crls
-        ]
-        client = resource.policy.client_cert
-        if client is not None:
-            entry["client_certificate"] = {
-                "subject": client.subject,
-                "not_after": _time(client.not_after),
-                "days_left": _floor(client.days_left(now), 4),
-            }
-        binding = verdict.channel_binding
-        if binding is not None:
-            entry["channel_binding"] = {
-                "digest": binding.digest,
-                "error": binding.error,
-                "signed_with": binding.signed_with,
-                "decided_by": binding.decided_by,
-            }
-        entry["chain"] = [
-            {
-                "subject": cert.subject,
-                "issuer": cert.issuer,
-                "serial": cert.serial,
-                "not_before": _time(cert.not_before),
-                "not_after": _time(cert.not_after),
-                "days_left": _floor(cert.days_left(now), 4),
-                "dns_names": list(cert.dns_names),
-                "ip_addresses": list(cert.ip_addresses),
-                "sha256": cert.sha256,
-                "used_by_clients": index in verdict.relevant,
-            }
-            for index, cert in enumerate(verdict.chain)
-        ]
+        for f in outcome.findings
+    }
+    entry["openssl"] = list(outcome.complaints)
+    entry["crls"] = [
+        {
+            "issuer": crl.issuer,
+            "source": crl.source,
+            "next_update": _time(crl.next_update) if crl.next_update else None,
+            "days_left": None if crl.days_left is None else days_down(crl.days_left, 4),
+            "problem": crl.problem,
+            "in_use": crl.in_use,
+            "note": crl.note,
+        }
+        for crl in outcome.crls
+    ]
+    client = outcome.client_certificate
+    if client is not None:
+        entry["client_certificate"] = {
+            "subject": client.subject,
+            "not_after": _time(client.not_after),
+            "days_left": days_down(client.days_left, 4),
+        }
+    binding = outcome.channel_binding
+    if binding is not None:
+        entry["channel_binding"] = {
+            "digest": binding.digest,
+            "error": binding.error,
+            "signed_with": binding.signed_with,
+            "decided_by": binding.decided_by,
+        }
+    entry["chain"] = [
+        {
+            "subject": cert.subject,
+            "issuer": cert.issuer,
+            "serial": cert.serial,
+            "not_before": _time(cert.not_before),
+            "not_after": _time(cert.not_after),
+            "days_left": days_down(cert.days_left(now), 4),
+            "dns_names": list(cert.dns_names),
+            "ip_addresses": list(cert.ip_addresses),
+            "sha256": cert.sha256,
+            "used_by_clients": cert.used_by_clients,
+        }
+        for cert in outcome.chain
+    ]
     return entry
 
 

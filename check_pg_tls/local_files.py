@@ -14,7 +14,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from .crls import CrlFacts
 from .errors import LocalFileError
-from .posture import KeyFile
+from .model import KeyFile
 
 __all__ = [
     "LocalFileError",
@@ -26,13 +26,18 @@ __all__ = [
 ]
 
 
-def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
-    """Every certificate in a PEM file; ``what`` names the file in messages."""
+def _read(path: str, what: str) -> bytes:
+    """The file's bytes; ``what`` names it in the message when it cannot be read."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError as exc:
         raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_certificates(path: str, what: str) -> tuple[x509.Certificate, ...]:
+    """Every certificate in a PEM file; ``what`` names the file in messages."""
+    data = _read(path, what)
     try:
         # A few public roots have serial number 0, which cryptography warns
         # about; a warning on stderr is noise to a monitoring system.
@@ -91,11 +96,7 @@ _PEM_CRL = b"-----BEGIN X509 CRL-----"
 
 def read_crls(path: str, what: str = "CRL file") -> tuple[CrlFacts, ...]:
     """Every CRL in a file: PEM (one or more blocks), or one DER CRL."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise LocalFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    data = _read(path, what)
     try:
         if _PEM_CRL in data:
             blocks = [_PEM_CRL + part for part in data.split(_PEM_CRL)[1:]]

@@ -23,6 +23,7 @@ __all__ = [
     "NameCheck",
     "check_name",
     "ip_literal",
+    "ip_version",
     "name_matches",
     "read_names",
 ]
@@ -56,6 +57,13 @@ class NameCheck(NamedTuple):
     malformed: str | None = None
 
 
+# "Is this an IP address?" has two answers, each with its rule named here:
+# libpq's, for SNI and the name check (ip_literal: inet_aton() takes
+# shorthand such as 127.1), and the strict notation by which a target spec,
+# a resolver and DNS tell an address from a name (ip_version). libpq's
+# hostaddr takes whatever getaddrinfo() reads as numeric (see conninfo).
+
+
 def ip_literal(host: str) -> bytes | None:
     """The packed address when ``host`` is an IP literal by libpq's test, else None.
 
@@ -72,6 +80,26 @@ def ip_literal(host: str) -> bytes | None:
         return socket.inet_pton(socket.AF_INET6, host)
     except (OSError, UnicodeError):
         return None
+
+
+def ip_version(host: str) -> int | None:
+    """4 or 6 when ``host`` is an IP address in strict notation, else None.
+
+    A dotted quad (inet_pton(), no shorthand), or IPv6 with an optional
+    ``%scope``: what a target spec writes as an address, and what can have no
+    TLSA records. ``127.1`` is a name by this rule, though libpq's
+    :func:`ip_literal` takes it for an address.
+    """
+    for family, version, text in (
+        (socket.AF_INET, 4, host),
+        (socket.AF_INET6, 6, host.split("%", 1)[0]),
+    ):
+        try:
+            socket.inet_pton(family, text)
+        except (OSError, ValueError):
+            continue
+        return version
+    return None
 
 
 def read_names(certificate: bytes) -> CertNames:

@@ -6,7 +6,7 @@ PostgreSQL's own is prefixed ``pg_tls_``. Unlike blackbox_exporter, the
 expiry metrics are written whenever a certificate was obtained, trusted or
 not, expired or not: that is when they matter most.
 
-:func:`families` is pure: evaluated reports in, metric families out. The
+:func:`families` is pure: outcomes in, metric families out. The
 official client library, prometheus_client, writes the exposition format and
 does the escaping; it is imported only here, only for ``--openmetrics``, so
 that a plain Nagios check does not pay for it.
@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .options import UsageError
+from .errors import UsageError
+from .model import TLS_VERSIONS, Check, State
 
 if TYPE_CHECKING:
     import argparse
 
-    from .plugin import TargetReport
+    from .model import Outcome
 
 __all__ = ["INSTALL", "Family", "MetricsSink", "failure_families", "families", "render"]
 
@@ -34,14 +35,11 @@ INSTALL = "pip install 'check_pg_tls[prometheus]'"
 #: The checks that decide whether a client with the sslmode would connect,
 #: which is what blackbox_exporter's probe_success means; when the chain is
 #: verified, its dates decide too.
-_CLIENT_CONNECTS = frozenset({"trust", "name", "handshake"})
+_CLIENT_CONNECTS = frozenset({Check.TRUST, Check.NAME, Check.HANDSHAKE})
 
-#: blackbox_exporter's spelling of the versions.
+#: blackbox_exporter's spelling of the versions: TLS 1.0 to TLS 1.3.
 _TLS_VERSIONS = {
-    "TLSv1": "TLS 1.0",
-    "TLSv1.1": "TLS 1.1",
-    "TLSv1.2": "TLS 1.2",
-    "TLSv1.3": "TLS 1.3",
+    name: "TLS " + (name.removeprefix("TLSv") if "." in name else "1.0") for name in TLS_VERSIONS
 }
 
 Labels = dict[str, str]
@@ -81,60 +79,58 @@ _HELP = {
 }
 
 
-def families(
-    reports: Sequence[TargetReport], results: Iterable[Any], negotiation: str
-) -> list[Family]:
+def families(outcomes: Sequence[Outcome], labelled: bool = True) -> list[Family]:
     """The metric families of a finished run: a sample set per target.
 
-    ``results`` are nagiosplugin's evaluated results of every target, for
-    the state of each check.
+    ``labelled``: every sample names its target (``target``); without, as
+    pg_tls_exporter answers a probe of one target, Prometheus adds the
+    ``instance`` label itself.
     """
-    states: dict[int, dict[str, int]] = {id(r.resource): {} for r in reports}
-    for result in results:
-        resource = result.resource
-        if result.metric.context == "time" or id(resource) not in states:
-            continue
-        check = result.metric.name[len(resource.label) :]
-        states[id(resource)][_CHECK_NAMES.get(check, check)] = int(result.state)
     samples: dict[str, list[tuple[Labels, float]]] = {name: [] for name in _HELP}
-    for report in reports:
-        found = _target_samples(report, states[id(report.resource)], negotiation)
-        for name, labels, value in found:
+    for outcome in outcomes:
+        for name, labels, value in _target_samples(outcome, labelled):
             samples[name].append((labels, value))
     return [_family(name, found) for name, found in samples.items() if found]
 
 
 # The perfdata name of the expiry check is its unit: a metric label says what it is.
-_CHECK_NAMES = {"days_left": "expiry"}
+_CHECK_NAMES = {Check.DAYS_LEFT: "expiry"}
 
 
-def _target_samples(
-    report: TargetReport, checks: dict[str, int], negotiation: str
-) -> Iterator[tuple[str, Labels, float]]:
-    resource = report.resource
-    target = {"target": str(resource.target)}
-    error, observation, verdict = resource.error, resource.observation, resource.verdict
-    connects = error is None and all(checks.get(c, 0) == 0 for c in _CLIENT_CONNECTS)
-    if connects and verdict is not None and resource.policy.verifies_chain:
-        connects = verdict.days_left >= 0 and checks.get("validity", 0) == 0
+def _target_samples(outcome: Outcome, labelled: bool) -> Iterator[tuple[str, Labels, float]]:
+    target = {"target": str(outcome.target)} if labelled else {}
+    checks = {
+        _CHECK_NAMES.get(result.check, str(result.check)): result.state
+        for result in outcome.results
+        if result.check is not Check.TIME
+    }
+    connects = outcome.error is None and all(
+        checks.get(check, State.OK) is State.OK for check in _CLIENT_CONNECTS
+    )
+    if connects and outcome.days_left is not None and outcome.checked_as.verifies_chain:
+        connects = outcome.days_left >= 0 and checks.get(Check.VALIDITY, State.OK) is State.OK
     yield "probe_success", target, float(connects)
-    yield "probe_duration_seconds", target, resource.seconds
-    yield "pg_tls_state", target, float(int(report.state))
+    yield "probe_duration_seconds", target, outcome.seconds
+    yield "pg_tls_state", target, float(outcome.state)
     for check, state in checks.items():
         yield "pg_tls_check_state", {**target, "check": check}, float(state)
-    if error is not None:
-        yield "pg_tls_error", {**target, "reason": str(error)}, 1.0
-    if observation is not None:
-        version = _TLS_VERSIONS.get(observation.tls_version, observation.tls_version)
+    if outcome.error is not None:
+        yield "pg_tls_error", {**target, "reason": outcome.error}, 1.0
+    session = outcome.session
+    if session is not None:
+        version = _TLS_VERSIONS.get(session.tls_version, session.tls_version)
         yield "probe_tls_version", {**target, "version": version}, 1.0
-        alpn = {"negotiation": negotiation, "alpn": observation.alpn or ""}
+        negotiation = outcome.checked_as.negotiation or ""
+        alpn = {"negotiation": negotiation, "alpn": session.alpn or ""}
         yield "pg_tls_negotiation", {**target, **alpn}, 1.0
-    if verdict is None:
+    if outcome.days_left is None:
         return
-    earliest = min(cert.not_after for cert in verdict.chain)
+    earliest = min(cert.not_after for cert in outcome.chain)
     yield "probe_ssl_earliest_cert_expiry", target, earliest.timestamp()
-    yield "probe_ssl_last_chain_expiry_timestamp_seconds", target, _chain_expiry(verdict)
-    leaf = verdict.leaf
+    if outcome.chain_expiry is not None:
+        expiry = outcome.chain_expiry.timestamp()
+        yield "probe_ssl_last_chain_expiry_timestamp_seconds", target, expiry
+    leaf = outcome.leaf
     info = {
         "fingerprint_sha256": leaf.sha256,
         "subject": leaf.subject,
@@ -143,23 +139,6 @@ def _target_samples(
         "serialnumber": leaf.serial,
     }
     yield "probe_ssl_last_chain", {**target, **info}, 1.0
-
-
-def _chain_expiry(verdict: Any) -> float:
-    # The presented certificates clients use, and what the verified path
-    # took from the root file: its intermediates and the root itself.
-    ends = [verdict.limiting_cert.not_after]
-    presented = {cert.der for cert in verdict.chain}
-    extra = [der for der in verdict.path if der not in presented]
-    if extra:
-        from cryptography import x509
-
-        for der in extra:
-            try:
-                ends.append(x509.load_der_x509_certificate(der).not_valid_after_utc)
-            except ValueError:
-                continue
-    return float(min(ends).timestamp())
 
 
 def failure_families(state: int, reason: str) -> list[Family]:
@@ -228,7 +207,6 @@ class MetricsSink:
             raise UsageError(f"{given} needs --openmetrics")
         self.output: str | None = args.output
         self.openmetrics = args.metrics_format == "openmetrics"
-        self.negotiation: str = args.negotiation
 
     def load_library(self) -> None:
         """Fail early, before any server is probed, when prometheus_client is missing.
@@ -241,13 +219,13 @@ class MetricsSink:
         except ImportError:
             raise UsageError(f"--openmetrics needs prometheus_client: {INSTALL}") from None
 
-    def write(self, reports: Sequence[TargetReport], results: Iterable[Any]) -> None:
+    def write(self, outcomes: Sequence[Outcome]) -> None:
         """Write a finished run's metrics.
 
         Raises:
             OSError: ``--output`` cannot be written.
         """
-        self._put(render(families(reports, results, self.negotiation), self.openmetrics))
+        self._put(render(families(outcomes), self.openmetrics))
 
     def failed(self, state: int, reason: str) -> bool:
         """Write what a run that failed as a whole knows; True if a status line

@@ -13,6 +13,7 @@ costly part, a handshake only reads it.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -243,6 +244,7 @@ def openssl_reason(exc: SSL.Error) -> str:
     return str(details or "")
 
 
+@functools.cache
 def openssl_version() -> str:
     """The OpenSSL that makes the handshake and decides trust and CRLs here.
 

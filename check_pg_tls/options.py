@@ -13,12 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from .errors import UsageError
+from .model import TLS_VERSIONS
 
 __all__ = ["UsageError", "parser"]
-
-
-class UsageError(Exception):
-    """A bad option: UNKNOWN, with a one-line reason."""
 
 
 _NEGATIVE = re.compile(r"-\.?\d")
@@ -245,7 +243,7 @@ def parser() -> _Parser:
     posture.add_argument(
         "--min-tls-version",
         default="TLSv1.2",
-        choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+        choices=TLS_VERSIONS,
         help="CRITICAL below this protocol version (default: %(default)s)",
     )
     posture.add_argument(

@@ -9,8 +9,10 @@ functions write every number in plain decimal, exactly.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from nagiosplugin import Range
+if TYPE_CHECKING:
+    from .thresholds import Range
 
 __all__ = ["number", "range_text"]
 

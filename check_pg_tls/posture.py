@@ -4,13 +4,14 @@ Weak protocol versions, keys and signatures; an intermediate the server does
 not send; a certificate renewed on disk but not reloaded; a private key file
 anyone can read, or one that does not match; unencrypted logins; a
 certificate SCRAM channel binding cannot use; what the server asks of a
-user at login. Each function returns one :class:`Finding`; none does I/O.
+user at login. Each function returns its findings (one, a few, or None when
+there is nothing to say); none does I/O.
 """
 
 from __future__ import annotations
 
 import stat
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -18,18 +19,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .certs import CertFacts, describe_name
-from .model import LoginAnswer, Observation
+from .model import (
+    TLS_VERSIONS,
+    Check,
+    Finding,
+    KeyFile,
+    LoginAnswer,
+    Observation,
+    PlaintextAnswer,
+    State,
+)
 from .protocol import AuthCode, StartupReply, StartupReplyKind
 from .text import safe
 
 if TYPE_CHECKING:
-    from .channel_binding import CertificateHash
+    from .model import CertificateHash
 
 __all__ = [
-    "TLS_VERSIONS",
-    "Finding",
-    "KeyFile",
-    "PlaintextOutcome",
     "channel_binding_finding",
     "client_certificate_finding",
     "client_key_mode_finding",
@@ -44,55 +50,20 @@ __all__ = [
     "tls_version_finding",
 ]
 
-#: Protocol versions as Python's ssl names them, oldest first.
-TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 # Hashes no CA has used for a decade; a signature made with one can be forged.
 _WEAK_HASHES = (hashes.SHA1, hashes.MD5)
 
 
-class Finding(NamedTuple):
-    """One judgement. ``problem`` is None when all is well."""
-
-    check: str
-    problem: str | None
-    #: What was judged, for the verbose output.
-    detail: str
-    #: ``warning``, ``critical`` or ``unknown``: the state when there is a problem.
-    severity: str = "critical"
-
-
-class KeyFile(NamedTuple):
-    """What the check learnt about a private key file (never the key itself)."""
-
-    path: str
-    mode: int
-    #: DER SubjectPublicKeyInfo of the key's public half; None if unreadable.
-    public_key: bytes | None
-    #: Why the key could not be read, if it could not.
-    unreadable: str | None = None
-    #: OpenSSL's type of the key (``EVP_PKEY_id``): RSA and RSA-PSS keys
-    #: have the same public half, but PostgreSQL takes a pair of one type only.
-    openssl_type: int | None = None
-
-
-class PlaintextOutcome(NamedTuple):
-    """The answer to an unencrypted StartupMessage, or why there was none."""
-
-    user: str
-    database: str
-    reply: StartupReply | None
-    failure: str | None = None
-
-
 def tls_version_finding(version: str, minimum: str) -> Finding:
     if version in TLS_VERSIONS and TLS_VERSIONS.index(version) < TLS_VERSIONS.index(minimum):
         return Finding(
-            "tls_version",
+            Check.TLS_VERSION,
             f"server negotiated {version}, below the minimum {minimum}",
             "protocol too old",
+            State.CRITICAL,
         )
-    return Finding("tls_version", None, f"server negotiated {version}")
+    return Finding.ok(Check.TLS_VERSION, f"server negotiated {version}")
 
 
 def legacy_finding(observation: Observation, min_tls_version: str) -> Finding:
@@ -107,19 +78,19 @@ def legacy_finding(observation: Observation, min_tls_version: str) -> Finding:
         and version in TLS_VERSIONS
         and TLS_VERSIONS.index(version) >= TLS_VERSIONS.index(min_tls_version)
     ):
-        return Finding(
-            "handshake",
-            None,
+        return Finding.ok(
+            Check.HANDSHAKE,
             f"only a legacy handshake succeeds ({version}); accepted by --min-tls-version "
             f"{min_tls_version}",
         )
     return Finding(
-        "handshake",
+        Check.HANDSHAKE,
         f"libpq clients cannot connect: a handshake as they make it (TLS 1.2 or newer, "
         f"OpenSSL's default security level) fails ({observation.legacy_reason}); the server "
         f"only completes one with legacy settings ({observation.tls_version}, "
         f"{observation.cipher})",
         "legacy handshake only",
+        State.CRITICAL,
     )
 
 
@@ -143,19 +114,21 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
     if refusal is not None:
         if not observation.client_certificate_sent:
             return Finding(
-                "client_certificate",
+                Check.CLIENT_CERTIFICATE,
                 f"server requires a client certificate (give --sslcert and --sslkey): {refusal}",
                 "client certificate required",
+                State.CRITICAL,
             )
         meaning = next((text for alert, text in _REFUSALS if alert in refusal), None)
         return Finding(
-            "client_certificate",
+            Check.CLIENT_CERTIFICATE,
             f"server refuses the client certificate: {meaning + ' (' if meaning else ''}"
             f"{refusal}{')' if meaning else ''}",
             "client certificate refused",
+            State.CRITICAL,
         )
     if observation.client_certificate_sent:
-        return Finding("client_certificate", None, "server accepted the client certificate")
+        return Finding.ok(Check.CLIENT_CERTIFICATE, "server accepted the client certificate")
     if observation.certificate_requested:
         # PostgreSQL asks in every handshake once ssl_ca_file is set, and
         # lets the handshake finish without one; pg_hba.conf (clientcert,
@@ -165,15 +138,14 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
             if observation.login is not None
             else "only a login can tell: --check-auth USER"
         )
-        return Finding(
-            "client_certificate",
-            None,
+        return Finding.ok(
+            Check.CLIENT_CERTIFICATE,
             "server asks for a client certificate and completes the TLS handshake without "
             "one; whether a login needs one (pg_hba.conf clientcert or cert) is decided "
             f"after the StartupMessage ({later})",
         )
     if configured:
-        return Finding("client_certificate", None, "server did not ask for a client certificate")
+        return Finding.ok(Check.CLIENT_CERTIFICATE, "server did not ask for a client certificate")
     return None
 
 
@@ -183,13 +155,13 @@ def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Findin
     shown = f"{stat.S_IMODE(mode):04o}"
     if loose:
         return Finding(
-            "client_key_permissions",
+            Check.CLIENT_KEY_PERMISSIONS,
             f"libpq refuses client key file {path}: it has group or world access (mode "
             f"{shown}); make it 0600, or 0640 owned by root",
             "client key file too open",
-            "warning",
+            State.WARNING,
         )
-    return Finding("client_key_permissions", None, f"client key file mode {shown}")
+    return Finding.ok(Check.CLIENT_KEY_PERMISSIONS, f"client key file mode {shown}")
 
 
 def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -> Finding:
@@ -198,7 +170,7 @@ def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -
             raise ValueError("unparsed")
         key = leaf.certificate.public_key()
     except (ValueError, UnsupportedAlgorithm):
-        return Finding("key_strength", None, "key of a type the check does not know")
+        return Finding.ok(Check.KEY_STRENGTH, "key of a type the check does not know")
     if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
         kind, bits, minimum = (
             "RSA" if isinstance(key, rsa.RSAPublicKey) else "DSA",
@@ -208,19 +180,19 @@ def key_strength_finding(leaf: CertFacts, min_rsa_bits: int, min_ec_bits: int) -
     elif isinstance(key, ec.EllipticCurvePublicKey):
         kind, bits, minimum = f"EC {key.curve.name}", key.curve.key_size, min_ec_bits
     else:
-        return Finding("key_strength", None, f"{type(key).__name__.replace('PublicKey', '')} key")
+        return Finding.ok(Check.KEY_STRENGTH, f"{type(key).__name__.replace('PublicKey', '')} key")
     if bits < minimum:
         return Finding(
-            "key_strength",
+            Check.KEY_STRENGTH,
             f"certificate has a weak {kind} key of {bits} bits (minimum {minimum})",
             "weak key",
-            "warning",
+            State.WARNING,
         )
-    return Finding("key_strength", None, f"{kind} key of {bits} bits")
+    return Finding.ok(Check.KEY_STRENGTH, f"{kind} key of {bits} bits")
 
 
 def signature_finding(
-    chain: tuple[CertFacts, ...], indexes: tuple[int, ...], severity: str
+    chain: tuple[CertFacts, ...], indexes: tuple[int, ...], severity: State
 ) -> Finding:
     """SHA-1 or MD5 signatures on the leaf or an intermediate (a root's own does not matter)."""
     for index in indexes:
@@ -234,32 +206,32 @@ def signature_finding(
         if isinstance(algorithm, _WEAK_HASHES):
             who = "certificate" if index == 0 else f"intermediate {describe_name(cert.subject)}"
             return Finding(
-                "signature",
+                Check.SIGNATURE,
                 f"{who} is signed with {algorithm.name.upper()}, which can be forged",
                 "weak signature",
                 severity,
             )
-    return Finding("signature", None, "signatures use strong hashes")
+    return Finding.ok(Check.SIGNATURE, "signatures use strong hashes")
 
 
 def incomplete_chain_finding(missing: tuple[CertFacts, ...]) -> Finding:
     """The chain verified only because the trust store held an intermediate."""
     if not missing:
-        return Finding("intermediates", None, "server sends every intermediate certificate")
+        return Finding.ok(Check.INTERMEDIATES, "server sends every intermediate certificate")
     names = ", ".join(cert.subject for cert in missing)
     return Finding(
-        "intermediates",
+        Check.INTERMEDIATES,
         f"server sends no intermediate certificate ({names}); add it to ssl_cert_file: "
         "clients that only trust the root cannot connect",
         "incomplete chain",
-        "warning",
+        State.WARNING,
     )
 
 
 def reload_finding(served: CertFacts, on_disk: x509.Certificate, path: str) -> Finding:
     """Does the server serve the certificate that is on disk?"""
     if served.certificate == on_disk:
-        return Finding("reload", None, f"server serves the certificate in {path}")
+        return Finding.ok(Check.RELOAD, f"server serves the certificate in {path}")
     served_until = f"{served.not_after:%Y-%m-%d}"
     disk_until = f"{on_disk.not_valid_after_utc:%Y-%m-%d}"
     if on_disk.not_valid_after_utc > served.not_after:
@@ -272,7 +244,7 @@ def reload_finding(served: CertFacts, on_disk: x509.Certificate, path: str) -> F
             f"server serves a different certificate (expires {served_until}) from {path} "
             f"(expires {disk_until})"
         )
-    return Finding("reload", problem, "certificate on disk differs", "warning")
+    return Finding(Check.RELOAD, problem, "certificate on disk differs", State.WARNING)
 
 
 def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
@@ -289,22 +261,22 @@ def key_file_findings(key: KeyFile, served: CertFacts) -> tuple[Finding, ...]:
     if loose:
         findings.append(
             Finding(
-                "key_permissions",
+                Check.KEY_PERMISSIONS,
                 f"private key file {key.path} is {' and '.join(loose)} (mode {mode}); "
                 "make it 0600, or 0640 with a trusted group",
                 "key file too open",
-                "warning",
+                State.WARNING,
             )
         )
     else:
-        findings.append(Finding("key_permissions", None, f"private key file mode {mode}"))
+        findings.append(Finding.ok(Check.KEY_PERMISSIONS, f"private key file mode {mode}"))
     if key.unreadable is not None:
         findings.append(
             Finding(
-                "key_match",
+                Check.KEY_MATCH,
                 f"cannot check private key file {key.path}: {key.unreadable}",
                 "key unreadable",
-                "unknown",
+                State.UNKNOWN,
             )
         )
     else:
@@ -335,49 +307,50 @@ def _key_match_finding(key: KeyFile, served: CertFacts) -> Finding:
         served_type = crypto.load_certificate(crypto.FILETYPE_ASN1, served.der).get_pubkey().type()
     except (ValueError, UnsupportedAlgorithm, crypto.Error):
         return Finding(
-            "key_match",
+            Check.KEY_MATCH,
             f"cannot check private key file {key.path}: the served certificate's key is of a "
             "kind the check cannot read",
             "key unreadable",
-            "unknown",
+            State.UNKNOWN,
         )
     if served_key != key.public_key or key.openssl_type not in (None, served_type):
         return Finding(
-            "key_match",
+            Check.KEY_MATCH,
             f"private key file {key.path} does not belong to the served certificate",
             "key mismatch",
+            State.CRITICAL,
         )
-    return Finding("key_match", None, "private key matches the certificate")
+    return Finding.ok(Check.KEY_MATCH, "private key matches the certificate")
 
 
-def plaintext_finding(outcome: PlaintextOutcome, severity: str) -> Finding:
+def plaintext_finding(outcome: PlaintextAnswer, severity: State) -> Finding:
     who = f"user {outcome.user}" + (
         f" and database {outcome.database}" if outcome.database != outcome.user else ""
     )
     reply = outcome.reply
     if reply is None:
         return Finding(
-            "plaintext",
+            Check.PLAINTEXT,
             f"cannot tell whether unencrypted logins are allowed: {outcome.failure}",
             "plaintext check failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if reply.kind is StartupReplyKind.AUTHENTICATION:
         return Finding(
-            "plaintext",
+            Check.PLAINTEXT,
             f"server accepts unencrypted logins for {who} (pg_hba.conf has a host line where "
             "hostssl belongs)",
             "plaintext login possible",
             severity,
         )
     if reply.sqlstate == "28000":
-        return Finding("plaintext", None, f"server refuses unencrypted logins for {who}")
+        return Finding.ok(Check.PLAINTEXT, f"server refuses unencrypted logins for {who}")
     return Finding(
-        "plaintext",
+        Check.PLAINTEXT,
         f"cannot tell whether unencrypted logins are allowed: the server answered with "
         f"SQLSTATE {reply.sqlstate or 'unknown'}",
         "plaintext check inconclusive",
-        "unknown",
+        State.UNKNOWN,
     )
 
 
@@ -425,7 +398,7 @@ _UNSUPPORTED: dict[int, str] = {
 
 
 def login_finding(
-    observation: Observation, passwordless_severity: str, client_name: str | None = None
+    observation: Observation, passwordless_severity: State, client_name: str | None = None
 ) -> Finding:
     """``--check-auth``: what the server asks of the user, after the handshake.
 
@@ -442,16 +415,15 @@ def login_finding(
     reply = answer.reply
     if reply is None:
         if observation.client_refusal is not None:
-            return Finding(
-                "auth",
-                None,
+            return Finding.ok(
+                Check.AUTH,
                 "no login asked: the server refused the TLS connection (see client_certificate)",
             )
         return Finding(
-            "auth",
+            Check.AUTH,
             f"cannot tell what the server asks of {who}: {answer.failure}",
             "login check failed",
-            "unknown",
+            State.UNKNOWN,
         )
     if reply.kind is StartupReplyKind.ERROR:
         return _refusal(reply, who, sent, observation.certificate_requested)
@@ -465,14 +437,13 @@ def login_finding(
         elif answer.failure:
             ended = f"; the session then did not start: {answer.failure}"
         if sent:
-            return Finding(
-                "auth",
-                None,
+            return Finding.ok(
+                Check.AUTH,
                 f"server lets {who} in on the client certificate, without a password "
                 f"(cert authentication, or trust){ended}",
             )
         return Finding(
-            "auth",
+            Check.AUTH,
             f"server lets {who} log in over TLS without a password or client certificate "
             f"(pg_hba.conf trust){ended}",
             "login without password",
@@ -481,24 +452,24 @@ def login_finding(
     asked = _asks_for(reply)
     if asked is None:
         return Finding(
-            "auth",
+            Check.AUTH,
             f"cannot tell what the server asks of {who}: it asks for "
             f"{_unknown_method(reply)}, which libpq does not support",
             "unknown authentication",
-            "unknown",
+            State.UNKNOWN,
         )
     if sent and client_name != login.user:
         # clientcert=verify-full compares the name only after the password,
         # which the check never sends: it can only point out the mismatch.
         name = f"CN={safe(client_name, 100)}" if client_name is not None else "no CN"
         return Finding(
-            "auth",
+            Check.AUTH,
             f"the client certificate names {name}, not user {safe(login.user, 100)}: a "
             "pg_hba.conf line with clientcert=verify-full (or cert) refuses it after the "
             "password, unless a user name map or clientname=DN allows it; the server asks "
             f"{who} for {asked}",
             "client certificate for another user",
-            "warning",
+            State.WARNING,
         )
     later = (
         "; the client certificate passed the handshake, and names the user (which "
@@ -506,7 +477,7 @@ def login_finding(
         if sent
         else ""
     )
-    return Finding("auth", None, f"server asks {who} for {asked}{later}")
+    return Finding.ok(Check.AUTH, f"server asks {who} for {asked}{later}")
 
 
 def _unknown_method(reply: StartupReply) -> str:
@@ -527,11 +498,11 @@ def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Find
     code = reply.sqlstate
     if code not in _REFUSED:
         return Finding(
-            "auth",
+            Check.AUTH,
             f"cannot tell what the server asks of {who}: it answered with SQLSTATE "
             f"{code or 'unknown'}",
             "login check inconclusive",
-            "unknown",
+            State.UNKNOWN,
         )
     if sent:
         problem = (
@@ -551,14 +522,14 @@ def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Find
             f"login of {who} refused over TLS (SQLSTATE {code}): pg_hba.conf has no line "
             "that lets the user in, or rejects it"
         )
-    return Finding("auth", problem, "login refused")
+    return Finding(Check.AUTH, problem, "login refused", State.CRITICAL)
 
 
 _PLUS = "SCRAM-SHA-256-PLUS"
 
 
 def channel_binding_finding(
-    binding: CertificateHash, login: LoginAnswer | None, severity: str
+    binding: CertificateHash, login: LoginAnswer | None, severity: State
 ) -> Finding:
     """Can libpq bind a SCRAM login to this certificate (tls-server-end-point)?
 
@@ -571,9 +542,8 @@ def channel_binding_finding(
     anyone.
     """
     if binding.digest is not None:
-        return Finding(
-            "channel_binding",
-            None,
+        return Finding.ok(
+            Check.CHANNEL_BINDING,
             f"SCRAM channel binding hashes the certificate with {binding.digest}",
         )
     error = binding.error or ""
@@ -593,22 +563,21 @@ def channel_binding_finding(
         who = _who(login.login.user, login.login.database)
         if _PLUS in reply.mechanisms:
             return Finding(
-                "channel_binding",
+                Check.CHANNEL_BINDING,
                 f"server offers {who} {_PLUS}, which libpq cannot bind to this certificate: "
                 f"password logins with channel_binding=prefer (the default) or require "
                 f"{fails}; {fix}",
                 "channel binding impossible",
-                "critical",
+                State.CRITICAL,
             )
         if "SCRAM-SHA-256" in reply.mechanisms:
-            return Finding(
-                "channel_binding",
-                None,
+            return Finding.ok(
+                Check.CHANNEL_BINDING,
                 f"libpq cannot bind SCRAM to this certificate ({binding.error}), but the "
                 f"server does not offer {_PLUS}: clients log in without channel binding",
             )
     return Finding(
-        "channel_binding",
+        Check.CHANNEL_BINDING,
         f"SCRAM password logins with channel_binding=prefer (libpq's default) or require "
         f"{fails}; {fix}",
         "channel binding impossible",

@@ -1,14 +1,17 @@
-"""The only module that talks to the network.
+"""The TLS probe: a check's connection to the PostgreSQL server.
 
-One call, :func:`probe`, connects, sends the SSLRequest, runs the TLS
-handshake and returns a frozen :class:`Observation`. OpenSSL verifies the
-chain inside the handshake, as it does for libpq, but its complaints are
-recorded rather than fatal (see :mod:`.openssl_client`): the handshake
-completes, an expired or untrusted certificate still gets its days left
-reported, and the connection always ends with close_notify, so a probe
-leaves no error line in the server's log. With a :class:`Login`, a
-StartupMessage goes over the same connection and the server's answer is
-recorded; no password is ever sent.
+Beside it, only :mod:`.tlsa_lookup` (DNS) and :mod:`.crl_fetch` (HTTP) use
+the network. One call, :func:`probe`, connects, sends the SSLRequest (none
+with direct negotiation), runs the TLS handshake and returns a frozen
+:class:`~.model.Observation`. OpenSSL verifies the chain inside the
+handshake, as it does for libpq, but its complaints are recorded rather than
+fatal (see :mod:`.openssl_client`): the handshake completes, an expired or
+untrusted certificate still gets its days left reported, and the connection
+always ends with close_notify, so a probe leaves no error line in the
+server's log. With a :class:`~.model.Login`, a StartupMessage goes over the
+same connection and the server's answer is recorded; no password is ever
+sent. :func:`probe_plaintext` asks, without TLS, whether the server would
+let a user log in unencrypted.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from .protocol import (
 )
 from .text import safe
 
-__all__ = ["Observation", "Target", "probe", "probe_plaintext"]
+__all__ = ["probe", "probe_plaintext"]
 
 _FAMILIES = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
 

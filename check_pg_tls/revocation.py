@@ -30,7 +30,7 @@ from .crls import (
     revocation_entry,
     unusable_kind,
 )
-from .posture import Finding
+from .model import Check, Finding, State
 from .text import safe
 
 __all__ = ["revocation_finding"]
@@ -51,7 +51,7 @@ def revocation_finding(
     fetcher: CrlFetcher,
     deadline: float,
     now: dt.datetime,
-    unknown_severity: str,
+    unknown_severity: State,
 ) -> Finding:
     """Fetch and let OpenSSL judge; ``deadline`` is a time.monotonic() value not to pass.
 
@@ -66,7 +66,7 @@ def revocation_finding(
             else "the chain is not trusted"
         )
         return Finding(
-            "revocation",
+            Check.REVOCATION,
             f"revocation not checked: {why}, and no URL an unverified certificate names is fetched",
             "not checked",
             unknown_severity,
@@ -76,14 +76,17 @@ def revocation_finding(
     unknown = [o.text for o in outcomes if o.kind == "unknown"]
     checked = [o.text for o in outcomes if o.kind == "checked"]
     if revoked:
-        return Finding("revocation", "; ".join(revoked), "revoked")
+        return Finding(Check.REVOCATION, "; ".join(revoked), "revoked", State.CRITICAL)
     if unknown:
         return Finding(
-            "revocation", f"revocation unknown: {'; '.join(unknown)}", "unknown", unknown_severity
+            Check.REVOCATION,
+            f"revocation unknown: {'; '.join(unknown)}",
+            "unknown",
+            unknown_severity,
         )
     if not checked:
-        return Finding("revocation", None, "no certificate to check for revocation")
-    return Finding("revocation", None, f"not revoked ({', '.join(checked)})")
+        return Finding.ok(Check.REVOCATION, "no certificate to check for revocation")
+    return Finding.ok(Check.REVOCATION, f"not revoked ({', '.join(checked)})")
 
 
 def _check(

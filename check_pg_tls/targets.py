@@ -1,20 +1,23 @@
-"""Target specs: ``host[:port]``, ``host(servername):port``, ``[::1]:5432``.
+"""Targets: specs (``host[:port]``, ``host(servername):port``, ``[::1]:5432``),
+libpq connection strings, and targets files.
 
 The ``host(servername)`` form is the one the cron tool this plugin grew out
 of uses, so its users can keep their lists. Specs come from the command line
-or, one a line, from a targets file; a name that no resolver or TLS library
-would take is refused here, with a reason, before anything is sent.
+or, one a line, from a targets file (:func:`read_targets` reads both); a
+name that no resolver or TLS library would take is refused here, with a
+reason, before anything is sent.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from .model import Target
+from .errors import UsageError
+from .model import Target, TargetDefaults
+from .names import ip_version
 from .text import safe
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "name_problem",
     "parse_conninfo_targets",
     "parse_target",
+    "read_targets",
     "read_targets_file",
     "shown_spec",
 ]
@@ -77,7 +81,7 @@ def parse_target(
         if "(" in text and text.endswith(")"):
             host, _, rest = text.partition("(")
             name = rest[:-1]
-        if not _is_ipv6(host):
+        if ip_version(host) != 6:
             raise ValueError(f"{shown}: an IPv6 address with a port goes in brackets, [::1]:5432")
     else:
         match = _SPEC.match(text)
@@ -105,7 +109,7 @@ def name_problem(name: str) -> str | None:
     TLS library apply to a name (empty labels, 63 and 253 bytes), checked
     here so that a typo is reported as such.
     """
-    if _is_ipv4(name) or _is_ipv6(name):
+    if ip_version(name) is not None:
         return None
     if any(ord(char) < 0x20 or char == "\x7f" for char in name):
         return "control character in host name"
@@ -124,22 +128,6 @@ def name_problem(name: str) -> str | None:
     if length > 253:
         return "host name longer than 253 characters"
     return None
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET, host)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def read_targets_file(path: str) -> list[Line]:
@@ -253,3 +241,68 @@ def _quoted(value: str) -> str:
     if value and not re.search(r"[\s'\\]", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def read_targets(
+    specs: Sequence[str],
+    targets_file: str | None,
+    defaults: TargetDefaults,
+    keywords: Mapping[str, str | None],
+) -> list[tuple[Target, str | None]]:
+    """Each target of ``specs`` and the targets file, in order, once, with None.
+
+    A line of the targets file that names no server gives a stand-in and
+    why, and the other lines are still read. ``keywords`` are the libpq
+    keywords the options already set (sslmode, sslrootcert, ...): a
+    connection string that only repeats them is the same check as a spec.
+
+    Raises:
+        UsageError: a spec on the command line is bad, the file cannot be
+            read, or there is nothing to check.
+    """
+    sslmode = keywords.get("sslmode") or "verify-full"
+
+    def parse(spec: str) -> list[Target]:
+        if looks_like_conninfo(spec):
+            found = parse_conninfo_targets(spec, defaults.port, defaults.family, sslmode)
+            return [_without_repeats(target, keywords) for target in found]
+        return [parse_target(spec, defaults.port, defaults.servername, defaults.family)]
+
+    lines: list[Line] = []
+    if targets_file:
+        try:
+            lines = read_targets_file(targets_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read targets file {targets_file}: {exc.strerror}") from None
+    if not (specs or lines):
+        raise UsageError("no server to check: give -H HOST, TARGET or --targets-file FILE")
+    servername = defaults.servername
+    problem = servername is not None and name_problem(servername)
+    if problem:
+        raise UsageError(f"invalid --servername '{safe(servername or '', 100)}': {problem}")
+    targets: list[tuple[Target, str | None]] = []
+    try:
+        for spec in specs:
+            targets.extend((target, None) for target in parse(spec))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    # One bad line of a list is that line's own UNKNOWN; the others are checked.
+    for line in lines:
+        try:
+            if line.problem:
+                raise ValueError(f"invalid target '{shown_spec(line.text)}': {line.problem}")
+            targets.extend((target, None) for target in parse(line.text))
+        except ValueError as exc:
+            targets.append((Unparsed(f"line {line.number}"), str(exc)))
+    return distinct(targets)
+
+
+def _without_repeats(target: Target, keywords: Mapping[str, str | None]) -> Target:
+    """The target without the settings that only repeat the options: the same check
+    as a target spec with those options, and named as one."""
+    kept = tuple(
+        (key, value)
+        for key, value in target.settings
+        if key not in keywords or keywords[key] != value
+    )
+    return target._replace(settings=kept)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["printable", "safe", "span"]
+__all__ = ["days_down", "printable", "safe", "span"]
 
 _LIMIT = 200
 
@@ -63,3 +63,14 @@ def span(days: float) -> str:
         if count >= 1:
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return "less than a minute"
+
+
+def days_down(days: float, places: int = 2) -> float:
+    """``days`` rounded down to ``places`` decimals, as every output shows days left.
+
+    The status line's whole days are rounded down (:func:`span`); so are the
+    perfdata, JSON, TAP and ``-v``, so that no output says a day, or a
+    hundredth of one, more than another.
+    """
+    scale = 10.0**places
+    return math.floor(days * scale) / scale

@@ -2,7 +2,7 @@
 
 The only module that imports dnspython (an optional extra), and only
 ``--dane`` imports it. One query, within a deadline, returning a
-:class:`~.dane.TlsaAnswer` that keeps the three things DANE needs apart: the
+:class:`~.model.TlsaAnswer` that keeps the three things DANE needs apart: the
 response code, the AD bit, and any Extended DNS Error the resolver gave.
 
 The query sets AD and DO, so that a validating resolver reports what it
@@ -22,10 +22,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from .dane import TlsaAnswer, TlsaRecord, tlsa_owner, unusable_name
-from .model import Target
+from .model import TlsaAnswer, TlsaRecord
 
-__all__ = ["PendingLookup", "lookup_tlsa", "start_lookup", "system_resolvers"]
+__all__ = ["PendingLookup", "lookup_tlsa", "system_resolvers"]
 
 # Big enough for a few TLSA records with their signatures; a resolver that
 # needs more sets TC and the query is repeated over TCP.
@@ -184,13 +183,3 @@ class PendingLookup:
             "--dns-server" if server else "/etc/resolv.conf",
             failure=f"no answer within {self.timeout:g} seconds",
         )
-
-
-def start_lookup(
-    target: Target, server: tuple[str, int] | None, timeout: float
-) -> PendingLookup | None:
-    """Start looking up ``target``'s TLSA records; None when its name cannot have any."""
-    name = target.checked_name
-    if unusable_name(name) is not None:
-        return None
-    return PendingLookup(tlsa_owner(target.port, name), server, timeout)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import CertFacts, describe_name, facts_from_der
 from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
@@ -267,6 +266,9 @@ def _libpq_crl_problem(
 
     See :mod:`.libpq_crls`: the OpenSSL majors differ on the root's own CRL.
     """
+    # Imported here: serialization costs every check ~5 ms of start-up (and
+    # loads bcrypt where it is installed); only CRLs need it.
+    from cryptography.hazmat.primitives.serialization import Encoding
     from OpenSSL import SSL
 
     from .libpq_crls import libpq_refusal
@@ -276,6 +278,11 @@ def _libpq_crl_problem(
     if refusal is None:
         return None
     depth = min(max(refusal.depth, 0), len(path) - 1)
+    if refusal.code in _TIME_CODES and path[depth] in sent and depth < _top(path):
+        # OpenSSL checks revocation before dates: a certificate the server
+        # sent that is out of its dates has passed the CRL checks, and is
+        # left to the days-left and validity judgements, as above.
+        return None
     error = VerifyError(depth, refusal.code, refusal.message, path[depth])
     worded = _word(error, presented, sent, path, crls)
     mine = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")

@@ -14,70 +14,14 @@ from cryptography import x509
 from . import posture
 from .auxiliary import failed, isolated
 from .certs import CertFacts, facts_from_der, load_chain
-from .channel_binding import CertificateHash, certificate_hash
+from .channel_binding import certificate_hash
 from .crls import CrlFacts, CrlStatus, judge_crls
-from .model import Observation
+from .model import CertificateHash, Check, Finding, Observation, Policy, State
 from .names import check_name
-from .posture import Finding, KeyFile
 from .text import safe, span
 from .trust import ChainCheck, describe_verification
 
-__all__ = ["Finding", "Policy", "Verdict", "describe_days", "judge"]
-
-
-class Policy(NamedTuple):
-    """What the client would demand, in libpq's terms."""
-
-    sslmode: str
-    #: The name checked under verify-full (libpq's ``host``).
-    servername: str
-    #: libpq's ``sslrootcert`` when roots are loaded (a file or ``system``);
-    #: None when nothing is verified.
-    sslrootcert: str | None = None
-    #: Oldest acceptable protocol (libpq's default ssl_min_protocol_version).
-    min_tls_version: str = "TLSv1.2"
-    min_rsa_bits: int = 2048
-    min_ec_bits: int = 256
-    #: Severity of a SHA-1 or MD5 signature in the chain.
-    weak_signature: str = "critical"
-    #: ``--cert-file``: its path and the leaf certificate in it.
-    cert_file: tuple[str, x509.Certificate] | None = None
-    #: ``--key-file``: what was learnt about it.
-    key_file: KeyFile | None = None
-    #: Every CRL to judge: those OpenSSL checks against (``--sslcrl``,
-    #: ``--sslcrldir``), and those given only for their freshness.
-    crls: tuple[CrlFacts, ...] = ()
-    #: Whether OpenSSL checks revocation against the loaded CRLs.
-    checks_crls: bool = False
-    #: Certificates that may have signed a CRL besides the presented chain
-    #: (the root certificate file's).
-    crl_issuers: tuple[CertFacts, ...] = ()
-    #: Why CRLs given on the command line do not count, as for libpq.
-    crls_ignored: str | None = None
-    #: ``--sslcert``: the client certificate presented when asked.
-    client_cert: CertFacts | None = None
-    #: ``--sslkey``: its path, mode and whether root owns it (libpq's rule).
-    client_key_mode: tuple[str, int, bool] | None = None
-    #: A connection string's sslmode that lets a client run without TLS
-    #: (disable, allow, prefer); the check judges the TLS offered as require.
-    client_sslmode: str | None = None
-    #: Severity of a certificate SCRAM channel binding cannot use, when no
-    #: login showed whether the server offers it.
-    channel_binding: str = "warning"
-    #: Severity of a login the server lets in without a password
-    #: (``--check-auth``).
-    passwordless: str = "warning"
-
-    @property
-    def verifies_chain(self) -> bool:
-        # libpq: "if a root CA file exists, the behavior of sslmode=require
-        # will be the same as that of verify-ca". Roots given with require
-        # therefore mean verify-ca, as they do to psql.
-        return self.sslmode != "require" or self.sslrootcert is not None
-
-    @property
-    def verifies_name(self) -> bool:
-        return self.sslmode == "verify-full"
+__all__ = ["Verdict", "describe_days", "judge"]
 
 
 class Verdict(NamedTuple):
@@ -97,6 +41,8 @@ class Verdict(NamedTuple):
     crls: tuple[CrlStatus, ...] = ()
     #: What libpq makes of the leaf for SCRAM channel binding.
     channel_binding: CertificateHash | None = None
+    #: Whether the chain passes PKIX validation (verified, and trusted).
+    trusted: bool = False
 
     @property
     def leaf(self) -> CertFacts:
@@ -121,12 +67,12 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     if policy.client_sslmode is not None:
         findings.append(
             Finding(
-                "sslmode",
+                Check.SSLMODE,
                 f"sslmode={policy.client_sslmode} in the connection string lets a client "
                 f"{'never use' if policy.client_sslmode == 'disable' else 'run without'} TLS; "
                 "use verify-full (the TLS the server offers is judged as with require)",
                 "plaintext possible",
-                "warning",
+                State.WARNING,
             )
         )
     if policy.verifies_chain:
@@ -137,9 +83,10 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         )
         findings.append(
             Finding(
-                "trust",
+                Check.TRUST,
                 chain_check.problem,
                 "chain reaches a trusted root" if chain_check.ok else "chain not trusted",
+                State.CRITICAL,
             )
         )
     if policy.verifies_name:
@@ -157,18 +104,18 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     # auxiliary), and the verdict above stands.
     if policy.cert_file is not None:
         path, on_disk = policy.cert_file
-        findings += isolated("reload", posture.reload_finding, chain[0], on_disk, path)
+        findings += isolated(Check.RELOAD, posture.reload_finding, chain[0], on_disk, path)
     if policy.key_file is not None:
-        findings += isolated("key_match", posture.key_file_findings, policy.key_file, chain[0])
+        findings += isolated(Check.KEY_MATCH, posture.key_file_findings, policy.key_file, chain[0])
     findings += isolated(
-        "client_certificate",
+        Check.CLIENT_CERTIFICATE,
         posture.client_certificate_finding,
         observation,
         policy.client_cert is not None,
     )
     if policy.client_key_mode is not None:
         findings += isolated(
-            "client_key_permissions", posture.client_key_mode_finding, *policy.client_key_mode
+            Check.CLIENT_KEY_PERMISSIONS, posture.client_key_mode_finding, *policy.client_key_mode
         )
     binding: CertificateHash | None = None
     try:
@@ -177,10 +124,14 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             posture.channel_binding_finding(binding, observation.login, policy.channel_binding)
         )
     except Exception as exc:  # noqa: BLE001 - fails alone (see auxiliary)
-        findings.append(failed("channel_binding", exc))
+        findings.append(failed(Check.CHANNEL_BINDING, exc))
     if observation.login is not None:
         findings += isolated(
-            "auth", posture.login_finding, observation, policy.passwordless, _common_name(policy)
+            Check.AUTH,
+            posture.login_finding,
+            observation,
+            policy.passwordless,
+            _common_name(policy),
         )
     crls: tuple[CrlStatus, ...] = ()
     try:
@@ -189,7 +140,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             findings.append(_crl_finding(crls, policy.crls_ignored))
     except Exception as exc:  # noqa: BLE001 - the CRL audit fails alone (see auxiliary)
         crls = ()
-        findings.append(failed("crl", exc))
+        findings.append(failed(Check.CRL, exc))
     return Verdict(
         chain=chain,
         relevant=relevant,
@@ -200,6 +151,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         complaints=chain_check.complaints if chain_check else (),
         crls=crls,
         channel_binding=binding,
+        trusted=chain_check is not None and chain_check.ok,
     )
 
 
@@ -245,14 +197,14 @@ def _judge_crls(
 
 def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:
     if ignored is not None:
-        return Finding("crl", ignored, "CRLs ignored", "warning")
+        return Finding(Check.CRL, ignored, "CRLs ignored", State.WARNING)
     problems = [c.problem for c in crls if c.problem is not None]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return Finding("crl", problems[0] + more, "CRL unusable")
+        return Finding(Check.CRL, problems[0] + more, "CRL unusable", State.CRITICAL)
     used = sum(1 for c in crls if c.in_use)
     unused = f"; {len(crls) - used} not in use" if used < len(crls) else ""
-    return Finding("crl", None, f"{used} CRL{'s' if used != 1 else ''} in use and current{unused}")
+    return Finding.ok(Check.CRL, f"{used} CRL{'s' if used != 1 else ''} in use and current{unused}")
 
 
 def _relevant(chain: tuple[CertFacts, ...], check: ChainCheck | None) -> tuple[int, ...]:
@@ -268,16 +220,24 @@ def _name_finding(leaf: CertFacts, name: str) -> Finding:
     shown = safe(name, 100)
     check = check_name(leaf.names, name)
     if check.matches:
-        return Finding("name", None, f"certificate is valid for {shown}")
+        return Finding.ok(Check.NAME, f"certificate is valid for {shown}")
     if check.malformed is not None:
         return Finding(
-            "name", f"certificate is not valid for {shown}: {check.malformed}", "bad name"
+            Check.NAME,
+            f"certificate is not valid for {shown}: {check.malformed}",
+            "bad name",
+            State.CRITICAL,
         )
     names = leaf.names_for_display()
     valid_for = (
         f" (valid for {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
     )
-    return Finding("name", f"certificate is not valid for {shown}{valid_for}", "name mismatch")
+    return Finding(
+        Check.NAME,
+        f"certificate is not valid for {shown}{valid_for}",
+        "name mismatch",
+        State.CRITICAL,
+    )
 
 
 def _validity_finding(
@@ -287,11 +247,12 @@ def _validity_finding(
         cert = chain[i]
         if now < cert.not_before:
             return Finding(
-                "validity",
+                Check.VALIDITY,
                 f"{_which(i)} is not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC",
                 "not yet valid",
+                State.CRITICAL,
             )
-    return Finding("validity", None, "every certificate has begun its validity period")
+    return Finding.ok(Check.VALIDITY, "every certificate has begun its validity period")
 
 
 def _which(index: int) -> str:

@@ -133,7 +133,7 @@ AUXILIARIES = {
     "revocation": Auxiliary("check_pg_tls.revocation.revocation_finding", ("--check-revocation",)),
     "dane": Auxiliary("check_pg_tls.dane.judge_dane", ("--dane", "--dns-server", "{dns}")),
     "plaintext": Auxiliary(
-        "check_pg_tls.plugin.plaintext_finding", ("--check-plaintext", "postgres")
+        "check_pg_tls.check.plaintext_finding", ("--check-plaintext", "postgres")
     ),
     "crl": Auxiliary("check_pg_tls.verdict._judge_crls", ("--sslcrl", "{crl}")),
     "reload": Auxiliary("check_pg_tls.posture.reload_finding", ("--cert-file", "{cert}")),

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 
 from check_pg_tls import channel_binding
-from check_pg_tls.channel_binding import CertificateHash, certificate_hash
-from check_pg_tls.model import Login, LoginAnswer
+from check_pg_tls.channel_binding import certificate_hash
+from check_pg_tls.model import CertificateHash, Login, LoginAnswer, State
 from check_pg_tls.posture import channel_binding_finding
 from check_pg_tls.protocol import AuthCode, StartupReply, StartupReplyKind
 from testbed import crafted
@@ -101,18 +101,18 @@ def _asked(code: int, *mechanisms: str) -> LoginAnswer:
 def test_what_the_server_offers_decides(
     login: LoginAnswer | None, severity: str, says: str
 ) -> None:
-    finding = channel_binding_finding(_BROKEN, login, "warning")
+    finding = channel_binding_finding(_BROKEN, login, State.WARNING)
     if severity == "ok":
         assert finding.problem is None
         assert says in finding.detail
     else:
         assert finding.problem is not None and says in finding.problem
-        assert finding.severity == severity
+        assert finding.severity.text == severity
         assert "use a certificate signed by an ECDSA or RSA key" in finding.problem
 
 
 def test_a_digest_is_no_problem() -> None:
-    finding = channel_binding_finding(CertificateHash("SHA384"), None, "critical")
+    finding = channel_binding_finding(CertificateHash("SHA384"), None, State.CRITICAL)
     assert finding.problem is None
     assert finding.detail == "SCRAM channel binding hashes the certificate with SHA384"
 
@@ -125,6 +125,6 @@ def test_names_from_the_command_line_are_escaped_in_the_login_finding() -> None:
         Login("evil\x1b[31m|x", "db"), StartupReply(StartupReplyKind.AUTHENTICATION, 0)
     )
     observation = Observation("127.0.0.1", (), "TLSv1.3", "x", None, 0.0, 0.0, login=answer)
-    finding = login_finding(observation, "warning")
+    finding = login_finding(observation, State.WARNING)
     assert finding.problem is not None
     assert "\x1b" not in finding.problem and "|" not in finding.problem

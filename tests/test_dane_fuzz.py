@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from check_pg_tls import der
 from check_pg_tls.certs import CertFacts, facts
-from check_pg_tls.dane import DaneSettings, dane_findings, record_for
+from check_pg_tls.dane import dane_findings, record_for
+from check_pg_tls.model import DaneSettings
 from check_pg_tls.tlsa_lookup import _answer
 from testbed import crafted, pki
 
@@ -136,7 +137,7 @@ def test_any_answer_ends_in_findings(
     found = dane_findings(answer, presented, chain() if pkix else None, name, 5432, NOW, settings_)
     assert {f.check for f in found} <= {"dane", "dane_resolver", "dane_renewal"}
     for finding in found:
-        assert finding.severity in STATES
+        assert finding.severity.text in STATES
         assert (finding.problem or finding.detail).isprintable()
 
 

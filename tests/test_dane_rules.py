@@ -9,14 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from check_pg_tls.certs import facts
-from check_pg_tls.dane import (
-    DaneSettings,
-    TlsaAnswer,
-    TlsaRecord,
-    dane_findings,
-    parse_dns_server,
-    record_for,
-)
+from check_pg_tls.dane import dane_findings, parse_dns_server, record_for
+from check_pg_tls.model import DaneSettings, TlsaAnswer, TlsaRecord
 from testbed import pki
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -75,7 +69,7 @@ def _judge(answer: TlsaAnswer) -> dict[str, tuple[str | None, str, str]]:
     findings = dane_findings(
         answer, (facts(leaf),), None, "db.example.test", 5432, NOW, DaneSettings()
     )
-    return {f.check: (f.problem, f.detail, f.severity) for f in findings}
+    return {f.check: (f.problem, f.detail, f.severity.text) for f in findings}
 
 
 def test_a_resolver_off_loopback_is_named_with_a_warning() -> None:

@@ -145,13 +145,12 @@ allowed_targets: [127.0.0.1]
     )
     config = load(path)
     assert sorted(config.modules) == ["default", "pgbouncer"]
-    pgbouncer = config.modules["pgbouncer"].args
-    assert (pgbouncer.port, pgbouncer.timeout, pgbouncer.check_revocation) == (6432, 2.5, True)
-    assert (pgbouncer.warning, pgbouncer.critical, pgbouncer.min_tls_version) == (
-        "20%",
-        "10:",
-        "TLSv1.3",
-    )
+    pgbouncer = config.modules["pgbouncer"].settings
+    assert (pgbouncer.targets.port, pgbouncer.timeout) == (6432, 2.5)
+    assert pgbouncer.revocation is not None
+    thresholds = pgbouncer.thresholds
+    assert (thresholds.warning.text, thresholds.critical.text) == ("20%", "10:")
+    assert pgbouncer.posture.min_tls_version == "TLSv1.3"
 
 
 def test_a_bad_config_at_start_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -142,3 +142,54 @@ def test_pgbouncer_does_not_do_direct_tls(bouncers: tuple[PgBouncer, PgBouncer],
     result = check(tls.port, ca, "bouncer.test", "--negotiation", "direct")
     assert result.returncode == 2, result.stdout
     assert "server does not support direct TLS negotiation" in result.status_line
+
+
+def test_a_connection_string_with_direct_negotiation_is_labelled_direct(
+    pg18: Cluster, ca: Pki, tmp_path: Path
+) -> None:
+    # The run's --negotiation is postgres; the string's own sslnegotiation wins,
+    # and every output says how this target was checked.
+    import json
+    from urllib.parse import quote
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from testbed.exporter import ExporterProcess
+
+    spec = f"host=db18.test hostaddr=127.0.0.1 port={pg18.port} sslnegotiation=direct"
+
+    def negotiation_labels(text: str) -> list[tuple[str, str]]:
+        return [
+            (sample.labels["negotiation"], sample.labels["alpn"])
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "pg_tls_negotiation_info"
+        ]
+
+    metrics = run_plugin(spec, "--sslrootcert", str(ca.root_file), "--openmetrics")
+    assert metrics.returncode == 0, metrics.stdout
+    assert negotiation_labels(metrics.stdout) == [("direct", "postgresql")]
+
+    document = run_plugin(spec, "--sslrootcert", str(ca.root_file), "--json")
+    (target,) = json.loads(document.stdout)["targets"]
+    assert (target["state"], target["negotiation"]) == ("OK", "direct")
+    assert target["tls"]["alpn"] == "postgresql"
+
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "modules": {"default": {"sslrootcert": str(ca.root_file), "timeout": 5}},
+                "allowed_targets": ["127.0.0.1", "db18.test"],
+            }
+        )
+    )
+    exporter = ExporterProcess(tmp_path, config).start()
+    try:
+        answer = exporter.get(f"/probe?target={quote(spec)}")
+    finally:
+        exporter.stop()
+    assert answer.status == 200, answer.body
+    assert negotiation_labels(answer.body) == [("direct", "postgresql")]
+    # The server's own proof: it completed a direct handshake, with ALPN.
+    assert "without ALPN" not in pg18.log()

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from check_pg_tls.certs import facts
+from check_pg_tls.model import PlaintextAnswer, State
 from check_pg_tls.posture import (
-    PlaintextOutcome,
     key_strength_finding,
     plaintext_finding,
     reload_finding,
@@ -60,13 +60,19 @@ def test_small_ec_key_is_a_warning() -> None:
     except UnsupportedAlgorithm as exc:  # an OpenSSL built without the curve
         pytest.skip(f"secp224r1 unavailable: {exc}")
     finding = key_strength_finding(facts(cert), 2048, 256)
-    assert finding.severity == "warning"
+    assert finding.severity is State.WARNING
     assert finding.problem == "certificate has a weak EC secp224r1 key of 224 bits (minimum 256)"
 
 
 def test_ec_p256_and_p384_are_fine() -> None:
-    for curve in (ec.SECP256R1(), ec.SECP384R1()):
-        assert key_strength_finding(facts(_self_signed_with(curve)), 2048, 256).problem is None
+    # Named and measured, not merely without a problem: a key of a type the
+    # check does not know has no problem either.
+    for curve, bits in ((ec.SECP256R1(), 256), (ec.SECP384R1(), 384)):
+        finding = key_strength_finding(facts(_self_signed_with(curve)), 2048, 256)
+        assert finding.problem is None
+        assert finding.detail == f"EC {curve.name} key of {bits} bits"
+    finding = key_strength_finding(facts(_self_signed_with(ec.SECP384R1())), 2048, 521)
+    assert finding.problem == "certificate has a weak EC secp384r1 key of 384 bits (minimum 521)"
 
 
 def test_disk_certificate_older_than_served_is_named_differently() -> None:
@@ -88,7 +94,11 @@ def test_disk_certificate_older_than_served_is_named_differently() -> None:
             "warning",
             "server accepts unencrypted logins for user nagios",
         ),
-        (StartupReply(StartupReplyKind.ERROR, sqlstate="28000"), None, None),
+        (
+            StartupReply(StartupReplyKind.ERROR, sqlstate="28000"),
+            None,
+            "server refuses unencrypted logins for user nagios",
+        ),
         (
             StartupReply(StartupReplyKind.ERROR, sqlstate="53300"),
             "unknown",
@@ -100,11 +110,15 @@ def test_disk_certificate_older_than_served_is_named_differently() -> None:
     ],
 )
 def test_plaintext_answers(
-    reply: StartupReply | None, severity: str | None, problem_starts: str | None
+    reply: StartupReply | None, severity: str | None, problem_starts: str
 ) -> None:
-    finding = plaintext_finding(PlaintextOutcome("nagios", "nagios", reply, "refused"), "warning")
-    if problem_starts is None:
+    finding = plaintext_finding(
+        PlaintextAnswer("nagios", "nagios", reply, "refused"), State.WARNING
+    )
+    if severity is None:
+        # A refusal is what the check hopes for: no problem, and said so.
         assert finding.problem is None
+        assert finding.detail == problem_starts
         return
     assert finding.problem is not None and finding.problem.startswith(problem_starts)
-    assert finding.severity == severity
+    assert finding.severity.text == severity

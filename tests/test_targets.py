@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from check_pg_tls.probe import Target
+from check_pg_tls.model import Target
 from check_pg_tls.targets import Line, name_problem, parse_target, read_targets_file
 
 

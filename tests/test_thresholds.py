@@ -86,3 +86,29 @@ def test_share_of_a_short_lifetime_keeps_its_precision() -> None:
 def test_share_is_exact(lifetime: float, percent: float) -> None:
     bound = lifetime * percent / 100
     assert parse_threshold(f"{percent}%").resolve(lifetime).start == bound
+
+
+# --- the check's own range reads and writes as nagiosplugin's --------------------
+
+_SPECS = [
+    "", "20", "20:", "10:20", "@0:30", "~:5", "@~:5", "-5:5", "0.5:", "1.5:2.5", "@10",
+    "-1", "0:0", "~:", ":", "@", ".5:", "+5:", "1.:", "5:3", "1:2:3", "abc", "~", "1e3:",
+]  # fmt: skip
+_VALUES = [-1e9, -10, -0.5, 0, 0.5, 1, 2.5, 3, 5, 10, 20, 20.5, 29.7, 30, 100, 1e9]
+
+
+@pytest.mark.parametrize("spec", _SPECS)
+def test_range_is_nagiosplugins(spec: str) -> None:
+    # A check judges without nagiosplugin; nagiosplugin is the oracle here.
+    from check_pg_tls.thresholds import Range as OwnRange
+
+    try:
+        theirs = Range(spec)
+    except ValueError:
+        with pytest.raises(ValueError):
+            OwnRange.parse(spec)
+        return
+    ours = OwnRange.parse(spec)
+    assert ours == theirs
+    assert str(ours) == str(theirs)
+    assert [ours.match(v) for v in _VALUES] == [theirs.match(v) for v in _VALUES]

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from check_pg_tls.errors import LocalFileError
-from check_pg_tls.model import Target
+from check_pg_tls.model import Policy, State, Target
 from check_pg_tls.openssl_client import client_contexts
 from check_pg_tls.probe import probe
-from check_pg_tls.verdict import Policy, Verdict, judge
+from check_pg_tls.verdict import Verdict, judge
 from testbed.faults import FaultServer, postgres_tls
 from testbed.pki import Issued, make_intermediate, make_leaf, make_root, write_pem
 
@@ -79,7 +79,7 @@ def test_intermediate_from_the_root_file_fills_the_gap_with_a_warning(files: Pat
     result = verdict(files, [LEAF], LEAF, [ROOT, INTERMEDIATE])
     assert problem(result) is None
     finding = next(f for f in result.findings if f.check == "intermediates")
-    assert finding.severity == "warning"
+    assert finding.severity is State.WARNING
     assert finding.problem is not None
     assert finding.problem.startswith(
         "server sends no intermediate certificate (CN=check_pg_tls Test Intermediate,"
@@ -200,6 +200,19 @@ def test_untrusted_chain_under_require_is_not_judged(files: Path) -> None:
 # --- the root file goes through OpenSSL's own loader --------------------------
 
 
+def trusts(folder: Path, root_file: Path) -> bool:
+    """Whether a chain under ROOT verifies with ``root_file`` as the trusted roots."""
+    cert_file = write_pem(folder / "served.crt", LEAF, INTERMEDIATE)
+    key_file = folder / "served.key"
+    key_file.write_bytes(LEAF.key_pem)
+    with FaultServer(postgres_tls(cert_file, key_file)) as server:
+        observation = probe(
+            Target("127.0.0.1", server.port, "db.test"), 5, client_contexts(str(root_file))
+        )
+    policy = Policy(sslmode="verify-full", servername="db.test", sslrootcert=str(root_file))
+    return problem(judge(observation, policy, dt.datetime.now(dt.timezone.utc))) is None
+
+
 def test_trusted_certificate_form_is_accepted(files: Path) -> None:
     plain = write_pem(files / "root.pem", ROOT)
     trusted = files / "root-trusted.pem"
@@ -218,13 +231,16 @@ def test_trusted_certificate_form_is_accepted(files: Path) -> None:
         check=True,
     )
     assert b"BEGIN TRUSTED CERTIFICATE" in trusted.read_bytes()
-    client_contexts(str(trusted))
+    assert trusts(files, trusted)
 
 
 def test_text_around_pem_and_a_key_are_accepted(files: Path) -> None:
     path = files / "bundle.pem"
     path.write_bytes(b"Our root, renewed 2026\n" + ROOT.cert_pem + b"\nnotes\n" + ROOT.key_pem)
-    client_contexts(str(path))
+    assert trusts(files, path)
+    # And a file without this root does not vouch for the chain.
+    other = write_pem(files / "other.pem", OTHER_ROOT)
+    assert not trusts(files, other)
 
 
 @pytest.mark.parametrize(

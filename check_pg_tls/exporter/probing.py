@@ -2,27 +2,24 @@
 
 Every other module of the exporter (HTTP, configuration, allowlist, pool,
 its own metrics) stays away from the check's machinery; this one goes
-through exactly the code path of the command line, so that a probe judges
-as ``check_pg_tls`` does:
+through the command line's own steps, so that a probe judges as
+``check_pg_tls`` does:
 
 - a module's settings are the CLI's own options, parsed by the CLI's own
-  parser (:func:`check_pg_tls.options.parser`), then loaded once (trust
-  store, CRLs, client certificate) by :func:`.resources.load_setup`;
-- a probe is :func:`.resources.build_resources` for one target with that
-  loaded setup, the resource's ``collect``, nagiosplugin's evaluation as
-  ``cli.py`` makes it, and :func:`.openmetrics.families` without the
-  ``target`` label.
-
-Meant to shrink once the check is one plain function: :func:`load_module`
-will build the typed settings record from the same parsed options, and
-:func:`run` becomes ``check(target, settings, deadline)`` plus the metric
-families of that one outcome.
+  parser (:func:`check_pg_tls.options.parser`), and made one typed
+  :class:`~check_pg_tls.model.Settings` record by the CLI's own builder
+  (:func:`check_pg_tls.settings.settings_from_args`), which loads the
+  trust store, CRLs and client certificate once;
+- a target is read as the CLI reads a target spec;
+- a probe is one :func:`check_pg_tls.check.check` with those settings (a
+  connection string's own keywords over them, the server's certificate and
+  key files read again), and the metric families of that one outcome,
+  without the ``target`` label.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,8 +28,7 @@ from ..options import UsageError, parser
 from ..text import printable
 
 if TYPE_CHECKING:
-    from ..model import Target
-    from ..resources import Setup
+    from ..model import Settings, Target
 
 __all__ = [
     "REFUSED",
@@ -105,13 +101,14 @@ def module_options() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Module:
-    """One module's parsed options and what they loaded, shared by its probes."""
+    """One module: its settings, with what they loaded, shared by its probes."""
 
-    args: argparse.Namespace
-    #: What :func:`.resources.load_setup` loaded: client contexts, CRLs, client cert.
-    setup: Setup
-    #: The module's ``timeout``: the longest a probe may take.
-    timeout: float
+    settings: Settings
+
+    @property
+    def timeout(self) -> float:
+        """The module's ``timeout``: the longest a probe may take."""
+        return self.settings.timeout
 
 
 def _argv(key: str, kind: str, value: object) -> list[str]:
@@ -173,26 +170,21 @@ def _key_named(message: str, values: Mapping[str, object]) -> str | None:
 
 def _load(args: argparse.Namespace) -> Module:
     from ..errors import LocalFileError
-    from ..model import Target
-    from ..resources import build_resources, load_setup, read_targets
-    from ..thresholds import parse_threshold
+    from ..settings import settings_from_args
 
     try:
-        parse_threshold(args.warning)
-        parse_threshold(args.critical)
-        # The module's own checks of names and files, as a run would make them.
-        read_targets(_with_target(args, "localhost"))
-        setup = load_setup(args)
-        build_resources(args, [(Target("localhost"), None)], setup, args.timeout)
+        settings = settings_from_args(args)
     except LocalFileError as exc:
         raise ValueError(str(exc)) from None
-    return Module(args, setup, float(args.timeout))
+    # The module's own checks of names, as a run would make them.
+    _read(settings, "localhost")
+    return Module(settings)
 
 
-def _with_target(args: argparse.Namespace, spec: str) -> argparse.Namespace:
-    own = copy.copy(args)
-    own.host, own.targets, own.targets_file = [], [spec], None
-    return own
+def _read(settings: Settings, spec: str) -> list[tuple[Target, str | None]]:
+    from ..targets import read_targets
+
+    return read_targets([spec], None, settings.targets, settings.keywords)
 
 
 @dataclass(frozen=True)
@@ -213,10 +205,8 @@ def parse_target(spec: str, module: Module) -> ParsedTarget:
     Raises:
         BadTarget: it names no server, or more than one.
     """
-    from ..resources import read_targets
-
     try:
-        found = read_targets(_with_target(module.args, spec))
+        found = _read(module.settings, spec)
     except UsageError as exc:
         raise BadTarget(str(exc)) from None
     if len(found) != 1:
@@ -245,72 +235,38 @@ class Answer:
 
 
 def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) -> Answer:
-    """Probe and judge one target within ``budget`` seconds, as the CLI would."""
-    import nagiosplugin
-
+    """Check one target within ``budget`` seconds, as the CLI would: one outcome's metrics."""
+    from ..check import check, unchecked
     from ..errors import LocalFileError
+    from ..formats import details
     from ..openmetrics import families, render
-    from ..plugin import (
-        CertificateSummary,
-        ClientDaysLeftContext,
-        ConnectionContext,
-        CrlDaysLeftContext,
-        DaysLeftContext,
-        FindingContext,
-        SecondsContext,
-        details,
-        reports,
-    )
-    from ..resources import build_resources
-    from ..thresholds import parse_threshold
+    from ..settings import reread_server_files, settings_for
 
-    args = module.args
     try:
-        resources = build_resources(
-            args, [(parsed.target, None)], module.setup, round(max(0.01, budget), 2)
-        )
+        # The server's own files say what is on disk now (--cert-file, --key-file).
+        settings = reread_server_files(module.settings)
     except (UsageError, LocalFileError, OSError) as exc:
         return failure(3, str(exc), openmetrics)
-    (resource,) = resources
-    resource.collect()
-    unreachable = {
-        "critical": nagiosplugin.Critical,
-        "warning": nagiosplugin.Warn,
-        "unknown": nagiosplugin.Unknown,
-    }[args.unreachable_state]
-    warning, critical = parse_threshold(args.warning), parse_threshold(args.critical)
-    check = nagiosplugin.Check(
-        resource,
-        DaysLeftContext(warning, critical),
-        CrlDaysLeftContext(args.crl_warning, args.crl_critical),
-        ClientDaysLeftContext(warning, critical),
-        SecondsContext("time"),
-        FindingContext(),
-        ConnectionContext(unreachable),
-        CertificateSummary(resource),
-        name="PG_TLS",
-    )
-    check()
-    found = families(reports(check.results, resources), check.results, args.negotiation)
-    untargeted = [
-        family._replace(
-            samples=tuple(
-                ({k: v for k, v in labels.items() if k != "target"}, value)
-                for labels, value in family.samples
-            )
-        )
-        for family in found
-    ]
+    target = parsed.target
+    own = settings_for(target, settings, {})
+    if isinstance(own, str):
+        outcome = unchecked(target, own)
+    else:
+        outcome = check(target, own, round(max(0.01, budget), 2))
+    # Without the target label: Prometheus adds the instance.
+    found = families([outcome], labelled=False)
     success = any(
         value == 1
         for family in found
         if family.name == "probe_success"
         for _, value in family.samples
     )
-    status = f"PG_TLS {str(check.state).upper()} - {check.summary_str}"
-    perfdata = " ".join(check.perfdata)
-    lines = [status + (f" | {perfdata}" if perfdata else ""), *details(resource)]
-    return Answer(success, render(untargeted, openmetrics), _text(lines))
+    status = f"PG_TLS {outcome.state.label} - {target}: {outcome.summary}"
+    perfdata = " ".join(
+        sorted(r.perfdata.text() for r in outcome.results if r.perfdata is not None)
+    )
+    lines = [status + (f" | {perfdata}" if perfdata else ""), *details(outcome)]
+    return Answer(success, render(found, openmetrics), _text(lines))
 
 
 def failure(state: int, reason: str, openmetrics: bool) -> Answer:

@@ -1,16 +1,34 @@
-"""The shared records: what to check, and what one probe saw.
+"""What to check and what was seen: targets, handshakes, answers, files.
 
-Pure data, no I/O: the probe produces these, the judgement modules read
-them, and neither needs to import the other to do so.
+The network modules (probe, tlsa_lookup) produce these, the judgement
+modules read them; neither needs the other to do so.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from .protocol import StartupReply
+from ..protocol import StartupReply
 
-__all__ = ["Login", "LoginAnswer", "Observation", "Target", "VerifyError"]
+__all__ = [
+    "TLSA_USAGES",
+    "TLS_VERSIONS",
+    "CertificateHash",
+    "KeyFile",
+    "Login",
+    "LoginAnswer",
+    "Observation",
+    "PlaintextAnswer",
+    "Target",
+    "TlsaAnswer",
+    "TlsaRecord",
+    "VerifyError",
+]
+
+
+#: Protocol versions as OpenSSL (and libpq's ssl_min_protocol_version) name
+#: them, oldest first.
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
 class Target(NamedTuple):
@@ -31,9 +49,6 @@ class Target(NamedTuple):
     #: How outputs name this target when its spec form is another check's
     #: too (two connection strings for one server): the form and its settings.
     display: str | None = None
-
-    def setting(self, key: str) -> str | None:
-        return dict(self.settings).get(key)
 
     @property
     def checked_name(self) -> str:
@@ -121,3 +136,98 @@ class Observation(NamedTuple):
     #: With ``--check-auth``: the server's answer to a StartupMessage sent
     #: over this connection after the handshake.
     login: LoginAnswer | None = None
+
+
+class PlaintextAnswer(NamedTuple):
+    """``--check-plaintext``: the answer to an unencrypted StartupMessage, or why there was none."""
+
+    user: str
+    database: str
+    reply: StartupReply | None
+    failure: str | None = None
+
+
+class KeyFile(NamedTuple):
+    """What the check learnt about a private key file (never the key itself)."""
+
+    path: str
+    mode: int
+    #: DER SubjectPublicKeyInfo of the key's public half; None if unreadable.
+    public_key: bytes | None
+    #: Why the key could not be read, if it could not.
+    unreadable: str | None = None
+    #: OpenSSL's type of the key (``EVP_PKEY_id``): RSA and RSA-PSS keys
+    #: have the same public half, but PostgreSQL takes a pair of one type only.
+    openssl_type: int | None = None
+
+
+class CertificateHash(NamedTuple):
+    """What libpq makes of a server certificate for SCRAM channel binding."""
+
+    #: OpenSSL's name of the digest libpq hashes the certificate with
+    #: (``SHA256``), or None when libpq cannot hash it.
+    digest: str | None
+    #: libpq's error message when it cannot ("could not find digest for NID UNDEF").
+    error: str | None = None
+    #: OpenSSL's name of the key type that made the certificate's signature
+    #: (``ED25519``): the issuer's key, not the server's.
+    signed_with: str | None = None
+    #: Who decided: ``openssl`` (libcrypto itself), or why cryptography's
+    #: reading of the signature algorithm stood in.
+    decided_by: str = "openssl"
+
+
+#: TLSA certificate usages (RFC 6698, RFC 7218's names).
+TLSA_USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
+# Matching type -> length of the association data (None: the full object).
+_TLSA_LENGTHS = {0: None, 1: 32, 2: 64}
+
+
+class TlsaRecord(NamedTuple):
+    """One TLSA record: certificate usage, selector, matching type, association data."""
+
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        """``3 1 1``: what an admin calls a record."""
+        return f"{self.usage} {self.selector} {self.mtype}"
+
+    def __str__(self) -> str:
+        """Presentation form, as in a zone file: ``3 1 1 a8aac32c...``."""
+        return f"{self.kind} {self.data.hex()}"
+
+    @property
+    def usable(self) -> bool:
+        # RFC 6698 section 4.1 / RFC 7671 section 4: records with unknown
+        # parameters, or a digest of the wrong length, are unusable, and ignored.
+        if (
+            self.usage not in TLSA_USAGES
+            or self.selector not in (0, 1)
+            or self.mtype not in _TLSA_LENGTHS
+        ):
+            return False
+        length = _TLSA_LENGTHS[self.mtype]
+        return bool(self.data) and (length is None or len(self.data) == length)
+
+
+class TlsaAnswer(NamedTuple):
+    """What the resolver said about ``owner``'s TLSA records, or why it said nothing."""
+
+    owner: str
+    #: ``address:port`` of the resolver that answered (or was asked last).
+    resolver: str
+    #: Where that resolver came from: ``--dns-server`` or the system's configuration.
+    source: str
+    #: ``NOERROR``, ``NXDOMAIN``, ``SERVFAIL``, ...; None when there was no answer.
+    rcode: str | None = None
+    #: The AD bit: the resolver validated the answer with DNSSEC.
+    authenticated: bool = False
+    records: tuple[TlsaRecord, ...] = ()
+    #: Extended DNS Errors (RFC 8914) the resolver attached, as text.
+    extended_errors: tuple[str, ...] = ()
+    #: Why there is no answer (timeout, network error), when there is none.
+    failure: str | None = None
