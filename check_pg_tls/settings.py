@@ -285,6 +285,12 @@ def load_trust(sslmode: str, files: TlsFiles) -> TrustStore:
         sslrootcert, files.sslcrl, files.sslcrldir, files.sslcert, files.sslkey
     )
     trust = _crls(files, contexts)
+    if sslrootcert is not None:
+        from .libpq_openssl import LibpqStore
+
+        # Loaded on first use: the second opinion on every chain the
+        # verdict's OpenSSL accepts, from libpq's own OpenSSL.
+        trust = trust._replace(libpq=LibpqStore(sslrootcert, contexts.sslcrl, contexts.sslcrldir))
     if files.sslcert:
         trust = _client_certificate(trust, files.sslcert, files.sslkey or files.sslcert)
     return trust

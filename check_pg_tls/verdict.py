@@ -79,7 +79,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         # Only the CRLs OpenSSL checked the chain against (not --audit-crl).
         checked = [crl for crl in policy.crls if not crl.audited] if policy.checks_crls else []
         chain_check = describe_verification(
-            chain, observation.verify_errors, observation.verified_chain, checked, now
+            chain, observation.verify_errors, observation.verified_chain, checked, now, policy.libpq
         )
         findings.append(
             Finding(
