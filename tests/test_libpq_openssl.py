@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mldsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -315,6 +316,20 @@ def crl_lab(workspace: Workspace) -> Iterator[CrlLab]:
     cluster.stop()
 
 
+def _without_akid(
+    issuer: pki.Issued, signer: pki.Issued, days_before: float
+) -> x509.CertificateRevocationList:
+    now = pki._now()
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(now - pki.DAY * days_before)
+        .next_update(now + pki.DAY * 7)
+        .add_extension(x509.CRLNumber(9), critical=False)
+        .sign(signer.key, hashes.SHA256())
+    )
+
+
 @dataclass(frozen=True)
 class CrlCase:
     #: The root certificate file, and the keywords after it.
@@ -378,6 +393,7 @@ CRL_CASES = {
     "hashed-r0-clean-r2-revoking-no-r1": CrlCase(
         _directory({"{root}.r0": _root_crl, "{inter}.r0": _inter_crl, "{inter}.r2": _revoking}),
         True,
+        "is never read by OpenSSL: OpenSSL stops at the missing",
     ),
     "hashed-r0-clean-r1-revoking": CrlCase(
         _directory({"{root}.r0": _root_crl, "{inter}.r0": _inter_crl, "{inter}.r1": _revoking}),
@@ -387,6 +403,44 @@ CRL_CASES = {
     "hashed-revoking-crl-under-a-name-of-no-issuer": CrlCase(
         _directory({"{root}.r0": _root_crl, "{inter}.r0": _inter_crl, "deadbeef.r0": _revoking}),
         True,
+    ),
+    # A key rollover: the retired key's CRL (its own key identifier, well
+    # signed, newer) beside the current key's. OpenSSL never selects it.
+    "crl-of-the-retired-key-beside-the-current-one": CrlCase(
+        _crl_file(_root_crl, _inter_crl, lambda lab: pki.make_crl(lab.retired, days_before=0.5)),
+        True,
+        "is not used: it is signed by another key of CN=Store Intermediate",
+    ),
+    # The current key's identifier, another key's signature: a forgery that
+    # OpenSSL selects when it is the newest, and refuses.
+    "newest-crl-forged-with-the-current-key-identifier": CrlCase(
+        _crl_file(
+            _root_crl,
+            _inter_crl,
+            lambda lab: pki.make_crl(lab.inter, signer=lab.retired, days_before=0.5),
+        ),
+        False,
+        "is not signed by CN=Store Intermediate",
+    ),
+    "older-crl-forged-with-the-current-key-identifier": CrlCase(
+        _crl_file(
+            _root_crl,
+            _inter_crl,
+            lambda lab: pki.make_crl(lab.inter, signer=lab.retired, days_before=4),
+        ),
+        True,
+        "is not used: OpenSSL uses the one issued",
+    ),
+    # Without a key identifier, OpenSSL takes a CRL for any key of its issuer.
+    "newest-crl-of-the-retired-key-without-key-identifier": CrlCase(
+        _crl_file(_root_crl, _inter_crl, lambda lab: _without_akid(lab.inter, lab.retired, 0.5)),
+        False,
+        "is not signed by CN=Store Intermediate",
+    ),
+    "older-crl-of-the-retired-key-without-key-identifier": CrlCase(
+        _crl_file(_root_crl, _inter_crl, lambda lab: _without_akid(lab.inter, lab.retired, 4)),
+        True,
+        "is not used: OpenSSL uses the one issued",
     ),
 }
 
@@ -405,3 +459,36 @@ def test_crls_as_libpq_loads_them(crl_lab: CrlLab, psql_home: Path, case: str) -
     else:
         assert seen.plugin.returncode == 2, seen
         assert known.words in seen.plugin.status_line, seen
+
+
+def test_the_audit_lists_what_the_hashed_directory_holds_and_openssl_never_reads(
+    crl_lab: CrlLab, psql_home: Path
+) -> None:
+    root, keywords = CRL_CASES["hashed-r0-clean-r2-revoking-no-r1"].files(crl_lab, "json-gap")
+    folder = keywords[0].partition("=")[2]
+    document = run_plugin(
+        "-H", "127.0.0.1", "-p", str(crl_lab.cluster.port), "--servername", "db.test",
+        "--sslrootcert", str(root), "--sslcrldir", folder, "--json",
+    )  # fmt: skip
+    (target,) = json.loads(document.stdout)["targets"]
+    by_file = {Path(crl["source"]).name: crl for crl in target["crls"]}
+    gap = by_file[f"{_hash(crl_lab.inter)}.r2"]
+    assert gap["in_use"] is False, by_file
+    assert gap["problem"] is None, by_file
+    assert f"OpenSSL stops at the missing {_hash(crl_lab.inter)}.r1" in gap["note"], by_file
+    assert by_file[f"{_hash(crl_lab.inter)}.r0"]["in_use"] is True, by_file
+    assert target["state"] == "OK"
+
+
+def test_root_file_crls_are_judged_for_freshness(crl_lab: CrlLab) -> None:
+    # The root file's CRL is one libpq uses: its nextUpdate counts.
+    soon = pki.make_crl(crl_lab.root, days_after=0.5)
+    root = crl_lab.root_file("fresh-root", soon)
+    sslcrl = crl_lab.pem("fresh-root", _inter_crl(crl_lab))
+    result = run_plugin(
+        "-H", "127.0.0.1", "-p", str(crl_lab.cluster.port), "--servername", "db.test",
+        "--sslrootcert", str(root), "--sslcrl", str(sslcrl),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert "CRL of CN=Store Root,O=check_pg_tls tests expires in " in result.status_line
+    assert result.perfdata["crl_days_left"].startswith("0.4"), result.perfdata
