@@ -279,8 +279,8 @@ def _another_key(crl: CrlFacts, path: Sequence[CertFacts]) -> str | None:
         return None
     return (
         f"CRL of {crl.issuer} ({crl.source}) is not used: it is signed by another key of "
-        f"{crl.issuer} (its authority key identifier is not that of the {crl.issuer} on the "
-        "chain), so OpenSSL does not select it"
+        f"{crl.issuer} than the one on this chain (its authority key identifier says so), "
+        "so OpenSSL does not select it"
     )
 
 
