@@ -8,9 +8,11 @@ OpenSSL does not look at until it is too late: how long each CRL it uses
 has left before every client with ``sslcrl`` (and every certificate login
 to a server with ``ssl_crl_file``) stops working.
 
-Of several CRLs of one issuer and scope, OpenSSL uses one: a current one
-before a stale one, then the one issued last. A superseded CRL beside it
-is history, not a problem: :func:`judge_crls` says so as information.
+Of several CRLs of one issuer, key and scope, OpenSSL uses one: a current
+one before a stale one, then the one issued last. A superseded CRL beside
+it, the CRL of another key of the same CA, one OpenSSL never reads: history
+or someone else's, not a problem; :func:`judge_crls` says so as
+information.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class CrlFacts(NamedTuple):
     #: Given with ``--audit-crl``: a server's ``ssl_crl_file``, which concerns
     #: client certificates of any CA, not this server's chain.
     audited: bool = False
+    #: Why OpenSSL never reads it, though it is in the directory given (a
+    #: hashed directory is looked up by name, see :mod:`.local_files`).
+    unread: str | None = None
 
     @property
     def issuer(self) -> str:
@@ -98,9 +103,21 @@ def crl_for(cert: x509.Certificate, crls: Iterable[CrlFacts]) -> CrlFacts | None
     """The CRL issued by ``cert``'s issuer, if one is loaded (the freshest one).
 
     One OpenSSL may use comes first: a delta CRL, say, only when there is
-    no other.
+    no other; never one of another key of the issuer (its key identifier is
+    not the one the certificate names), nor one OpenSSL never reads.
     """
-    matching = [c for c in crls if c.crl.issuer == cert.issuer]
+    try:
+        named = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        named = None
+    wanted = named.key_identifier if named is not None else None
+
+    def fits(crl: CrlFacts) -> bool:
+        akid = crl_extension(crl.crl, x509.AuthorityKeyIdentifier)
+        found = akid.key_identifier if akid is not None else None
+        return wanted is None or found is None or found == wanted
+
+    matching = [c for c in crls if c.crl.issuer == cert.issuer and c.unread is None and fits(c)]
     if not matching:
         return None
     return max(matching, key=lambda c: (unusable_kind(c.crl) is None, c.crl.last_update_utc))
@@ -134,21 +151,19 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
     """Is the CRL signed by its issuer and still current?
 
     ``issuers`` are the certificates that may have issued it (the trusted
-    roots, the presented chain); the one whose name matches and whose key
-    verifies the signature is the issuer.
+    roots, the presented chain); of those whose name matches, the ones
+    its authority key identifier does not rule out are its issuer's
+    certificates, and one of their keys must verify the signature.
     """
     days = crl.days_left(now)
     note = None
     if crl.next_update is None:
         note = f"CRL of {crl.issuer} ({crl.source}) has no nextUpdate: OpenSSL takes it as current"
-    candidates = [
-        c.certificate
-        for c in issuers
-        if c.certificate is not None and c.certificate.subject == crl.crl.issuer
-    ]
+    candidates = [c.certificate for c in _fitting(crl.crl, issuers) if c.certificate is not None]
     if not candidates:
-        # A CRL of a CA this server's chain does not use: its signature
-        # cannot be checked here, and it concerns other servers.
+        # A CRL of a CA this server's chain does not use, or signed by
+        # another key of it: its signature cannot be checked here, and it
+        # concerns other certificates.
         problem = _staleness(crl, days, now)
         return CrlStatus(crl, days, problem, signature_checked=False, note=note)
     if not any(signed_by(crl.crl, c) for c in candidates):
@@ -163,26 +178,34 @@ def judge_crls(
     issuers: Sequence[CertFacts],
     concerns: Callable[[CrlFacts], bool],
     now: dt.datetime,
+    path: Sequence[CertFacts] = (),
 ) -> tuple[CrlStatus, ...]:
     """Judge every CRL; only those OpenSSL uses can be a problem.
 
-    Of the CRLs of one issuer, key and scope (Issuing Distribution Point)
-    given together, OpenSSL uses one: a current one before one that is not,
-    then the one issued last. OpenSSL uses no delta CRL here (libpq asks
-    for none). ``concerns`` says whether a CRL's issuer matters at all (an
-    issuer of this server's chain, for the CRLs the client loads). The rest
-    are information. In use first, the soonest to expire first.
+    For a certificate of ``path`` (the chain OpenSSL built, leaf first),
+    OpenSSL considers only the CRLs of its issuer's name whose authority key
+    identifier, if any, is that of the issuer on the path: a CRL of another
+    key of the same CA (one retired in a key rollover) is never selected,
+    however well signed, nor is one that merely claims the name. Of the CRLs
+    it considers for one issuer and scope (Issuing Distribution Point), it
+    uses one: a current one before one that is not, then the one issued
+    last; that one must be signed by the issuer. OpenSSL uses no delta CRL
+    here (libpq asks for none), and none it never reads. ``concerns`` says
+    whether a CRL's issuer matters at all (an issuer of this server's chain,
+    for the CRLs the client loads). The rest are information. In use first,
+    the soonest to expire first.
     """
+    considered = [crl for crl in crls if crl.unread is None and _another_key(crl, path) is None]
     chosen: dict[tuple[bool, object], CrlFacts] = {}
-    for crl in crls:
-        key = (crl.audited, _scope(crl.crl))
+    for crl in considered:
+        key = (crl.audited, _scope(crl))
         best = chosen.get(key)
         if best is None or _rank(crl, now) > _rank(best, now):
             chosen[key] = crl
     judged = []
     for crl in crls:
         status = judge_crl(crl, issuers, now)
-        why_not = _not_used(crl, chosen[(crl.audited, _scope(crl.crl))], concerns)
+        why_not = _not_used(crl, chosen.get((crl.audited, _scope(crl))), concerns, path)
         if why_not is not None:
             status = status._replace(problem=None, in_use=False, note=why_not)
         judged.append(status)
@@ -195,11 +218,14 @@ def judge_crls(
     )
 
 
-def _scope(crl: x509.CertificateRevocationList) -> tuple[object, ...]:
-    # What OpenSSL matches a CRL to a certificate by: issuer name, the key
-    # that signed it (authority key identifier), its Issuing Distribution
-    # Point; a delta CRL is never a complete one.
-    akid = crl_extension(crl, x509.AuthorityKeyIdentifier)
+def _scope(facts: CrlFacts) -> tuple[object, ...]:
+    # What OpenSSL matches a CRL to a certificate by: issuer name, its
+    # Issuing Distribution Point; a delta CRL is never a complete one. The
+    # key is the path's issuer's (the others were set aside); a server's
+    # own CRL file (--audit-crl) serves client certificates issued by any
+    # key of a CA, so there each key's CRLs are their own.
+    crl = facts.crl
+    akid = crl_extension(crl, x509.AuthorityKeyIdentifier) if facts.audited else None
     return (
         crl.issuer,
         akid.key_identifier if akid is not None else None,
@@ -208,17 +234,84 @@ def _scope(crl: x509.CertificateRevocationList) -> tuple[object, ...]:
     )
 
 
+def _fitting(crl: x509.CertificateRevocationList, certs: Iterable[CertFacts]) -> list[CertFacts]:
+    """The certificates ``crl`` may be from: its issuer's name, and the key its AKID names.
+
+    OpenSSL's rule (``X509_check_akid``): a key identifier in the CRL must
+    be the certificate's subject key identifier, when both have one. (The
+    issuer name and serial an AKID may hold instead are left aside: CAs do
+    not put them in CRLs.)
+    """
+    akid = crl_extension(crl, x509.AuthorityKeyIdentifier)
+    wanted = akid.key_identifier if akid is not None else None
+    fitting = []
+    for cert in certs:
+        parsed = cert.certificate
+        try:
+            if parsed is None or parsed.subject != crl.issuer:
+                continue
+            own = parsed.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            own = None
+        except ValueError:
+            continue
+        if wanted is None or own is None or own == wanted:
+            fitting.append(cert)
+    return fitting
+
+
+def _another_key(crl: CrlFacts, path: Sequence[CertFacts]) -> str | None:
+    """Why OpenSSL never selects this CRL for the certificates of ``path``, or None.
+
+    Only the issuer certificates on the path count, as in OpenSSL's
+    ``crl_akid_check`` (without extended CRL support, which libpq does not ask
+    for): a CRL whose key identifier names another key of its CA is not one
+    OpenSSL considers.
+    """
+    if crl.audited or not path:
+        return None
+    named = [
+        cert
+        for cert in path
+        if cert.certificate is not None and _subject(cert.certificate) == crl.crl.issuer
+    ]
+    if not named or _fitting(crl.crl, named):
+        return None
+    return (
+        f"CRL of {crl.issuer} ({crl.source}) is not used: it is signed by another key of "
+        f"{crl.issuer} than the one on this chain (its authority key identifier says so), "
+        "so OpenSSL does not select it"
+    )
+
+
+def _subject(cert: x509.Certificate) -> x509.Name | None:
+    try:
+        return cert.subject
+    except ValueError:
+        return None
+
+
 def _rank(crl: CrlFacts, now: dt.datetime) -> tuple[bool, dt.datetime]:
     return crl.current(now), crl.crl.last_update_utc
 
 
-def _not_used(crl: CrlFacts, best: CrlFacts, concerns: Callable[[CrlFacts], bool]) -> str | None:
+def _not_used(
+    crl: CrlFacts,
+    best: CrlFacts | None,
+    concerns: Callable[[CrlFacts], bool],
+    path: Sequence[CertFacts],
+) -> str | None:
     what = f"CRL of {crl.issuer} ({crl.source})"
+    if crl.unread is not None:
+        return f"{what} is never read by OpenSSL: {crl.unread}"
     if crl_extension(crl.crl, x509.DeltaCRLIndicator) is not None:
         return f"{what} is a delta CRL: OpenSSL does not use it (libpq asks for none)"
     if not concerns(crl):
         return f"{what} concerns no certificate of this server's chain"
-    if best is not crl:
+    other_key = _another_key(crl, path)
+    if other_key is not None:
+        return other_key
+    if best is not None and best is not crl:
         issued = f"{best.crl.last_update_utc:%Y-%m-%d %H:%M} UTC"
         where = "" if best.source == crl.source else f" ({best.source})"
         return f"{what} is not used: OpenSSL uses the one issued {issued}{where}"

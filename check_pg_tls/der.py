@@ -24,6 +24,7 @@ __all__ = [
     "extensions",
     "parse",
     "subject_attributes",
+    "subject_name",
     "subject_public_key_info",
 ]
 
@@ -135,6 +136,26 @@ def subject_public_key_info(certificate: bytes) -> bytes:
     if len(parts) != 2 or parts[0].tag != _SEQUENCE or parts[1].tag != _BIT_STRING:
         raise DerError("bad subjectPublicKeyInfo")
     return spki.encoded
+
+
+def subject_name(certificate: bytes) -> bytes:
+    """The subject Name element, tag to last byte, exactly as the certificate holds it.
+
+    Walks only as far as the subject: it is read for every certificate of
+    a system's trust store.
+    """
+    outer = parse(certificate)
+    tbs = parse(certificate[: outer.end], outer.start)
+    if outer.tag != _SEQUENCE or tbs.tag != _SEQUENCE:
+        raise DerError("not a certificate")
+    data = certificate[: tbs.end]
+    field = parse(data, tbs.start)
+    # [0] version, if any; then serial, signature, issuer, validity, subject.
+    for _ in range(5 if field.tag == 0xA0 else 4):
+        field = parse(data, field.end)
+    if field.tag != _SEQUENCE:
+        raise DerError("no subject")
+    return field.encoded
 
 
 def subject_attributes(certificate: bytes) -> list[tuple[bytes, int, bytes]]:

@@ -7,6 +7,7 @@ to derive its public half and is never printed, logged or kept.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 from cryptography import x509
@@ -23,6 +24,7 @@ __all__ = [
     "read_certificates",
     "read_crl_dir",
     "read_crls",
+    "read_pem_crls",
 ]
 
 
@@ -106,15 +108,99 @@ def read_crls(path: str, what: str = "CRL file") -> tuple[CrlFacts, ...]:
         raise LocalFileError(f"no valid CRL in {what} {path}") from None
 
 
+def read_pem_crls(path: str, what: str) -> tuple[CrlFacts, ...]:
+    """The PEM CRLs in a file that holds other things too (a root certificate file).
+
+    OpenSSL loads the CRLs of a root certificate file beside its
+    certificates, and libpq's checks use them; one OpenSSL reads and
+    cryptography does not is left out here (OpenSSL still decides).
+    """
+    data = _read(path, what)
+    crls = []
+    for part in data.split(_PEM_CRL)[1:]:
+        try:
+            crls.append(CrlFacts(x509.load_pem_x509_crl(_PEM_CRL + part), path))
+        except ValueError:
+            continue
+    return tuple(crls)
+
+
+# OpenSSL names the files of a hashed directory "%08lx.r%d".
+_HASHED = re.compile(r"([0-9a-f]{8})\.r(0|[1-9][0-9]*)")
+_LOOKS_HASHED = re.compile(r"[0-9A-Fa-f]+\.r[0-9]+")
+
+
 def read_crl_dir(path: str) -> tuple[CrlFacts, ...]:
-    """The CRLs of a directory prepared for OpenSSL (``openssl rehash``: ``HASH.rN``)."""
+    """The CRLs of a directory prepared for OpenSSL (``openssl rehash``: ``HASH.rN``).
+
+    Read as OpenSSL's by-hash lookup reads them when it wants the CRLs of an
+    issuer: ``HASH.r0``, ``HASH.r1``, ... with HASH the hash of the issuer's
+    name, until a file is missing or holds no PEM CRL, and of each the CRLs
+    of that issuer. Every other CRL in such a file, or in one after the gap,
+    is returned too, with why OpenSSL never reads it (``unread``): it never
+    counts, and an admin should know.
+    """
     try:
         names = sorted(os.listdir(path))
     except OSError as exc:
         raise LocalFileError(f"cannot read CRL directory {path}: {exc.strerror}") from None
+    series: dict[str, dict[int, str]] = {}
     crls: list[CrlFacts] = []
     for name in names:
-        stem, _, suffix = name.rpartition(".r")
-        if stem and suffix.isdigit():
-            crls.extend(read_crls(os.path.join(path, name), "CRL file"))
+        match = _HASHED.fullmatch(name)
+        if match is not None:
+            series.setdefault(match[1], {})[int(match[2])] = name
+        elif _LOOKS_HASHED.fullmatch(name):
+            why = f"{name} is not named as OpenSSL looks CRLs up (lower-case HASH.rN)"
+            crls += [c._replace(unread=why) for c in _dir_file(path, name)[0]]
+    for digest, files in series.items():
+        suffix, missing = 0, None
+        for number in sorted(files):
+            name = files[number]
+            found, pem = _dir_file(path, name)
+            if missing is None and number != suffix:
+                missing = f"OpenSSL stops at the missing {digest}.r{suffix}"
+            elif missing is None and not pem:
+                crls += [
+                    c._replace(unread=f"{name} is not PEM, which OpenSSL needs") for c in found
+                ]
+                missing = f"OpenSSL stops at {name}, from which it reads no PEM CRL"
+                continue
+            if missing is not None:
+                crls += [c._replace(unread=missing) for c in found]
+                continue
+            suffix += 1
+            for crl in found:
+                if f"{_name_hash(crl.crl.issuer):08x}" == digest:
+                    crls.append(crl)
+                else:
+                    crls.append(crl._replace(unread=f"{name} is named for another issuer's hash"))
     return tuple(crls)
+
+
+def _dir_file(directory: str, name: str) -> tuple[tuple[CrlFacts, ...], bool]:
+    """The CRLs of one file of a hashed directory, and whether they are PEM."""
+    path = os.path.join(directory, name)
+    data = _read(path, "CRL file")
+    if _PEM_CRL in data:
+        return read_pem_crls(path, "CRL file"), True
+    try:
+        return (CrlFacts(x509.load_der_x509_crl(data), path),), False
+    except ValueError:
+        return (), False
+
+
+def _name_hash(name: x509.Name) -> int:
+    """OpenSSL's hash of a name, which names the files of hashed directories."""
+    # pyOpenSSL offers it only for the names of its own objects.
+    from OpenSSL._util import ffi, lib
+
+    der = name.public_bytes()
+    buffer = ffi.new("unsigned char[]", der)
+    decoded = lib.d2i_X509_NAME(ffi.NULL, ffi.new("unsigned char **", buffer), len(der))
+    if decoded == ffi.NULL:
+        return -1
+    try:
+        return int(lib.X509_NAME_hash(decoded))
+    finally:
+        lib.X509_NAME_free(decoded)

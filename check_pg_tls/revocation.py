@@ -3,12 +3,15 @@
 Only a chain OpenSSL verified is looked at: a URL in a certificate nobody
 vouches for is the server's choice, and fetching it would let any server
 make the monitoring host send requests wherever it likes. For every
-certificate of the verified path below its trust anchor, the CRL is fetched
-from the certificate's own CRL Distribution Point, and OpenSSL decides
-(:mod:`.crl_verify`) whether it covers the certificate and whether it lists
-it. A listed serial is CRITICAL; a CRL that cannot be had, or that OpenSSL
-will not use for the certificate, is a separate finding ("revocation
-unknown"), never "revoked" and never "not revoked".
+certificate of the verified path below its trust anchor, the CRLs are
+fetched from every distribution point the certificate names, and OpenSSL
+decides (:mod:`.crl_verify`) on all of them together which covers the
+certificate and whether it lists it: it takes the best, so an older CRL at
+one URL cannot hide a revocation in a newer one at another. A listed serial
+is CRITICAL; a CRL that cannot be had, or that OpenSSL will not use for the
+certificate, and a certificate that names no distribution point, are a
+separate finding ("revocation unknown"), never "revoked" and never "not
+revoked".
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ _URL_TEXT = 100
 
 
 class _Outcome(NamedTuple):
-    #: "revoked", "unknown", "checked", or "skipped" (nothing to check).
+    #: "revoked", "unknown" or "checked".
     kind: str
     text: str = ""
 
@@ -98,11 +101,14 @@ def _check(
     except ValueError:
         return _Outcome("unknown", f"the CRL distribution points of {who} cannot be read")
     # Other schemes (ldap:) are left to clients that speak them.
-    urls = tuple(url for url in urls if url[:4].lower() == "http")
+    urls = tuple(dict.fromkeys(url for url in urls if url[:4].lower() == "http"))
     if not urls:
-        if index == 0:
-            return _Outcome("unknown", "certificate names no CRL distribution point (http)")
-        return _Outcome("skipped")
+        # Nothing says whether it is revoked: as unknown as a CRL that
+        # cannot be had, for an intermediate as for the leaf.
+        return _Outcome("unknown", f"{who} names no CRL distribution point (http)")
+    # Every distribution point, then OpenSSL on all their CRLs together: it
+    # takes the best of them (the one issued last), so an older CRL still
+    # current at one URL cannot hide a revocation in a newer one at another.
     fetched: list[tuple[str, x509.CertificateRevocationList]] = []
     reasons: list[str] = []
     for url in urls:
@@ -114,24 +120,25 @@ def _check(
         crl = parse_crl(got.body)
         if crl is None:
             reasons.append(f"{shown} does not hold a CRL (for {who})")
-            continue
-        if not openssl_reads(crl):
+        elif not openssl_reads(crl):
             reasons.append(f"OpenSSL cannot read the CRL at {shown} (for {who})")
-            continue
-        fetched.append((url, crl))
-        answer = check_certificate(path, index, [c for _, c in fetched], now)
-        if answer.not_revoked:
-            return _Outcome("checked", who)
-        matched_url, matched = _matched(path, index, fetched, answer, now)
-        where = safe(matched_url, _URL_TEXT)
-        if answer.revoked:
-            serial = crypto.load_certificate(crypto.FILETYPE_ASN1, path[index]).get_serial_number()
-            listed = revocation_entry(serial, matched) or "revoked"
-            return _Outcome("revoked", f"{who} {listed}, says the CRL at {where}")
-        reason = _unusable(answer, who, path[index], where, matched)
-        if reason not in reasons:
-            reasons.append(reason)
-    return _Outcome("unknown", "; ".join(reasons))
+        else:
+            fetched.append((url, crl))
+    if not fetched:
+        return _Outcome("unknown", "; ".join(reasons))
+    answer = check_certificate(path, index, [c for _, c in fetched], now)
+    if answer.not_revoked:
+        # A CRL covers it and none revokes it; a mirror that failed is said.
+        missed = f" ({'; '.join(reasons)})" if reasons else ""
+        return _Outcome("checked", f"{who}{missed}")
+    matched_url, matched = _matched(path, index, fetched, answer, now)
+    where = safe(matched_url, _URL_TEXT)
+    if answer.revoked:
+        serial = crypto.load_certificate(crypto.FILETYPE_ASN1, path[index]).get_serial_number()
+        listed = revocation_entry(serial, matched) or "revoked"
+        return _Outcome("revoked", f"{who} {listed}, says the CRL at {where}")
+    reason = _unusable(answer, who, path[index], where, matched)
+    return _Outcome("unknown", "; ".join([*reasons, reason]))
 
 
 def _matched(

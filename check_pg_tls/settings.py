@@ -285,6 +285,12 @@ def load_trust(sslmode: str, files: TlsFiles) -> TrustStore:
         sslrootcert, files.sslcrl, files.sslcrldir, files.sslcert, files.sslkey
     )
     trust = _crls(files, contexts)
+    if sslrootcert is not None:
+        from .libpq_openssl import LibpqStore
+
+        # Loaded on first use: the second opinion on every chain the
+        # verdict's OpenSSL accepts, from libpq's own OpenSSL.
+        trust = trust._replace(libpq=LibpqStore(sslrootcert, contexts.sslcrl, contexts.sslcrldir))
     if files.sslcert:
         trust = _client_certificate(trust, files.sslcert, files.sslkey or files.sslcert)
     return trust
@@ -295,11 +301,15 @@ def _crls(files: TlsFiles, contexts: ClientContexts) -> TrustStore:
     if not (files.sslcrl or files.sslcrldir or files.audit_crl):
         return TrustStore(contexts)
     # Only the options that name files need it.
-    from .local_files import read_certificates, read_crl_dir, read_crls
+    from .local_files import read_certificates, read_crl_dir, read_crls, read_pem_crls
 
     crls = [crl._replace(audited=True) for path in files.audit_crl for crl in read_crls(path)]
     ignored = None
     if contexts.checks_crls:
+        # What libpq's store holds: the root file's CRLs (OpenSSL loads them
+        # with its certificates), then sslcrl's and sslcrldir's.
+        if contexts.sslrootcert is not None:
+            crls += read_pem_crls(contexts.sslrootcert, "root certificate file")
         if files.sslcrl:
             crls += read_crls(files.sslcrl)
         if files.sslcrldir:

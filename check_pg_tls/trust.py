@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from .certs import CertFacts, describe_name, facts_from_der
 from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
 from .model import VerifyError
+from .openssl_client import openssl_version
+
+if TYPE_CHECKING:
+    from .libpq_openssl import LibpqStore
 
 __all__ = ["ChainCheck", "describe_verification"]
 
@@ -92,6 +96,7 @@ def describe_verification(
     verified_chain: Sequence[bytes],
     crls: Sequence[CrlFacts] = (),
     now: dt.datetime | None = None,
+    libpq: LibpqStore | None = None,
 ) -> ChainCheck:
     """Word OpenSSL's complaints about the chain ``presented`` (leaf first).
 
@@ -99,7 +104,9 @@ def describe_verification(
     left to the days-left and validity judgements, which name it with its
     dates; everything else OpenSSL complained about makes the chain untrusted.
     ``crls`` are those OpenSSL checked the chain against (libpq's sslcrl and
-    sslcrldir), and ``now`` the time of the check, when it did.
+    sslcrldir, and those of the root certificate file), and ``now`` the time
+    of the check. A chain the verdict's OpenSSL accepts is put to ``libpq``,
+    libpq's own OpenSSL (:mod:`.libpq_openssl`), whose refusal is the verdict.
     """
     sent = {cert.der for cert in presented}
     relevant = [
@@ -114,7 +121,9 @@ def describe_verification(
     if not relevant:
         path = tuple(verified_chain)
         missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
-        refused = _libpq_crl_problem(presented, sent, path, crls, now) if crls and now else None
+        refused = None
+        if libpq is not None and now is not None:
+            refused = _libpq_problem(presented, sent, path, crls, now, libpq)
         if refused is not None:
             return ChainCheck(refused, (refused,), path, missing)
         return ChainCheck(None, (), path, missing)
@@ -255,38 +264,67 @@ def _word_crl(
     return f"CRL of {issuer} does not verify ({openssl})"
 
 
-def _libpq_crl_problem(
+def _libpq_problem(
     presented: Sequence[CertFacts],
     sent: set[bytes],
     path: Sequence[bytes],
     crls: Sequence[CrlFacts],
     now: dt.datetime,
+    libpq: LibpqStore,
 ) -> str | None:
-    """libpq's own OpenSSL refuses, with these CRLs, a path the verdict's accepted.
+    """libpq's own OpenSSL refuses a chain the verdict's accepted: its refusal, worded."""
+    from .libpq_openssl import UNDECODABLE, UNREADABLE_ROOTS
 
-    See :mod:`.libpq_crls`: the OpenSSL majors differ on the root's own CRL.
-    """
-    # Imported here: serialization costs every check ~5 ms of start-up (and
-    # loads bcrypt where it is installed); only CRLs need it.
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from OpenSSL import SSL
-
-    from .libpq_crls import libpq_refusal
-
-    ders = [crl.crl.public_bytes(Encoding.DER) for crl in crls]
-    refusal = libpq_refusal(path, ders, now, SSL.OPENSSL_VERSION_NUMBER)
+    refusal = libpq.refusal([cert.der for cert in presented], now)
     if refusal is None:
         return None
-    depth = min(max(refusal.depth, 0), len(path) - 1)
-    if refusal.code in _TIME_CODES and path[depth] in sent and depth < _top(path):
-        # OpenSSL checks revocation before dates: a certificate the server
-        # sent that is out of its dates has passed the CRL checks, and is
-        # left to the days-left and validity judgements, as above.
+    theirs = f"libpq's {refusal.version}"
+    if refusal.code == UNREADABLE_ROOTS:
+        worded = (
+            f"{theirs} cannot read root certificate file {libpq.sslrootcert} "
+            f"({refusal.message}): libpq fails before it connects"
+        )
+    elif refusal.code == UNDECODABLE:
+        who = "certificate" if refusal.depth == 0 else f"intermediate #{refusal.depth}"
+        worded = (
+            f"{theirs} cannot decode the {who} the server sends ({refusal.message}): "
+            "the handshake fails"
+        )
+    else:
+        chain = refusal.chain or tuple(path)
+        error = VerifyError(refusal.depth, refusal.code, refusal.message, refusal.certificate)
+        issuer = _issuer_on(path, refusal.certificate)
+        if refusal.code in _NO_ISSUER_CODES and issuer is not None:
+            # The verdict's OpenSSL verified this certificate with that
+            # issuer: libpq's takes it for none (a signature algorithm it
+            # does not know, an issuer key it cannot decode).
+            return (
+                f"{theirs} finds no issuer it can use for {_who(error, sent, chain)}, signed "
+                f"{_algorithm(refusal.certificate)}by {issuer.subject} (OpenSSL: "
+                f"{refusal.message}); the check's {openssl_version()} verifies it"
+            )
+        worded = _word(error, presented, sent, chain, crls)
+        return f"{worded} ({theirs} refuses this; the check's {openssl_version()} does not)"
+    return f"{worded} (the check's {openssl_version()} can)"
+
+
+def _issuer_on(path: Sequence[bytes], der: bytes) -> CertFacts | None:
+    # The issuer the verdict's OpenSSL verified ``der`` with, if ``der`` is on its path.
+    if der not in path:
         return None
-    error = VerifyError(depth, refusal.code, refusal.message, path[depth])
-    worded = _word(error, presented, sent, path, crls)
-    mine = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii", "replace")
-    return f"{worded} (libpq's {refusal.version} refuses this; the check's {mine} does not)"
+    index = list(path).index(der)
+    return _facts(path[index + 1]) if index + 1 < len(path) else None
+
+
+def _algorithm(der: bytes) -> str:
+    """``with ecdsa-with-SHA3-256 `` as the verdict's OpenSSL names it, or nothing."""
+    from OpenSSL import crypto
+
+    try:
+        name = crypto.load_certificate(crypto.FILETYPE_ASN1, der).get_signature_algorithm()
+    except (crypto.Error, ValueError):
+        return ""
+    return f"with {name.decode('ascii', 'replace')} "
 
 
 def _facts(der: bytes) -> CertFacts | None:

@@ -76,10 +76,15 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             )
         )
     if policy.verifies_chain:
-        # Only the CRLs OpenSSL checked the chain against (not --audit-crl).
-        checked = [crl for crl in policy.crls if not crl.audited] if policy.checks_crls else []
+        # Only the CRLs OpenSSL checked the chain against (not --audit-crl,
+        # nor what OpenSSL never reads of a hashed directory).
+        checked = (
+            [crl for crl in policy.crls if not crl.audited and crl.unread is None]
+            if policy.checks_crls
+            else []
+        )
         chain_check = describe_verification(
-            chain, observation.verify_errors, observation.verified_chain, checked, now
+            chain, observation.verify_errors, observation.verified_chain, checked, now, policy.libpq
         )
         findings.append(
             Finding(
@@ -192,7 +197,7 @@ def _judge_crls(
     def concerns(crl: CrlFacts) -> bool:
         return crl.audited or crl.crl.issuer in names
 
-    return judge_crls(policy.crls, issuers, concerns, now)
+    return judge_crls(policy.crls, issuers, concerns, now, path)
 
 
 def _crl_finding(crls: tuple[CrlStatus, ...], ignored: str | None) -> Finding:

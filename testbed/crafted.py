@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, padding, rsa
 from cryptography.x509.oid import NameOID
 
 __all__ = [
@@ -79,6 +79,9 @@ PrivateKey = (
     | rsa.RSAPrivateKey
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
+    | mldsa.MLDSA44PrivateKey
+    | mldsa.MLDSA65PrivateKey
+    | mldsa.MLDSA87PrivateKey
 )
 #: An extension for :func:`issue`: its value and whether it is critical.
 Ext = tuple[x509.ExtensionType, bool]
@@ -284,6 +287,22 @@ _ECDSA_OIDS = {
     "sha256": "1.2.840.10045.4.3.2",
     "sha384": "1.2.840.10045.4.3.3",
     "sha512": "1.2.840.10045.4.3.4",
+    # NIST's ECDSA with SHA-3 (which OpenSSL 3.0 does not verify).
+    "sha3-256": "2.16.840.1.101.3.4.3.10",
+    "sha3-384": "2.16.840.1.101.3.4.3.11",
+    "sha3-512": "2.16.840.1.101.3.4.3.12",
+}
+# RSA PKCS #1 v1.5 with SHA-3, under NIST's arc.
+_RSA_SHA3_OIDS = {
+    "sha3-256": "2.16.840.1.101.3.4.3.14",
+    "sha3-384": "2.16.840.1.101.3.4.3.15",
+    "sha3-512": "2.16.840.1.101.3.4.3.16",
+}
+# FIPS 204 ML-DSA, signing the data itself (no digest), as RFC 9881 puts it in X.509.
+_MLDSA_OIDS = {
+    mldsa.MLDSA44PrivateKey: "2.16.840.1.101.3.4.3.17",
+    mldsa.MLDSA65PrivateKey: "2.16.840.1.101.3.4.3.18",
+    mldsa.MLDSA87PrivateKey: "2.16.840.1.101.3.4.3.19",
 }
 _HASH_OIDS = {
     "sha1": "1.3.14.3.2.26",
@@ -299,6 +318,9 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
+    "sha3-256": hashes.SHA3_256,
+    "sha3-384": hashes.SHA3_384,
+    "sha3-512": hashes.SHA3_512,
 }
 
 
@@ -326,6 +348,9 @@ def algorithm_identifier(key: PrivateKey, sig: Sig) -> bytes:
         return seq(oid("1.3.101.112"))
     if isinstance(key, ed448.Ed448PrivateKey):
         return seq(oid("1.3.101.113"))
+    for kind, dotted in _MLDSA_OIDS.items():
+        if isinstance(key, kind):
+            return seq(oid(dotted))
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return seq(oid(_ECDSA_OIDS[sig.digest]))
     if sig.pss:
@@ -334,11 +359,20 @@ def algorithm_identifier(key: PrivateKey, sig: Sig) -> bytes:
         salt = _HASHES[sig.digest]().digest_size
         params = seq(tlv(0xA0, digest), tlv(0xA1, mgf1), tlv(0xA2, integer(salt)))
         return seq(oid(f"{_RSA}.10"), params)
+    if sig.digest in _RSA_SHA3_OIDS:
+        return seq(oid(_RSA_SHA3_OIDS[sig.digest]), NULL)
     return seq(oid(f"{_RSA}.{_RSA_OIDS[sig.digest]}"), NULL)
 
 
 def _sign(key: PrivateKey, data: bytes, sig: Sig) -> bytes:
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+    if isinstance(
+        key,
+        ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey
+        | mldsa.MLDSA44PrivateKey
+        | mldsa.MLDSA65PrivateKey
+        | mldsa.MLDSA87PrivateKey,
+    ):
         return key.sign(data)
     digest = _HASHES[sig.digest]()
     if isinstance(key, ec.EllipticCurvePrivateKey):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ..certs import CertFacts
     from ..crls import CrlFacts
+    from ..libpq_openssl import LibpqStore
     from ..openssl_client import ClientContexts
     from ..thresholds import Range, Threshold
     from .records import KeyFile, Login
@@ -78,6 +79,9 @@ class Policy(NamedTuple):
     #: State of a login the server lets in without a password
     #: (``--check-auth``).
     passwordless: State = State.WARNING
+    #: libpq's own store, in the system's libcrypto: the second opinion on
+    #: every chain the verdict's OpenSSL accepts (None: nothing is verified).
+    libpq: LibpqStore | None = None
 
     @property
     def verifies_chain(self) -> bool:
@@ -162,6 +166,8 @@ class TrustStore(NamedTuple):
     crls_ignored: str | None = None
     client_cert: CertFacts | None = None
     client_key_mode: tuple[str, int, bool] | None = None
+    #: libpq's own store (see :attr:`Policy.libpq`).
+    libpq: LibpqStore | None = None
 
 
 class TargetDefaults(NamedTuple):
@@ -243,4 +249,5 @@ class Settings(NamedTuple):
             client_sslmode=self.client_sslmode,
             channel_binding=posture.channel_binding,
             passwordless=posture.passwordless,
+            libpq=trust.libpq,
         )
