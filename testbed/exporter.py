@@ -130,6 +130,21 @@ class ExporterProcess(ServerProcess):
     def get(self, path: str, **kw: object) -> Answer:
         return self.request("GET", path, **kw)  # type: ignore[arg-type]
 
+    def wait_logged(self, *texts: str, timeout: float = 10) -> str:
+        """The log, once it holds each of ``texts``.
+
+        A request's line is written after its answer is sent: a client can
+        read the answer before the line is there.
+        """
+        deadline = time.monotonic() + timeout
+        log = self.log()
+        while not all(text in log for text in texts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not all of {texts} in the log after {timeout} s:\n{log}")
+            time.sleep(0.01)
+            log = self.log()
+        return log
+
     def signal(self, signum: int) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signum)

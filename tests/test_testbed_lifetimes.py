@@ -92,19 +92,26 @@ def test_stopped_cluster_gives_its_directory_back(
 
 
 def _postmasters_under(path: Path) -> list[int]:
-    """PIDs of postgres processes whose data directory is under ``path``."""
-    found = []
+    """PIDs of postgres processes whose data directory is under ``path``,
+    children of another such process left out.
+
+    A backend or auxiliary process the postmaster has just forked shows the
+    postmaster's command line until it sets its own title: on a busy
+    machine, long enough to be seen. Left out as children, they still count
+    once their postmaster is gone (they would belong to init then).
+    """
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if state != "Z" and any(arg.startswith(str(path).encode()) for arg in argv[1:]):
-            found.append(int(entry.name))
-    return found
+        if fields[0] != "Z" and any(arg.startswith(str(path).encode()) for arg in argv[1:]):
+            parents[int(entry.name)] = int(fields[1])
+    return sorted(pid for pid, parent in parents.items() if parent not in parents)
 
 
 def _wait_until(condition, timeout: float = 20) -> bool:  # type: ignore[no-untyped-def]
