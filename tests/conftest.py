@@ -6,6 +6,7 @@ scenario gets its own cluster because one PostgreSQL serves one chain.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -17,9 +18,44 @@ from pathlib import Path
 import pytest
 
 from testbed import pki
-from testbed.pgcluster import Cluster, Workspace
+from testbed.pgcluster import Cluster, Workspace, find_bindir
 
-pytest_plugins = ["tests.no_skips"]
+pytest_plugins = ["tests.no_skips", "tests.serial"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs the plugin as a process thousands of times. Where
+    # PYTHONDONTWRITEBYTECODE is set (as it may be in CI), none of them
+    # would find the package's bytecode and each would compile every module
+    # again: about 30 ms of CPU a run, a fifth of its start-up. A user's
+    # installation has its bytecode (pip compiles); so does this tree now.
+    if not hasattr(config, "workerinput"):
+        for package in ("check_pg_tls", "testbed"):
+            compileall.compile_dir(REPO / package, quiet=1)
+
+
+def _psql_program() -> str:
+    """The oracle's psql: the newest installed PostgreSQL's, as Debian's
+    /usr/bin/psql (pg_wrapper, a Perl script) would pick it, run directly:
+    the wrapper costs every run about 25 ms of CPU before psql starts.
+
+    The wrapper may also set PGHOST and PGPORT for a local cluster it
+    finds, which matters only to a connection string without a host:
+    tests/test_conninfo_psql.py runs the wrapper, on purpose.
+    """
+    try:
+        direct = find_bindir() / "psql"
+    except FileNotFoundError:
+        direct = None
+    if direct is not None and os.access(direct, os.X_OK):
+        return str(direct)
+    return shutil.which("psql") or "psql"
+
+
+#: The psql (PostgreSQL 15's libpq) every oracle runs.
+PSQL = _psql_program()
 
 
 @dataclass(frozen=True)
@@ -216,7 +252,7 @@ def psql_attempt(
 def psql_with(conninfo: str, home: Path, env: dict[str, str] | None = None) -> PsqlAttempt:
     """psql with exactly this connection string (keywords or a URI), HOME set to ``home``."""
     done = subprocess.run(
-        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", conninfo],
+        [PSQL, "-X", "-At", "-c", "select 1", conninfo],
         capture_output=True,
         text=True,
         timeout=30,
