@@ -167,12 +167,12 @@ def require_success(rows: dict[str, Runs], names: Sequence[str]) -> None:
 
 def one_check(python: Path, cluster: Cluster, root_file: Path, runs: int) -> None:
     port = str(cluster.port)
-    target = ["127.0.0.1", port, "db.test", str(root_file)]
+    target = ["127.0.0.1", port, "one.db.test", str(root_file)]
     floor = [str(python), str(HERE / "floor.py"), *target]
     single = {
         PLUGIN: [
             str(VENV / "bin" / "check_pg_tls"),
-            "-H", "127.0.0.1", "-p", port, "--servername", "db.test",
+            "-H", "127.0.0.1", "-p", port, "--servername", "one.db.test",
             "--sslrootcert", str(root_file),
         ],
         FLOOR: floor,
@@ -216,11 +216,13 @@ def fleets(
     runs: int,
 ) -> None:
     for count in counts:
-        ports = [clusters[i % len(clusters)].port for i in range(count)]
+        # Four servers, each named many ways: the plugin checks a target
+        # listed twice once, so every line names its own (t1.db.test, ...).
+        named = [(clusters[i % len(clusters)].port, f"t{i}.db.test") for i in range(count)]
         ours = workspace.path / f"targets-{count}"
-        ours.write_text("".join(f"127.0.0.1(db.test):{port}\n" for port in ports))
+        ours.write_text("".join(f"127.0.0.1({name}):{port}\n" for port, name in named))
         plain = workspace.path / f"floor-{count}"
-        plain.write_text("".join(f"127.0.0.1 {port} db.test\n" for port in ports))
+        plain.write_text("".join(f"127.0.0.1 {port} {name}\n" for port, name in named))
         plugin, floor = f"check_pg_tls, {count} targets", f"floor_fleet.py, {count} targets"
         fleet = {
             plugin: [
@@ -263,7 +265,7 @@ def main() -> int:
     clusters: list[Cluster] = []
     try:
         for _ in range(1 if args.no_fleet else 4):
-            leaf = pki.make_leaf(inter, dns=("db.test",))
+            leaf = pki.make_leaf(inter, dns=("*.db.test",))
             # Room for 16 concurrent probes per server and then some.
             cluster = workspace.cluster([leaf, inter], leaf, {"max_connections": "100"})
             clusters.append(cluster.start())
