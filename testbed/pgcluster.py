@@ -40,6 +40,7 @@ __all__ = [
     "find_bindir",
     "free_port",
     "lost_port",
+    "owned_by_this_process",
     "port_taken",
     "served_leaf",
     "spawn_as",
@@ -137,7 +138,7 @@ class Workspace:
         parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
         _remove_orphans(Path(parent or tempfile.gettempdir()))
         self.path = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
-        (self.path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        owned_by_this_process(self.path)
         self.user = _server_user()
         os.chmod(self.path, 0o755)
         self._chown(self.path)
@@ -201,6 +202,13 @@ class Workspace:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def owned_by_this_process(path: Path) -> None:
+    """Mark ``path`` (named ``check_pg_tls-...`` in /dev/shm or the temporary
+    directory) as this process's: once it is gone, the next workspace removes
+    what it left behind."""
+    (path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
 
 def _start_time(pid: int) -> str:

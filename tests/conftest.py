@@ -14,10 +14,12 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from testbed import pki
+from testbed.monitoring import RUN_DIR_ENV, run_dir
 from testbed.pgcluster import Cluster, Workspace, find_bindir
 
 pytest_plugins = ["tests.no_skips", "tests.serial"]
@@ -31,9 +33,30 @@ def pytest_configure(config: pytest.Config) -> None:
     # would find the package's bytecode and each would compile every module
     # again: about 30 ms of CPU a run, a fifth of its start-up. A user's
     # installation has its bytecode (pip compiles); so does this tree now.
-    if not hasattr(config, "workerinput"):
-        for package in ("check_pg_tls", "testbed"):
-            compileall.compile_dir(REPO / package, quiet=1)
+    if hasattr(config, "workerinput"):
+        os.environ[RUN_DIR_ENV] = config.workerinput[RUN_DIR_ENV]
+        return
+    for package in ("check_pg_tls", "testbed"):
+        compileall.compile_dir(REPO / package, quiet=1)
+    # One directory for the whole run, its xdist workers included: the
+    # plugin installed once (testbed.monitoring.installed_plugin).
+    config.stash[_RUN_DIR] = path = run_dir()
+    os.environ[RUN_DIR_ENV] = str(path)
+
+
+_RUN_DIR = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's controller, for each worker it starts."""
+    node.workerinput[RUN_DIR_ENV] = str(node.config.stash[_RUN_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_RUN_DIR, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _psql_program() -> str:

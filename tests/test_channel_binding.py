@@ -32,9 +32,6 @@ from testbed.pki import Issued
 
 from .conftest import Run, run_plugin
 
-# One worker runs the whole module: PostgreSQL 15 and 18 servers, set up once.
-pytestmark = pytest.mark.xdist_group("test_channel_binding")
-
 PASSWORD = "check-pg-tls-oracle"
 SCRAM_ONLY = "hostssl all all 127.0.0.1/32 scram-sha-256\n"
 

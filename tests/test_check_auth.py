@@ -33,9 +33,6 @@ from testbed.tls_proxy import RecordingProxy
 
 from .conftest import PSQL, Pki, PsqlAttempt, Run, check_local, run_plugin
 
-# One worker runs the whole module: PostgreSQL 15 and 18 with their roles, pgbouncers, set up once.
-pytestmark = pytest.mark.xdist_group("test_check_auth")
-
 PASSWORD = "check-pg-tls-oracle"
 
 

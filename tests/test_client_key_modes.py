@@ -27,10 +27,6 @@ from testbed.pgcluster import Cluster, Workspace
 
 from .conftest import PSQL, plugin_argv
 
-# One installation of the plugin per worker process (installed_plugin): these
-# modules share one worker.
-pytestmark = pytest.mark.xdist_group("installed_plugin")
-
 
 class Case(NamedTuple):
     owner: str

@@ -1415,7 +1415,13 @@ class Matrix:
     def __init__(self, workspace: Workspace, psql_home: Path) -> None:
         self.psql_home = psql_home
         self.observed: dict[Check, Outcome] = {}
+        self.built = {case_id: c.build() for case_id, c in CASES.items()}
         self.roots = workspace.new_dir("matrix-roots")
+        self.root_files: dict[str, Path] = {}
+        for case_id, served in self.built.items():
+            path = self.roots / f"{case_id}.crt"
+            path.write_bytes(served.roots)
+            self.root_files[case_id] = path
         # A neutral chain: served first, and between two cases the poll
         # cannot tell apart.
         self.neutral = pki.make_leaf(None)
@@ -1425,14 +1431,10 @@ class Matrix:
 
     def serve(self, chosen: Case) -> Path:
         """Make the server present the case's chain; returns its root file."""
-        root_file = self.roots / f"{chosen.id}.crt"
         if self.current == chosen.id:
-            return root_file
+            return self.root_files[chosen.id]
         self.current = None
-        # Built when served: with several test processes, each builds the
-        # cases it runs, and only those.
-        served = chosen.build()
-        root_file.write_bytes(served.roots)
+        served = self.built[chosen.id]
         error = chosen.poll_error
         if error is None:
             self._install(pems(*served.chain), served.chain[0].key)
@@ -1448,7 +1450,7 @@ class Matrix:
                 lambda seen: isinstance(seen, ssl.SSLError) and error in str(seen)
             )
         self.current = chosen.id
-        return root_file
+        return self.root_files[chosen.id]
 
     def outcome(self, chosen: Case, check: Check) -> Outcome:
         """What psql, OpenSSL and the plugin make of one check of a case.
@@ -1508,14 +1510,8 @@ def matrix(workspace: Workspace, psql_home: Path) -> Iterator[Matrix]:
     made.cluster.stop()
 
 
-# The checks of a case run together (Matrix.outcome): in one test process.
 ITEMS = [
-    pytest.param(
-        c,
-        check,
-        id=f"{c.id}:{check.sslmode}:{check.host}",
-        marks=[pytest.mark.xdist_group(f"matrix-{c.id}")] if len(c.checks) > 1 else [],
-    )
+    pytest.param(c, check, id=f"{c.id}:{check.sslmode}:{check.host}")
     for c in CASES.values()
     for check in c.checks
 ]

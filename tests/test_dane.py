@@ -31,9 +31,6 @@ from testbed.pgcluster import Cluster, Workspace
 
 from .conftest import Pki, Run, run_plugin
 
-# One worker runs the whole module: a validating unbound with signed zones, set up once.
-pytestmark = pytest.mark.xdist_group("test_dane")
-
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
 

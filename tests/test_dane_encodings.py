@@ -38,9 +38,6 @@ from testbed.pgcluster import Cluster, Workspace
 from .conftest import Pki, Run, run_plugin
 from .dane_oracle import openssl_dane, reencoded, sha256, spki_of
 
-# One worker runs the whole module: one plugin run per root file answers every item.
-pytestmark = pytest.mark.xdist_group("test_dane_encodings")
-
 HOST_SUFFIX = "enc.test"
 LEAF_TAGS = ("raw311", "re311", "raw312", "raw310", "re310", "cert301")
 CA_TAGS = (

@@ -25,9 +25,6 @@ from testbed.pgcluster import Cluster, Workspace
 from .conftest import Pki, Run, run_plugin
 from .dane_oracle import openssl_dane, sha256, spki_of
 
-# One worker runs the whole module: a validating unbound with signed zones, set up once.
-pytestmark = pytest.mark.xdist_group("test_dane_ta")
-
 
 @dataclass(frozen=True)
 class Case:

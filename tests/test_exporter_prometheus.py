@@ -29,9 +29,6 @@ from testbed.prometheus import PrometheusServer
 
 from .conftest import Pki
 
-# One worker runs the whole module: exporters and a Prometheus server, set up once.
-pytestmark = pytest.mark.xdist_group("test_exporter_prometheus")
-
 ServerFactory = Callable[[str], Cluster]
 SHIPPED = Path(__file__).parent.parent / "prometheus"
 DAY = 86400

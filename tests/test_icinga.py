@@ -31,10 +31,6 @@ from testbed.pgcluster import Cluster, free_port
 
 from .conftest import Pki
 
-# One installation of the plugin per worker process (installed_plugin): these
-# modules share one worker.
-pytestmark = pytest.mark.xdist_group("installed_plugin")
-
 COMMAND_FILE = CONF / "command-pg_tls.conf"
 SERVICES_FILE = CONF / "services.conf"
 

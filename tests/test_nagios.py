@@ -15,16 +15,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from testbed.monitoring import CONF, NagiosTree, PluginOutput, installed_plugin
 from testbed.pgcluster import Cluster
 
 from .conftest import Pki
-
-# One installation of the plugin per worker process (installed_plugin): these
-# modules share one worker.
-pytestmark = pytest.mark.xdist_group("installed_plugin")
 
 COMMANDS_FILE = CONF / "nagios" / "commands.cfg"
 SERVICES_FILE = CONF / "nagios" / "services.cfg"

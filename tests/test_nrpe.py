@@ -32,10 +32,6 @@ from testbed.pgcluster import Cluster
 
 from .conftest import Pki
 
-# One installation of the plugin per worker process (installed_plugin): these
-# modules share one worker.
-pytestmark = pytest.mark.xdist_group("installed_plugin")
-
 COMMANDS_FILE = CONF / "nrpe" / "check_pg_tls.cfg"
 PLUGIN_PATH = "/usr/lib/nagios/plugins/check_pg_tls"
 

@@ -31,9 +31,6 @@ from testbed.prometheus import NodeExporter, PrometheusServer, promtool
 
 from .conftest import Pki, Run, run_plugin
 
-# One worker runs the whole module: a Prometheus server, node_exporter and a fleet, set up once.
-pytestmark = pytest.mark.xdist_group("test_prometheus")
-
 ServerFactory = Callable[[str], Cluster]
 
 RULES = Path(__file__).parent.parent / "prometheus" / "pg_tls-alerts.yml"
