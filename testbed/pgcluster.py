@@ -103,15 +103,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-# What PostgreSQL, pgbouncer and NRPE log when their port is taken.
-_BIND_FAILURES = ("could not bind", "Address already in use", "bind failure")
+# What PostgreSQL, pgbouncer, NRPE, unbound, Go's servers (Prometheus,
+# node_exporter) and Python's log when their port is taken, lower-cased.
+_BIND_FAILURES = ("could not bind", "address already in use", "bind failure")
 #: Attempts at starting a server on a fresh port when its port was taken.
 PORT_ATTEMPTS = 5
 
 
 def lost_port(log: str) -> bool:
     """Whether a server's log says it could not bind its port."""
-    return any(failure in log for failure in _BIND_FAILURES)
+    lowered = log.lower()
+    return any(failure in lowered for failure in _BIND_FAILURES)
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:

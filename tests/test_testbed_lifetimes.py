@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed import pki
+from testbed import dnslab, pki
 from testbed.monitoring import Nrpe, check_nrpe, shared_dir
 from testbed.pgbouncer import PgBouncer
-from testbed.pgcluster import Workspace
+from testbed.pgcluster import Workspace, lost_port
+from testbed.prometheus import NodeExporter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,36 @@ def test_pgbouncer_whose_port_was_taken_starts_on_another(
             assert f"listening on 127.0.0.1:{bouncer.port}" in bouncer.log()
     finally:
         cluster.stop()
+
+
+def test_unbound_whose_port_was_taken_starts_on_another(workspace: Workspace) -> None:
+    zone = dnslab.make_zone("taken.test", ["www IN A 127.0.0.1"])
+    resolver = dnslab.Unbound(workspace.new_dir("dns-taken"), [zone])
+    taken = resolver.port
+    # unbound listens on TCP too: another program holds that side.
+    with _squat(taken):
+        resolver.start()
+        try:
+            assert resolver.port != taken
+            answer = resolver.query("www.taken.test", "A")
+            assert [str(r) for rrset in answer.answer for r in rrset] == ["127.0.0.1"]
+            assert "Address already in use" in resolver.log()
+        finally:
+            resolver.stop()
+
+
+def test_node_exporter_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    (tmp_path / "textfiles").mkdir()
+    daemon = NodeExporter(tmp_path, tmp_path / "textfiles")
+    taken = daemon.port
+    with _squat(taken):
+        daemon.start()
+        try:
+            assert daemon.port != taken
+            assert "node_exporter_build_info" in daemon.metrics()
+            assert lost_port(daemon.log())
+        finally:
+            daemon.stop()
 
 
 def test_stopped_cluster_gives_its_directory_back(
