@@ -8,8 +8,8 @@ then measures:
    the same server (its children's rusage), taking turns in rounds;
 2. probes per second: 1,000 probes (the four servers repeated), 16 requests
    at a time over keep-alive connections, as Prometheus sends them, against
-   the concurrent floor (bench/floor_fleet.py, 16 at a time) over the same
-   1,000 targets;
+   the concurrent floor (bench/floor_fleet.py, 16 at a time: the same
+   verification, one close_notify each) over the same 1,000 targets;
 3. memory with 64 probes in flight (``--probe.concurrency 64``, 64 requests
    to a server that accepts and never answers), and descriptors and memory
    after thousands of probes.
@@ -146,11 +146,11 @@ def main() -> int:
         assert all(results)
         floor_file = tmp / "floor-targets"
         floor_file.write_text(
-            "".join(f"127.0.0.1:{clusters[i % 4].port}\n" for i in range(args.probes))
+            "".join(f"127.0.0.1 {clusters[i % 4].port} db.test\n" for i in range(args.probes))
         )
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, str(HERE / "floor_fleet.py"), str(floor_file)],
+            [sys.executable, str(HERE / "floor_fleet.py"), str(floor_file), str(root_file)],
             stdout=subprocess.DEVNULL,
             check=True,
         )

@@ -1,40 +1,40 @@
 """The concurrent floor: floor.py's work for every target, 16 at a time.
 
-Reads ``host:port`` lines from a file; prints each notAfter in input order.
+    python floor_fleet.py TARGETS_FILE ROOT_FILE
+
+Reads ``HOST PORT SERVERNAME`` lines; verifies each server against the root
+file and its name, parses its leaf and prints its notAfter, in input order;
+closes each connection as check_pg_tls does (one close_notify, no wait). One
+TLS context for all, as the plugin builds one per run.
 """
 
-import socket
-import ssl
-import struct
+from __future__ import annotations
+
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from cryptography import x509
-
-REQUEST = struct.pack("!II", 8, 80877103)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
+from floor import client_context, not_after
 
 
-def check(line: str) -> str:
-    host, port = line.rsplit(":", 1)
-    try:
-        sock = socket.create_connection((host, int(port)), timeout=10)
-        sock.sendall(REQUEST)
-        if sock.recv(1) != b"S":
-            return "no TLS"
-        tls = context.wrap_socket(sock)
-        der = tls.getpeercert(binary_form=True)
-        tls.unwrap()
-        tls.close()
-    except OSError as exc:
-        return str(exc)
-    return str(x509.load_der_x509_certificate(der).not_valid_after_utc)
+def main(targets_file: str, root_file: str) -> int:
+    context = client_context(root_file)
+
+    def check(line: str) -> tuple[bool, str]:
+        host, port, servername = line.split()
+        try:
+            return True, not_after(context, host, int(port), servername)
+        except OSError as exc:  # ssl.SSLError included
+            return False, f"{host}:{port}: {exc}"
+
+    with open(targets_file) as handle:
+        targets = [line.strip() for line in handle if line.strip()]
+    failed = 0
+    with ThreadPoolExecutor(16) as pool:
+        for ok, text in pool.map(check, targets):
+            failed += not ok
+            print(text)
+    return 1 if failed else 0
 
 
-with open(sys.argv[1]) as handle:
-    targets = [line.strip() for line in handle if line.strip()]
-with ThreadPoolExecutor(16) as pool:
-    for result in pool.map(check, targets):
-        print(result)
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.zone
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .pgcluster import ServerProcess
+from .pgcluster import PORT_ATTEMPTS, ServerProcess, lost_port
 
 __all__ = ["RefusingResolver", "Unbound", "ZoneFile", "free_udp_port", "make_zone", "tamper_tlsa"]
 
@@ -100,9 +100,17 @@ def tamper_tlsa(zone: ZoneFile, owner: str, rdata: str) -> ZoneFile:
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free now for UDP and for TCP (unbound listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+        return port
 
 
 class Unbound(ServerProcess):
@@ -122,6 +130,9 @@ class Unbound(ServerProcess):
     ) -> None:
         self.directory = directory
         self.address = address
+        #: A port the caller chose is kept; one we chose may be taken by
+        #: another program before unbound binds it: start() takes another.
+        self._chosen_port = port is None
         self.port = port or free_udp_port(address)
         self.log_path = directory / "unbound.log"
         lines = [
@@ -183,18 +194,33 @@ class Unbound(ServerProcess):
         return f"{self.address}:{self.port}"
 
     def start(self, timeout: float = 20) -> Unbound:
+        """Start; if another program took our port meanwhile, start on a new one."""
         binary = shutil.which("unbound") or "/usr/sbin/unbound"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [binary, "-d", "-c", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.directory,
-            )
-        self._wait_ready(timeout)
-        return self
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            logged = len(self.log())
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [binary, "-d", "-c", str(self.config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=self.directory,
+                )
+            try:
+                self._wait_ready(timeout)
+            except RuntimeError:
+                lost = lost_port(self.log()[logged:])
+                if not (lost and self._chosen_port) or attempt == PORT_ATTEMPTS:
+                    raise
+                old, self.port = self.port, free_udp_port(self.address)
+                text = self.config.read_text()
+                text = text.replace(f"@{old}\n", f"@{self.port}\n")
+                text = text.replace(f"port: {old}\n", f"port: {self.port}\n")
+                self.config.write_text(text)
+                continue
+            return self
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, timeout: float) -> None:
         # Ready means it answers a query. A closed UDP port does not refuse,

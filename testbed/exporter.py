@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pgcluster import ServerProcess, free_port, spawn_as
+from .pgcluster import PORT_ATTEMPTS, ServerProcess, free_port, lost_port, spawn_as
 
 __all__ = ["Answer", "ExporterProcess", "exporter_argv"]
 
@@ -62,6 +62,7 @@ class ExporterProcess(ServerProcess):
         self.port = free_port()
         #: ``--web.listen-address``: by default 127.0.0.1 and the free port.
         self.listen = listen or f"127.0.0.1:{self.port}"
+        self._listen_given = listen is not None
         if listen is not None:
             self.port = int(listen.rpartition(":")[2])
         self.log_path = path / f"exporter-{self.port}.log"
@@ -81,8 +82,26 @@ class ExporterProcess(ServerProcess):
         ]
 
     def start(self, timeout: float = 30) -> ExporterProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = spawn_as(None, self.argv(), log)
+        """Start; if another program took the port we chose, start on a new one."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            logged = len(self.log())
+            with open(self.log_path, "ab") as log:
+                self.process = spawn_as(None, self.argv(), log)
+            try:
+                return self._wait_ready(timeout)
+            except RuntimeError:
+                if (
+                    self._listen_given
+                    or attempt == PORT_ATTEMPTS
+                    or not lost_port(self.log()[logged:])
+                ):
+                    raise
+                self.port = free_port()
+                self.listen = f"127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, timeout: float) -> ExporterProcess:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -129,6 +148,21 @@ class ExporterProcess(ServerProcess):
 
     def get(self, path: str, **kw: object) -> Answer:
         return self.request("GET", path, **kw)  # type: ignore[arg-type]
+
+    def wait_logged(self, *texts: str, timeout: float = 10) -> str:
+        """The log, once it holds each of ``texts``.
+
+        A request's line is written after its answer is sent: a client can
+        read the answer before the line is there.
+        """
+        deadline = time.monotonic() + timeout
+        log = self.log()
+        while not all(text in log for text in texts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not all of {texts} in the log after {timeout} s:\n{log}")
+            time.sleep(0.01)
+            log = self.log()
+        return log
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import fcntl
 import functools
 import grp
 import json
@@ -35,7 +36,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .pgcluster import PORT_ATTEMPTS, ServerProcess, free_port, port_taken, spawn_as
+from .pgcluster import (
+    PORT_ATTEMPTS,
+    ServerProcess,
+    free_port,
+    owned_by_this_process,
+    port_taken,
+    spawn_as,
+)
 
 __all__ = [
     "CONF",
@@ -159,12 +167,39 @@ def install_plugin(target: Path, python: str = "/usr/bin/python3") -> Path:
     return script
 
 
+#: A directory the processes of one test run share (tests/conftest.py sets
+#: it for pytest and its xdist workers), made by :func:`run_dir`.
+RUN_DIR_ENV = "CHECK_PG_TLS_RUN_DIR"
+
+
+def run_dir() -> Path:
+    """A directory for one test run, readable by the daemons' users; whoever
+    made it removes it, or the next workspace once its maker is gone."""
+    path = shared_dir("check_pg_tls-run-")
+    owned_by_this_process(path)
+    return path
+
+
 @functools.cache
 def installed_plugin() -> Path:
-    """One installation per test run, shared by every daemon; removed at exit."""
-    target = shared_dir("check_pg_tls-plugin-")
-    atexit.register(shutil.rmtree, target, ignore_errors=True)
-    return install_plugin(target)
+    """One installation per test run, shared by every daemon and every
+    process of the run (the first installs, under a lock; the others wait
+    and use it); without a run directory, one per process, removed at exit."""
+    shared = os.environ.get(RUN_DIR_ENV)
+    if not shared:
+        target = shared_dir("check_pg_tls-plugin-")
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
+        return install_plugin(target)
+    target = Path(shared) / "plugin"
+    script = target / "venv" / "bin" / "check_pg_tls"
+    with open(Path(shared) / "plugin.lock", "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not script.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            target.chmod(0o755)
+            install_plugin(target)
+    return script
 
 
 # --- what a plugin printed ----------------------------------------------------

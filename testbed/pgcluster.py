@@ -40,6 +40,7 @@ __all__ = [
     "find_bindir",
     "free_port",
     "lost_port",
+    "owned_by_this_process",
     "port_taken",
     "served_leaf",
     "spawn_as",
@@ -102,15 +103,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-# What PostgreSQL, pgbouncer and NRPE log when their port is taken.
-_BIND_FAILURES = ("could not bind", "Address already in use", "bind failure")
+# What PostgreSQL, pgbouncer, NRPE, unbound, Go's servers (Prometheus,
+# node_exporter) and Python's log when their port is taken, lower-cased.
+_BIND_FAILURES = ("could not bind", "address already in use", "bind failure")
 #: Attempts at starting a server on a fresh port when its port was taken.
 PORT_ATTEMPTS = 5
 
 
 def lost_port(log: str) -> bool:
     """Whether a server's log says it could not bind its port."""
-    return any(failure in log for failure in _BIND_FAILURES)
+    lowered = log.lower()
+    return any(failure in lowered for failure in _BIND_FAILURES)
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:
@@ -137,7 +140,7 @@ class Workspace:
         parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
         _remove_orphans(Path(parent or tempfile.gettempdir()))
         self.path = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
-        (self.path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        owned_by_this_process(self.path)
         self.user = _server_user()
         os.chmod(self.path, 0o755)
         self._chown(self.path)
@@ -201,6 +204,13 @@ class Workspace:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def owned_by_this_process(path: Path) -> None:
+    """Mark ``path`` (named ``check_pg_tls-...`` in /dev/shm or the temporary
+    directory) as this process's: once it is gone, the next workspace removes
+    what it left behind."""
+    (path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
 
 def _start_time(pid: int) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .pgcluster import ServerProcess, free_port, spawn_as
+from .pgcluster import PORT_ATTEMPTS, ServerProcess, free_port, lost_port, spawn_as
 
 __all__ = ["NodeExporter", "PrometheusServer", "http_get", "promtool"]
 
@@ -69,9 +69,22 @@ class _HttpServer(ServerProcess):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> _HttpServer:
+        """Start; if another program took the port meanwhile, start on a new one."""
         self.log_path = self.path / "daemon.log"
-        with open(self.log_path, "wb") as log:
-            self.process = spawn_as(None, self._argv(), log)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            logged = len(self.log())
+            with open(self.log_path, "ab") as log:
+                self.process = spawn_as(None, self._argv(), log)
+            try:
+                return self._wait_ready(timeout)
+            except RuntimeError:
+                if attempt == PORT_ATTEMPTS or not lost_port(self.log()[logged:]):
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, timeout: float) -> _HttpServer:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

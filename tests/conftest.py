@@ -6,6 +6,7 @@ scenario gets its own cluster because one PostgreSQL serves one chain.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -13,13 +14,71 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from testbed import pki
-from testbed.pgcluster import Cluster, Workspace
+from testbed.monitoring import RUN_DIR_ENV, run_dir
+from testbed.pgcluster import Cluster, Workspace, find_bindir
 
-pytest_plugins = ["tests.no_skips"]
+pytest_plugins = ["tests.no_skips", "tests.serial"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs the plugin as a process thousands of times. Where
+    # PYTHONDONTWRITEBYTECODE is set (as it may be in CI), none of them
+    # would find the package's bytecode and each would compile every module
+    # again: about 30 ms of CPU a run, a fifth of its start-up. A user's
+    # installation has its bytecode (pip compiles); so does this tree now.
+    if hasattr(config, "workerinput"):
+        os.environ[RUN_DIR_ENV] = config.workerinput[RUN_DIR_ENV]
+        return
+    for package in ("check_pg_tls", "testbed"):
+        compileall.compile_dir(REPO / package, quiet=1)
+    # One directory for the whole run, its xdist workers included: the
+    # plugin installed once (testbed.monitoring.installed_plugin).
+    config.stash[_RUN_DIR] = path = run_dir()
+    os.environ[RUN_DIR_ENV] = str(path)
+
+
+_RUN_DIR = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's controller, for each worker it starts."""
+    node.workerinput[RUN_DIR_ENV] = str(node.config.stash[_RUN_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_RUN_DIR, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _psql_program() -> str:
+    """The oracle's psql: the newest installed PostgreSQL's, as Debian's
+    /usr/bin/psql (pg_wrapper, a Perl script) would pick it, run directly:
+    the wrapper costs every run about 25 ms of CPU before psql starts.
+
+    The wrapper may also set PGHOST and PGPORT for a local cluster it
+    finds, which matters only to a connection string without a host:
+    tests/test_conninfo_psql.py runs the wrapper, on purpose.
+    """
+    try:
+        direct = find_bindir() / "psql"
+    except FileNotFoundError:
+        direct = None
+    if direct is not None and os.access(direct, os.X_OK):
+        return str(direct)
+    return shutil.which("psql") or "psql"
+
+
+#: The psql (PostgreSQL 15's libpq) every oracle runs.
+PSQL = _psql_program()
 
 
 @dataclass(frozen=True)
@@ -216,7 +275,7 @@ def psql_attempt(
 def psql_with(conninfo: str, home: Path, env: dict[str, str] | None = None) -> PsqlAttempt:
     """psql with exactly this connection string (keywords or a URI), HOME set to ``home``."""
     done = subprocess.run(
-        [shutil.which("psql") or "psql", "-X", "-At", "-c", "select 1", conninfo],
+        [PSQL, "-X", "-At", "-c", "select 1", conninfo],
         capture_output=True,
         text=True,
         timeout=30,

@@ -156,6 +156,7 @@ def test_crl_signed_by_another_key_is_not_believed(lab: Lab) -> None:
     assert "is not signed by CN=Published Intermediate" in result.status_line
 
 
+@pytest.mark.serial
 def test_slow_crl_server_is_cut_off_within_the_timeout(lab: Lab) -> None:
     lab.serve_issued(lab.leaf(Route(b"", delay=5.0)), lab.inter)
     started = time.monotonic()
@@ -414,6 +415,7 @@ def _revocation_message(out: str) -> str:
     return str(json.loads(out)["targets"][0]["checks"]["revocation"]["message"])
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize(
     ("form", "read"),
     [
@@ -439,6 +441,7 @@ def test_trickling_crl_server_is_cut_off_within_t_in_every_format(
         assert "trust: chain reaches a trusted root" in result.stdout
 
 
+@pytest.mark.serial
 def test_trickling_headers_are_cut_off_within_t(lab: Lab) -> None:
     route = Route(lab.crl(), rate=20, trickle_headers=True)
     lab.serve_issued(lab.leaf(route), lab.inter)
@@ -451,6 +454,7 @@ def test_trickling_headers_are_cut_off_within_t(lab: Lab) -> None:
     assert "timed out after" in result.status_line
 
 
+@pytest.mark.serial
 def test_two_targets_with_a_trickling_crl_end_within_t(lab: Lab) -> None:
     leaf = lab.leaf(Route(lab.crl() + b"\x00" * 20_000, rate=1000))
     lab.serve_issued(leaf, lab.inter)

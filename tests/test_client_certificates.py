@@ -168,6 +168,7 @@ def test_expiring_client_certificate_is_critical_by_the_thresholds(
     assert result.perfdata["client_days_left"].startswith("10.")
 
 
+@pytest.mark.serial
 def test_server_that_asks_in_every_handshake_costs_little(
     workspace: Workspace, ca: Pki, clients: ClientPki
 ) -> None:

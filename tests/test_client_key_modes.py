@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from testbed.monitoring import installed_plugin
 from testbed.pg18 import pg18_bindir
 from testbed.pgcluster import Cluster, Workspace
 
-from .conftest import plugin_argv
+from .conftest import PSQL, plugin_argv
 
 
 class Case(NamedTuple):
@@ -123,7 +122,7 @@ def test_client_key_mode_is_judged_as_libpq_judges_it(
     with ThreadPoolExecutor(3) as pool:
         psqls = [
             pool.submit(_psql, psql, conninfo, case.runner, psql_home)
-            for psql in (shutil.which("psql") or "psql", str(pg18_bindir() / "psql"))
+            for psql in (PSQL, str(pg18_bindir() / "psql"))
         ]
         argv = [*plugin, "-H", "127.0.0.1", "-p", str(port), "--sslmode", "require"]
         argv += ["--sslcert", str(files.cert), "--sslkey", str(key), "--json"]

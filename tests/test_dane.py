@@ -351,6 +351,7 @@ def test_a_renewal_with_a_new_key_is_caught_before_the_reload(lab: Lab) -> None:
 # --- the resolver, and the plugin around it --------------------------------------------------
 
 
+@pytest.mark.serial
 def test_a_silent_resolver_gives_a_clear_answer_within_the_timeout(lab: Lab) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))

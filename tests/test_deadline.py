@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from testbed.faults import FaultServer, silent
+from testbed.faults import FaultServer, scripted, silent
 
 from .conftest import plugin_argv
 
 # What a monitoring system adds around the plugin's own run: fork, exec and
 # reaping the child. The plugin counts -t from the start of its process.
+# Tests that assert it are marked serial (tests/serial.py): the margin is
+# the plugin's, not that of a test running beside it in another worker.
 MARGIN = 0.05
 
 
@@ -35,6 +37,7 @@ def _timed(*argv: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.monotonic() - started, done
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("seconds", ["0.5", "1"])
 def test_silent_server_run_ends_within_t(mute: FaultServer, seconds: str) -> None:
     took, done = _timed(*plugin_argv(), "-H", "127.0.0.1", "-p", str(mute.port), "-t", seconds)
@@ -58,27 +61,33 @@ def test_tiny_timeout_exits_two_every_time(mute: FaultServer) -> None:
     assert all(r.stdout.count("\n") == 1 for r in runs), [r.stdout for r in runs]
 
 
-def test_no_alarm_outlives_the_result(mute: FaultServer) -> None:
+def test_no_alarm_outlives_the_result() -> None:
     # Whatever the process does after the plugin's main() returned (here:
     # waiting past -t), nothing of the plugin may print or exit any more.
+    # The server refuses TLS at once, so main() returns long before -t:
+    # at -t itself the guard may rightly end the run first (it prints "no
+    # result within", and main() never returns), which would test nothing.
     code = (
         "import sys, time\n"
         "from check_pg_tls.cli import main\n"
         "code = main(sys.argv[1:])\n"
-        "time.sleep(0.5)\n"
+        "time.sleep(2.5)\n"
         "print('still here')\n"
         "sys.exit(code)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(mute.port), "-t", "0.2"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    with FaultServer(scripted(b"N")) as refusing:
+        done = subprocess.run(
+            [sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(refusing.port), "-t", "2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 2, done.stdout
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and lines[1] == "still here", done.stdout
-    assert lines[0].startswith("PG_TLS CRITICAL - "), done.stdout
+    assert lines[0].startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1:{refusing.port}: server does not offer TLS"
+    ), done.stdout
 
 
 @pytest.fixture
@@ -90,6 +99,7 @@ def hanging_roots(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("form", ["--json", "--tap", "--quiet", "--openmetrics", "-v"])
 def test_backstop_prints_the_chosen_format(
     mute: FaultServer, hanging_roots: Path, form: str

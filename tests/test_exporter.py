@@ -267,6 +267,7 @@ def test_targets_outside_the_allowlist_are_403_and_never_contacted(setup: Setup)
         assert len(listener._conns) == 1
 
 
+@pytest.mark.serial
 def test_the_scrape_timeout_header_shortens_the_deadline(setup: Setup) -> None:
     with FaultServer(silent()) as mute:
         started = time.monotonic()
@@ -413,6 +414,7 @@ def one_slot(tmp_path: Path, ca: Pki) -> Iterator[ExporterProcess]:
     exporter.stop()
 
 
+@pytest.mark.serial
 def test_a_request_beyond_the_pool_waits_within_its_deadline(one_slot: ExporterProcess) -> None:
     with FaultServer(silent()) as mute:
         first: list[Answer] = []

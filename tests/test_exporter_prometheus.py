@@ -177,8 +177,16 @@ def test_the_shipped_alerts_fire_for_the_exporter_route(scraped: Scraped) -> Non
                 )
         return found
 
+    # Each rule fires once its targets have been scraped and the rules
+    # evaluated: wait for every expected alert, not only for one of them.
+    def all_there(found: dict[str, set[str]]) -> bool:
+        return (
+            len(found.get("PgTlsClientsCannotConnect", ())) >= 2
+            and "PgTlsCertificateExpiresSoon" in found
+        )
+
     deadline = time.monotonic() + 30
-    while len(alerts().get("PgTlsClientsCannotConnect", ())) < 2 and time.monotonic() < deadline:
+    while not all_there(alerts()) and time.monotonic() < deadline:
         time.sleep(0.2)
     active = alerts()
     assert active["PgTlsCertificateExpiresSoon"] == {t["expiring"]}

@@ -168,7 +168,7 @@ def test_no_answer_without_a_trusted_client_certificate(secured: Secured, ca: Pk
         conn.request("GET", "/-/healthy")
         conn.getresponse()
     conn.close()
-    assert "client certificate of 127.0.0.1 has none of client_allowed_sans" in exporter.log()
+    exporter.wait_logged("client certificate of 127.0.0.1 has none of client_allowed_sans")
 
 
 def test_a_changed_hash_is_read_and_no_cached_success_outlives_it(secured: Secured) -> None:
@@ -209,8 +209,7 @@ def test_a_web_config_that_no_longer_loads_lets_nothing_through(secured: Secured
 def test_the_log_holds_no_credentials(secured: Secured) -> None:
     secured.exporter.get("/metrics")
     secured.exporter.get("/metrics", auth=(USER, "a wrong one"))
-    log = secured.exporter.log()
-    assert "GET /metrics 200" in log and "GET /metrics 401" in log
+    log = secured.exporter.wait_logged("GET /metrics 200", "GET /metrics 401")
     for secret in (PASSWORD, "a wrong one", "Authorization", "Basic "):
         assert secret not in log
 

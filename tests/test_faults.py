@@ -96,6 +96,7 @@ def test_probe_sends_exactly_the_ssl_request(fault: list[FaultServer]) -> None:
     assert seen == [SSL_REQUEST]
 
 
+@pytest.mark.serial
 def test_silent_server_times_out_critical_within_t(fault: list[FaultServer]) -> None:
     started = time.monotonic()
     result = check(start(fault, silent()), "-t", "2", guard=10)
@@ -106,6 +107,7 @@ def test_silent_server_times_out_critical_within_t(fault: list[FaultServer]) -> 
     assert 1.5 < took < 2 + MARGIN, took
 
 
+@pytest.mark.serial
 def test_stalled_handshake_times_out_critical(fault: list[FaultServer]) -> None:
     result = check(start(fault, scripted(b"S", hold=True)), "-t", "2", guard=10)
     assert result.returncode == 2, result.stdout
@@ -118,6 +120,7 @@ def test_timeout_can_be_mapped_to_unknown(fault: list[FaultServer]) -> None:
     assert result.status_line.startswith("PG_TLS UNKNOWN - ")
 
 
+@pytest.mark.serial
 def test_connect_that_never_completes_is_critical() -> None:
     backlog = FullBacklog()
     try:

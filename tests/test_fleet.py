@@ -190,6 +190,7 @@ def test_min_days_is_the_cron_spelling_of_critical(server: ServerFactory, ca: Pk
     }, result.stdout
 
 
+@pytest.mark.serial
 def test_slow_server_does_not_reorder_or_stall(server: ServerFactory, ca: Pki) -> None:
     with FaultServer(silent()) as slow:
         started = time.monotonic()

@@ -430,12 +430,20 @@ object ApiListener "api" {{
         assert done.returncode == 0 and _problems(done.stdout) == [], done.stdout
 
     expected = {"db.test!pg_tls": (0, good.port), "db.test!pg_tls expiring": (1, warn.port)}
+    # A check the master sends while the agent reloads with the synced
+    # configuration gets no answer; Icinga sends it again only once the
+    # command's timeout has passed. On a busy machine the reload is slow
+    # enough for that to happen: wait that long, and a margin on top.
+    command_timeout = _object(master.objects(), "CheckCommand", "pg_tls")["timeout"]
     master_daemon = master.start()
     agent_daemon = None
     try:
         master_daemon.wait_for_log(r"Started new listener on '\[127\.0\.0\.1\]")
         agent_daemon = agent.start()
-        master_daemon.wait_for_states({n: STATES[state] for n, (state, _) in expected.items()})
+        master_daemon.wait_for_states(
+            {n: STATES[state] for n, (state, _) in expected.items()},
+            timeout=command_timeout + 30,
+        )
     finally:
         results = master_daemon.stop()
         if agent_daemon is not None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 SKIPPING = """
@@ -23,11 +25,13 @@ def test_passes():
 """
 
 
-def test_a_skip_fails_the_run(tmp_path: Path) -> None:
+# In one process, and in two as scripts/test runs the suite (pytest-xdist).
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_skip_fails_the_run(tmp_path: Path, workers: list[str]) -> None:
     (tmp_path / "test_skipping.py").write_text(SKIPPING)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.no_skips", "-p", "no:cacheprovider",
-         "-c", "/dev/null", "--rootdir", str(tmp_path), str(tmp_path)],
+         *workers, "-c", "/dev/null", "--rootdir", str(tmp_path), str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout

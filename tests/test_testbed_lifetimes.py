@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed import pki
+from testbed import dnslab, pki
 from testbed.monitoring import Nrpe, check_nrpe, shared_dir
 from testbed.pgbouncer import PgBouncer
-from testbed.pgcluster import Workspace
+from testbed.pgcluster import Workspace, lost_port
+from testbed.prometheus import NodeExporter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,6 +80,36 @@ def test_pgbouncer_whose_port_was_taken_starts_on_another(
         cluster.stop()
 
 
+def test_unbound_whose_port_was_taken_starts_on_another(workspace: Workspace) -> None:
+    zone = dnslab.make_zone("taken.test", ["www IN A 127.0.0.1"])
+    resolver = dnslab.Unbound(workspace.new_dir("dns-taken"), [zone])
+    taken = resolver.port
+    # unbound listens on TCP too: another program holds that side.
+    with _squat(taken):
+        resolver.start()
+        try:
+            assert resolver.port != taken
+            answer = resolver.query("www.taken.test", "A")
+            assert [str(r) for rrset in answer.answer for r in rrset] == ["127.0.0.1"]
+            assert "Address already in use" in resolver.log()
+        finally:
+            resolver.stop()
+
+
+def test_node_exporter_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    (tmp_path / "textfiles").mkdir()
+    daemon = NodeExporter(tmp_path, tmp_path / "textfiles")
+    taken = daemon.port
+    with _squat(taken):
+        daemon.start()
+        try:
+            assert daemon.port != taken
+            assert "node_exporter_build_info" in daemon.metrics()
+            assert lost_port(daemon.log())
+        finally:
+            daemon.stop()
+
+
 def test_stopped_cluster_gives_its_directory_back(
     workspace: Workspace, chain: tuple[pki.Issued, pki.Issued]
 ) -> None:
@@ -92,19 +123,26 @@ def test_stopped_cluster_gives_its_directory_back(
 
 
 def _postmasters_under(path: Path) -> list[int]:
-    """PIDs of postgres processes whose data directory is under ``path``."""
-    found = []
+    """PIDs of postgres processes whose data directory is under ``path``,
+    children of another such process left out.
+
+    A backend or auxiliary process the postmaster has just forked shows the
+    postmaster's command line until it sets its own title: on a busy
+    machine, long enough to be seen. Left out as children, they still count
+    once their postmaster is gone (they would belong to init then).
+    """
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if state != "Z" and any(arg.startswith(str(path).encode()) for arg in argv[1:]):
-            found.append(int(entry.name))
-    return found
+        if fields[0] != "Z" and any(arg.startswith(str(path).encode()) for arg in argv[1:]):
+            parents[int(entry.name)] = int(fields[1])
+    return sorted(pid for pid, parent in parents.items() if parent not in parents)
 
 
 def _wait_until(condition, timeout: float = 20) -> bool:  # type: ignore[no-untyped-def]
