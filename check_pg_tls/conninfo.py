@@ -45,6 +45,13 @@ HONOURED = frozenset(
         "sslcrldir",
         "sslcert",
         "sslkey",
+        # What libpq asks of the kernel for its socket: a value the kernel
+        # refuses fails every connection.
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
     }
 )
 
@@ -61,11 +68,6 @@ _IGNORED = frozenset(
         "connect_timeout",
         "client_encoding",
         "options",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
         "target_session_attrs",
         "load_balance_hosts",
         "replication",

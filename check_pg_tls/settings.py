@@ -27,6 +27,7 @@ from .model import (
     State,
     Target,
     TargetDefaults,
+    TcpSettings,
     Thresholds,
     TlsFiles,
     TrustStore,
@@ -229,8 +230,9 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
     only this target is not checked.
     """
     own = {key: value for key, value in target.settings if key in _KEYWORDS}
+    tcp = _tcp(target.settings)
     if not own:
-        return base
+        return base if tcp is None else base._replace(tcp=tcp)
     sslmode = own.get("sslmode", base.sslmode)
     client_sslmode = None
     if sslmode in _PLAINTEXT_MODES:
@@ -262,7 +264,15 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         negotiation=own.get("sslnegotiation", base.negotiation),
         files=files,
         trust=trust,
+        tcp=tcp,
     )
+
+
+def _tcp(settings: tuple[tuple[str, str], ...]) -> TcpSettings | None:
+    """A connection string's TCP keywords, as the integers libpq reads (strtol: blanks
+    and a sign allowed; the string's reading has checked them)."""
+    given = {key: int(value.strip()) for key, value in settings if key in TcpSettings._fields}
+    return TcpSettings(**given) if given else None
 
 
 def _loads_roots(sslmode: str, files: TlsFiles) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "RevocationCheck",
     "Settings",
     "TargetDefaults",
+    "TcpSettings",
     "Thresholds",
     "TlsFiles",
     "TrustStore",
@@ -164,6 +165,18 @@ class TrustStore(NamedTuple):
     client_key_mode: tuple[str, int, bool] | None = None
 
 
+class TcpSettings(NamedTuple):
+    """A connection string's TCP keywords: what libpq asks of the kernel for its socket,
+    before it connects. None: not given (the kernel's default)."""
+
+    #: libpq's ``keepalives``: 0 sets nothing, not even the other four.
+    keepalives: int = 1
+    keepalives_idle: int | None = None
+    keepalives_interval: int | None = None
+    keepalives_count: int | None = None
+    tcp_user_timeout: int | None = None
+
+
 class TargetDefaults(NamedTuple):
     """How a target spec that leaves them out is completed."""
 
@@ -206,6 +219,8 @@ class Settings(NamedTuple):
     #: ``-t``: seconds a check may take.
     timeout: float = 10.0
     targets: TargetDefaults = TargetDefaults()
+    #: A connection string's TCP keywords; None when it gives none.
+    tcp: TcpSettings | None = None
 
     @property
     def keywords(self) -> dict[str, str | None]:

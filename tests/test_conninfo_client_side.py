@@ -1,0 +1,129 @@
+"""A connection string's client-side settings, as libpq applies them: psql 15 and 18 judge.
+
+libpq hands the string's TCP keywords to the kernel before it connects
+(``setsockopt``), and the kernel, not a table of limits, says which values
+it takes: every client with a value it refuses fails, whatever the server.
+The plugin's probe gives its socket the same settings, so the kernel's
+refusal is its answer too: CRITICAL, in libpq's words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from testbed.pg18 import pg18_bindir
+from testbed.pgcluster import Cluster
+
+from .conftest import Pki, run_plugin
+
+
+class Judged(NamedTuple):
+    psql15: tuple[bool, str]
+    psql18: tuple[bool, str]
+    #: The plugin's JSON target.
+    target: dict[str, object]
+
+
+def _psql(binary: str, conninfo: str, home: Path) -> tuple[bool, str]:
+    done = subprocess.run(
+        [binary, "-X", "-At", "-c", "select 1", conninfo],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+    )
+    connected = done.returncode == 0 and done.stdout.strip() == "1"
+    return connected, "" if connected else done.stderr.strip()
+
+
+def _judged(conninfos: list[str], home: Path, *options: str) -> list[Judged]:
+    """psql 15, psql 18 and the plugin (``--json``) on each string, at once."""
+    psqls = (shutil.which("psql") or "psql", str(pg18_bindir() / "psql"))
+    with ThreadPoolExecutor(3) as pool:
+        runs = [
+            (
+                pool.submit(_psql, psqls[0], conninfo, home),
+                pool.submit(_psql, psqls[1], conninfo, home),
+                pool.submit(run_plugin, conninfo, "--json", *options),
+            )
+            for conninfo in conninfos
+        ]
+        judged = []
+        for older, newer, checked in runs:
+            document = json.loads(checked.result().stdout)
+            (target,) = document["targets"]
+            judged.append(Judged(older.result(), newer.result(), target))
+    return judged
+
+
+#: TCP keywords, and the socket option whose refusal fails libpq (None: it connects).
+KEEPALIVES = {
+    "keepalives_idle=0": "TCP_KEEPIDLE",
+    "keepalives_idle=-1": "TCP_KEEPIDLE",
+    "keepalives_idle=40000": "TCP_KEEPIDLE",
+    "keepalives_idle=32767": None,
+    "keepalives_idle=' 5 '": None,
+    "keepalives_interval=0": "TCP_KEEPINTVL",
+    "keepalives_interval=-3": "TCP_KEEPINTVL",
+    "keepalives_count=0": "TCP_KEEPCNT",
+    "keepalives_count=200": "TCP_KEEPCNT",
+    "keepalives_count=127": None,
+    # keepalives=0: libpq sets none of them.
+    "keepalives=0 keepalives_idle=0 keepalives_count=0": None,
+    "keepalives=2 keepalives_idle=0": "TCP_KEEPIDLE",
+    "keepalives=-1 keepalives_count=0": "TCP_KEEPCNT",
+    "tcp_user_timeout=-1": None,
+    "tcp_user_timeout=2147483647": None,
+}
+
+
+def test_tcp_settings_the_kernel_refuses_fail_as_libpq_fails(
+    server: Callable[[str], Cluster], ca: Pki, psql_home: Path
+) -> None:
+    port = server("valid").port
+    base = (
+        f"host=db.test hostaddr=127.0.0.1 port={port} sslmode=verify-full "
+        f"sslrootcert={ca.root_file} user=postgres dbname=postgres"
+    )
+    judged = _judged([f"{base} {setting}" for setting in KEEPALIVES], psql_home)
+    for (setting, option), (psql15, psql18, target) in zip(KEEPALIVES.items(), judged, strict=True):
+        if option is None:
+            assert psql15[0] and psql18[0], (setting, psql15, psql18)
+            assert target["state"] == "OK", (setting, target)
+            continue
+        refusal = f"setsockopt({option}) failed: Invalid argument"
+        # The oracles, pinned first.
+        assert not psql15[0] and refusal in psql15[1], (setting, psql15)
+        assert not psql18[0] and refusal in psql18[1], (setting, psql18)
+        assert target["state"] == "CRITICAL", (setting, target)
+        assert target["error"] == (
+            f"libpq clients with this connection string cannot connect: {refusal} "
+            f"(the kernel refuses {setting.split()[-1]})"
+        ), target
+
+
+@pytest.mark.parametrize("output", ["", "-v"])
+def test_a_refused_tcp_setting_is_critical_in_the_status_line(
+    server: Callable[[str], Cluster], ca: Pki, output: str
+) -> None:
+    port = server("valid").port
+    result = run_plugin(
+        f"host=db.test hostaddr=127.0.0.1 port={port} sslrootcert={ca.root_file} "
+        "keepalives_count=0",
+        *([output] if output else []),
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.status_line.startswith(
+        f"PG_TLS CRITICAL - 127.0.0.1(db.test):{port}: libpq clients with this connection "
+        "string cannot connect: setsockopt(TCP_KEEPCNT) failed: Invalid argument"
+    ), result.stdout
