@@ -122,7 +122,7 @@ def settings_from_args(args: argparse.Namespace, single: bool = True) -> Setting
 def settings_from_options(
     *,
     sslmode: str = "verify-full",
-    sslrootcert: str = "system",
+    sslrootcert: str | None = None,
     sslcrl: str | None = None,
     sslcrldir: str | None = None,
     audit_crl: Sequence[str] = (),
@@ -176,7 +176,20 @@ def settings_from_options(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    files = TlsFiles(sslrootcert, sslcrl, sslcrldir, sslcert, sslkey, tuple(audit_crl))
+    # Not given, or empty (libpq: an empty path is not given): the system's
+    # roots, which require reads as none.
+    files = TlsFiles(
+        sslrootcert or "system",
+        sslcrl,
+        sslcrldir,
+        sslcert,
+        sslkey,
+        tuple(audit_crl),
+        sslrootcert_given=bool(sslrootcert),
+    )
+    problem = _weak_with_system_roots(sslmode, files)
+    if problem is not None:
+        raise UsageError(problem)
     trust = load_trust(sslmode, files)
     server_files = _server_files(cert_file, key_file, single)
     return Settings(
@@ -244,7 +257,11 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         own.get("sslcert", base.files.sslcert),
         own.get("sslkey", base.files.sslkey),
         base.files.audit_crl,
+        sslrootcert_given="sslrootcert" in own or base.files.sslrootcert_given,
     )
+    problem = _weak_with_system_roots(client_sslmode or sslmode, files)
+    if problem is not None:
+        return problem
     key = (_loads_roots(sslmode, files), files)
     if key == (_loads_roots(base.sslmode, base.files), base.files):
         trust: TrustStore | str = base.trust
@@ -273,6 +290,25 @@ def _tcp(settings: tuple[tuple[str, str], ...]) -> TcpSettings | None:
     and a sign allowed; the string's reading has checked them)."""
     given = {key: int(value.strip()) for key, value in settings if key in TcpSettings._fields}
     return TcpSettings(**given) if given else None
+
+
+def _weak_with_system_roots(sslmode: str, files: TlsFiles) -> str | None:
+    """libpq 16+ refuses the system's roots without the name checked; the default
+    ``system`` of the options counts only for verify-ca (require reads it as none)."""
+    if files.sslrootcert != "system" or sslmode == "verify-full":
+        return None
+    refusal = (
+        f'libpq 16+ refuses it: weak sslmode "{sslmode}" may not be used with '
+        'sslrootcert=system (use "verify-full")'
+    )
+    if files.sslrootcert_given:
+        return f"sslmode {sslmode} with sslrootcert system: {refusal}"
+    if sslmode == "verify-ca":
+        return (
+            "sslmode verify-ca needs a root certificate file (sslrootcert, --sslrootcert "
+            f"FILE): with the system's roots, the default, {refusal}"
+        )
+    return None
 
 
 def _loads_roots(sslmode: str, files: TlsFiles) -> bool:

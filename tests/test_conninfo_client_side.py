@@ -127,3 +127,67 @@ def test_a_refused_tcp_setting_is_critical_in_the_status_line(
         f"PG_TLS CRITICAL - 127.0.0.1(db.test):{port}: libpq clients with this connection "
         "string cannot connect: setsockopt(TCP_KEEPCNT) failed: Invalid argument"
     ), result.stdout
+
+
+def test_the_system_roots_without_the_name_are_refused_as_libpq_18_refuses(
+    server: Callable[[str], Cluster], ca: Pki, psql_home: Path
+) -> None:
+    # SSL_CERT_FILE stands for a public CA: OpenSSL's default verify paths
+    # read it, for psql and for the plugin. The certificate is issued to
+    # another name, which only verify-full notices.
+    env = {"SSL_CERT_FILE": str(ca.root_file)}
+    port = server("wrong_name").port
+    psql18 = str(pg18_bindir() / "psql")
+    base = f"host=db.test hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres"
+    for sslmode in ("verify-ca", "require"):
+        connected, said = _psql_env(psql18, f"{base} sslmode={sslmode} sslrootcert=system", env)
+        assert not connected and f'weak sslmode "{sslmode}" may not be used' in said, said
+    # The oracles for the plugin's other answers: require without a root
+    # file connects, verify-full with the system's roots does not.
+    assert _psql_env(psql18, f"{base} sslmode=require", env, psql_home)[0]
+    assert not _psql_env(psql18, f"{base} sslmode=verify-full sslrootcert=system", env)[0]
+
+    options = ["-H", "127.0.0.1", "-p", str(port), "--servername", "db.test"]
+    cases = [
+        (["--sslmode", "verify-ca"], 3, 'weak sslmode "verify-ca" may not be used'),
+        (["--sslmode", "verify-ca", "--sslrootcert", "system"], 3, 'weak sslmode "verify-ca"'),
+        (["--sslmode", "require", "--sslrootcert", "system"], 3, 'weak sslmode "require"'),
+        (["--sslmode", "require"], 0, "certificate expires in"),
+        (["--sslmode", "require", "--sslrootcert="], 0, "certificate expires in"),
+        ([], 2, "certificate is not valid for db.test"),
+        # A string with a weaker sslmode than the options' explicit system roots.
+        ([f"{base} sslmode=require", "--sslrootcert", "system"], 3, 'weak sslmode "require"'),
+        ([f"{base} sslmode=verify-ca"], 3, 'weak sslmode "verify-ca"'),
+        ([f"{base} sslmode=require"], 0, "certificate expires in"),
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        runs = [
+            # A connection string names its own host; options need -H.
+            pool.submit(run_plugin, *(args if "=" in args[0] else [*options, *args]), env=env)
+            if args
+            else pool.submit(run_plugin, *options, env=env)
+            for args, _, _ in cases
+        ]
+        for (args, state, words), run in zip(cases, runs, strict=True):
+            result = run.result()
+            assert result.returncode == state, (args, result.stdout)
+            assert words in result.status_line, (args, result.stdout)
+
+
+def _psql_env(
+    binary: str, conninfo: str, env: dict[str, str], home: Path | None = None
+) -> tuple[bool, str]:
+    done = subprocess.run(
+        [binary, "-X", "-At", "-c", "select 1", conninfo],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home or "/nonexistent"),
+            **env,
+        },
+        stdin=subprocess.DEVNULL,
+    )
+    connected = done.returncode == 0 and done.stdout.strip() == "1"
+    return connected, "" if connected else done.stderr.strip()

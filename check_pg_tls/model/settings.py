@@ -150,6 +150,9 @@ class TlsFiles(NamedTuple):
     sslkey: str | None = None
     #: ``--audit-crl``: CRL files judged for their own sake.
     audit_crl: tuple[str, ...] = ()
+    #: Whether ``sslrootcert`` was given (an option, a connection string), or is
+    #: the options' default ``system``, which ``require`` reads as no roots.
+    sslrootcert_given: bool = True
 
 
 class TrustStore(NamedTuple):
@@ -228,7 +231,7 @@ class Settings(NamedTuple):
         files = self.files
         return {
             "sslmode": self.sslmode,
-            "sslrootcert": files.sslrootcert,
+            "sslrootcert": files.sslrootcert if files.sslrootcert_given else None,
             "sslcrl": files.sslcrl,
             "sslcrldir": files.sslcrldir,
             "sslcert": files.sslcert,
