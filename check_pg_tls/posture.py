@@ -150,16 +150,21 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
 
 
 def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Finding:
-    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root."""
+    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root.
+
+    libpq fails before the handshake with such a key, whatever the server:
+    CRITICAL, as for any server no such client can connect to.
+    """
     loose = mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO if owned_by_root else 0o077)
     shown = f"{stat.S_IMODE(mode):04o}"
     if loose:
         return Finding(
             Check.CLIENT_KEY_PERMISSIONS,
             f"libpq refuses client key file {path}: it has group or world access (mode "
-            f"{shown}); make it 0600, or 0640 owned by root",
+            f"{shown}), and libpq clients with this sslkey cannot connect; make it 0600, "
+            "or 0640 owned by root",
             "client key file too open",
-            State.WARNING,
+            State.CRITICAL,
         )
     return Finding.ok(Check.CLIENT_KEY_PERMISSIONS, f"client key file mode {shown}")
 

@@ -262,6 +262,7 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
     problem = _weak_with_system_roots(client_sslmode or sslmode, files)
     if problem is not None:
         return problem
+    files, ignored = _as_libpq_reads(files, own, sslmode)
     key = (_loads_roots(sslmode, files), files)
     if key == (_loads_roots(base.sslmode, base.files), base.files):
         trust: TrustStore | str = base.trust
@@ -275,6 +276,8 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         loaded[key] = trust
     if isinstance(trust, str):
         return trust
+    if ignored is not None:
+        trust = trust._replace(crls_ignored=ignored)
     return base._replace(
         sslmode=sslmode,
         client_sslmode=client_sslmode,
@@ -283,6 +286,62 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         trust=trust,
         tcp=tcp,
     )
+
+
+def _as_libpq_reads(
+    files: TlsFiles, own: dict[str, str], sslmode: str
+) -> tuple[TlsFiles, str | None]:
+    """A connection string's own files as libpq takes them, and why its CRLs go unused.
+
+    Where libpq goes on without a file of the string, silently, so does the
+    check (fe-secure-openssl.c, initialize_SSL): an sslcert that does not
+    exist sends no client certificate (nor is sslkey read); under
+    ``require`` an sslrootcert that does not exist verifies nothing; an
+    sslcrldir that does not exist adds no CRL beside a loaded sslcrl
+    (OpenSSL's directory lookup finds nothing there); an sslcrl OpenSSL
+    cannot load turns revocation off altogether, which is said (a WARNING).
+    What libpq fails on is left to the loading, whose reason is the answer;
+    the options' own files are always read strictly (a typo is UNKNOWN).
+    """
+    ignored = None
+    if "sslcert" in own and files.sslcert and _absent(files.sslcert):
+        files = files._replace(sslcert=None, sslkey=None)
+    roots = files.sslrootcert
+    if "sslrootcert" in own and roots != "system" and sslmode == "require" and _absent(roots):
+        files = files._replace(sslrootcert="system", sslrootcert_given=False)
+    if not _loads_roots(sslmode, files):
+        return files, ignored
+    if "sslcrl" in own and files.sslcrl and not _loadable_crls(files.sslcrl):
+        ignored = (
+            f"libpq cannot load sslcrl {files.sslcrl} (it silently goes on without it): "
+            "clients with this connection string check no revocation at all, nor sslcrldir"
+        )
+        files = files._replace(sslcrl=None, sslcrldir=None)
+    elif "sslcrldir" in own and files.sslcrl and not os.path.isdir(files.sslcrldir or ""):
+        files = files._replace(sslcrldir=None)
+    return files, ignored
+
+
+def _absent(path: str) -> bool:
+    """libpq's stat() says the file is not there (not: it cannot be read)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _loadable_crls(path: str) -> bool:
+    """Whether OpenSSL's X509_STORE_load_file, which libpq calls, takes the file."""
+    from OpenSSL import crypto
+
+    try:
+        crypto.X509Store().load_locations(path)
+    except (crypto.Error, OSError):
+        return False
+    return True
 
 
 def _tcp(settings: tuple[tuple[str, str], ...]) -> TcpSettings | None:

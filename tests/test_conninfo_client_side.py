@@ -13,15 +13,16 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
+from testbed import pki
 from testbed.pg18 import pg18_bindir
-from testbed.pgcluster import Cluster
+from testbed.pgcluster import Cluster, Workspace
 
 from .conftest import Pki, run_plugin
 
@@ -191,3 +192,127 @@ def _psql_env(
     )
     connected = done.returncode == 0 and done.stdout.strip() == "1"
     return connected, "" if connected else done.stderr.strip()
+
+
+# --- a connection string's own files, as libpq takes them --------------------------
+
+
+class Row(NamedTuple):
+    #: The string's file keywords ({crl}, {root}, ... filled in).
+    files: str
+    #: Does libpq (psql 15 and 18) connect, and if not, what does it say?
+    connects: bool
+    said: str | None
+    #: The plugin's state for the string, and words of its status.
+    state: str
+    words: str
+
+
+ROWS = {
+    # libpq sends no client certificate, and never reads the key.
+    "sslcert-missing": Row(
+        "sslcert={dir}/no-such.crt sslkey={dir}/no-such.key", True, None, "OK", "chain trusted"
+    ),
+    # libpq fails before the handshake, whatever the server.
+    "sslkey-group-readable": Row(
+        "sslcert={dir}/client.crt sslkey={dir}/client-0644.key",
+        False,
+        "has group or world access",
+        "CRITICAL",
+        "libpq clients with this sslkey cannot connect",
+    ),
+    # OpenSSL's directory lookup finds nothing there: the file's CRLs decide.
+    "sslcrldir-missing-beside-a-good-sslcrl": Row(
+        "sslcrl={dir}/good.pem sslcrldir={dir}/no-such-dir", True, None, "OK", "chain trusted"
+    ),
+    "sslcrldir-missing-beside-a-revoking-sslcrl": Row(
+        "sslcrl={dir}/revoking.pem sslcrldir={dir}/no-such-dir",
+        False,
+        "certificate verify failed",
+        "CRITICAL",
+        "certificate revoked",
+    ),
+    # OpenSSL cannot load the file: libpq turns revocation off, the directory too.
+    "sslcrl-missing-beside-a-revoking-sslcrldir": Row(
+        "sslcrl={dir}/no-such.pem sslcrldir={dir}/revoking-dir",
+        True,
+        None,
+        "WARNING",
+        "libpq cannot load sslcrl",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def crl_files(workspace: Workspace, ca: Pki) -> Iterator[tuple[Cluster, Path]]:
+    leaf = pki.make_leaf(ca.intermediate, dns=("db.test",))
+    cluster = workspace.cluster([leaf, ca.intermediate], leaf, name="string-files").start()
+    folder = workspace.new_dir("string-files")
+    pki.write_crls(folder / "good.pem", pki.make_crl(ca.intermediate), pki.make_crl(ca.root))
+    revoking = (pki.make_crl(ca.intermediate, [(leaf, None)]), pki.make_crl(ca.root))
+    pki.write_crls(folder / "revoking.pem", *revoking)
+    hashed = folder / "revoking-dir"
+    hashed.mkdir()
+    for index, crl in enumerate(revoking):
+        pki.write_crls(hashed / f"crl{index}.pem", crl)
+    subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+    client = pki.make_leaf(pki.make_root("Client CA"), dns=(), server_auth=False)
+    pki.write_pem(folder / "client.crt", client)
+    key = folder / "client-0644.key"
+    key.write_bytes(client.key_pem)
+    key.chmod(0o644)
+    yield cluster, folder
+    cluster.stop()
+
+
+def test_a_string_s_own_files_are_taken_as_libpq_takes_them(
+    crl_files: tuple[Cluster, Path], ca: Pki, psql_home: Path
+) -> None:
+    cluster, folder = crl_files
+    base = (
+        f"host=db.test hostaddr=127.0.0.1 port={cluster.port} sslmode=verify-full "
+        f"sslrootcert={ca.root_file} user=postgres dbname=postgres"
+    )
+    strings = [f"{base} {row.files.format(dir=folder)}" for row in ROWS.values()]
+    for (name, row), (psql15, psql18, target) in zip(
+        ROWS.items(), _judged(strings, psql_home), strict=True
+    ):
+        for connected, said in (psql15, psql18):
+            assert connected is row.connects, (name, said)
+            assert row.said is None or row.said in said, (name, said)
+        assert target["state"] == row.state, (name, target)
+        assert row.words in str(target["summary"]), (name, target)
+
+
+def test_an_option_s_file_that_is_missing_is_a_typo(
+    crl_files: tuple[Cluster, Path], ca: Pki
+) -> None:
+    cluster, folder = crl_files
+    options = ["-H", "127.0.0.1", "-p", str(cluster.port), "--servername", "db.test"]
+    options += ["--sslrootcert", str(ca.root_file)]
+    for extra, words in (
+        (["--sslcert", f"{folder}/no-such.crt"], "cannot read client certificate file"),
+        (["--sslcrl", f"{folder}/good.pem", "--sslcrldir", f"{folder}/no"], "CRL directory"),
+        (["--sslcrl", f"{folder}/no-such.pem"], "cannot read CRL file"),
+    ):
+        result = run_plugin(*options, *extra)
+        assert result.returncode == 3, result.stdout
+        assert words in result.status_line, result.stdout
+
+
+def test_a_string_s_missing_root_file_verifies_nothing_under_require(
+    server: Callable[[str], Cluster], psql_home: Path
+) -> None:
+    port = server("self_signed").port
+    base = f"host=db.test hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres"
+    strings = [
+        f"{base} sslmode=require sslrootcert=/no/such/root.crt",
+        f"{base} sslmode=verify-full sslrootcert=/no/such/root.crt",
+    ]
+    (require, verify) = _judged(strings, psql_home)
+    assert require.psql15[0] and require.psql18[0], require
+    assert require.target["state"] == "OK", require.target
+    for connected, said in (verify.psql15, verify.psql18):
+        assert not connected and 'root certificate file "/no/such/root.crt" does not exist' in said
+    assert verify.target["state"] == "UNKNOWN", verify.target
+    assert "cannot read root certificate file /no/such/root.crt" in str(verify.target["error"])
