@@ -52,6 +52,9 @@ HONOURED = frozenset(
         "keepalives_interval",
         "keepalives_count",
         "tcp_user_timeout",
+        # What libpq demands of the login, whatever the server.
+        "channel_binding",
+        "require_auth",
     }
 )
 
@@ -71,8 +74,6 @@ _IGNORED = frozenset(
         "target_session_attrs",
         "load_balance_hosts",
         "replication",
-        "channel_binding",
-        "require_auth",
         "gssencmode",
         "gssdelegation",
         "krbsrvname",

@@ -20,6 +20,7 @@ from .errors import LocalFileError, UsageError
 from .model import (
     DaneSettings,
     Login,
+    LoginRules,
     PlaintextCheck,
     PostureLimits,
     RevocationCheck,
@@ -244,8 +245,13 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
     """
     own = {key: value for key, value in target.settings if key in _KEYWORDS}
     tcp = _tcp(target.settings)
+    rules = _login_rules(target.settings)
     if not own:
-        return base if tcp is None else base._replace(tcp=tcp)
+        return (
+            base
+            if (tcp, rules) == (None, LoginRules())
+            else base._replace(tcp=tcp, login_rules=rules)
+        )
     sslmode = own.get("sslmode", base.sslmode)
     client_sslmode = None
     if sslmode in _PLAINTEXT_MODES:
@@ -285,7 +291,13 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         files=files,
         trust=trust,
         tcp=tcp,
+        login_rules=rules,
     )
+
+
+def _login_rules(settings: tuple[tuple[str, str], ...]) -> LoginRules:
+    given = dict(settings)
+    return LoginRules(given.get("channel_binding", "prefer"), given.get("require_auth") or None)
 
 
 def _as_libpq_reads(

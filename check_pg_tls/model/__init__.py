@@ -34,6 +34,7 @@ from .records import (
 )
 from .settings import (
     DaneSettings,
+    LoginRules,
     PlaintextCheck,
     Policy,
     PostureLimits,
@@ -62,6 +63,7 @@ __all__ = [
     "KeyFile",
     "Login",
     "LoginAnswer",
+    "LoginRules",
     "Observation",
     "Outcome",
     "Perfdata",

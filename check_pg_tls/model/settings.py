@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DaneSettings",
+    "LoginRules",
     "PlaintextCheck",
     "Policy",
     "PostureLimits",
@@ -35,6 +36,17 @@ __all__ = [
     "TlsFiles",
     "TrustStore",
 ]
+
+
+class LoginRules(NamedTuple):
+    """A connection string's demands on the login, which libpq enforces whatever
+    the server: its channel_binding and require_auth."""
+
+    #: ``disable``, ``prefer`` (libpq's default) or ``require``.
+    channel_binding: str = "prefer"
+    #: libpq's require_auth as written (``scram-sha-256,md5``, ``!password``);
+    #: None: any method.
+    require_auth: str | None = None
 
 
 class Policy(NamedTuple):
@@ -79,6 +91,8 @@ class Policy(NamedTuple):
     #: State of a login the server lets in without a password
     #: (``--check-auth``).
     passwordless: State = State.WARNING
+    #: A connection string's channel_binding and require_auth.
+    login_rules: LoginRules = LoginRules()
 
     @property
     def verifies_chain(self) -> bool:
@@ -224,6 +238,8 @@ class Settings(NamedTuple):
     targets: TargetDefaults = TargetDefaults()
     #: A connection string's TCP keywords; None when it gives none.
     tcp: TcpSettings | None = None
+    #: A connection string's channel_binding and require_auth.
+    login_rules: LoginRules = LoginRules()
 
     @property
     def keywords(self) -> dict[str, str | None]:
@@ -261,4 +277,5 @@ class Settings(NamedTuple):
             client_sslmode=self.client_sslmode,
             channel_binding=posture.channel_binding,
             passwordless=posture.passwordless,
+            login_rules=self.login_rules,
         )
