@@ -549,10 +549,13 @@ def _unknown_method(reply: StartupReply) -> str:
     return _UNSUPPORTED.get(code, f"authentication method {code}")
 
 
-# What a server answers a login it refuses before authentication:
-# PostgreSQL 28000 (pg_hba.conf: reject, no line, client certificates);
-# pgbouncer 08P01 for all of its own refusals.
+# What a server answers a login it refuses before any password: PostgreSQL
+# 28000 (pg_hba.conf reject, no line, a client certificate it demands,
+# ident: one SQLSTATE for all, and the text that tells them apart is not
+# shown); pgbouncer 08P01 for all of its own refusals.
 _REFUSED = ("28000", "28P01", "08P01")
+#: What the SQLSTATE cannot tell apart.
+_UNTOLD = "the SQLSTATE does not tell which"
 
 
 def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Finding:
@@ -567,21 +570,23 @@ def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Find
         )
     if sent:
         problem = (
-            f"login of {who} refused with the client certificate given (SQLSTATE {code}): "
-            "its name does not map to the user (cert authentication), or pg_hba.conf has "
-            "no line for it over TLS; libpq clients with this sslcert cannot log in"
+            f"login of {who} refused with the client certificate given (SQLSTATE {code}) "
+            "before any password: its name does not map to the user (cert authentication), "
+            "or pg_hba.conf rejects the login (reject, no line for it over TLS, ident); "
+            f"{_UNTOLD}; libpq clients with this sslcert cannot log in"
         )
     elif requested:
         problem = (
-            f"login of {who} refused (SQLSTATE {code}) on a connection without a client "
-            "certificate: either pg_hba.conf demands one (cert, clientcert=verify-ca or "
-            "verify-full), which libpq clients without sslcert never get past, or it has no "
-            "line that lets the user in over TLS"
+            f"login of {who} refused (SQLSTATE {code}) before any password, on a connection "
+            "without a client certificate: pg_hba.conf demands one (cert, clientcert=verify-ca "
+            "or verify-full), which libpq clients without sslcert never get past, or rejects "
+            f"the login (reject, no line for it over TLS, ident); {_UNTOLD}"
         )
     else:
         problem = (
-            f"login of {who} refused over TLS (SQLSTATE {code}): pg_hba.conf has no line "
-            "that lets the user in, or rejects it"
+            f"login of {who} refused over TLS (SQLSTATE {code}) before any password: "
+            "pg_hba.conf rejects it (reject, no line for it, ident, or cert without a client "
+            f"certificate); {_UNTOLD}"
         )
     return Finding(Check.AUTH, problem, "login refused", State.CRITICAL)
 
