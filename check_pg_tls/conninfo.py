@@ -13,9 +13,10 @@ string whose host, port or database libpq would read from what looks like
 a password (a URI's password with a ``/`` or an ``@`` of its own) is
 refused without saying what libpq read.
 
-The keywords that decide the TLS verdict are honoured; those that cannot
-change it (database, user, application name, ...) are ignored once libpq's
-checks pass; any other keyword would change what a client does, and is
+The keywords that decide the TLS verdict, or whether a client gets in at
+all (its TCP settings, channel_binding, require_auth), are honoured; those
+that cannot change it (database, user, application name, ...) are ignored
+once libpq's checks pass; any other keyword would change what a client does, and is
 refused by name rather than silently dropped.
 
 Pure text in, plain records out.
