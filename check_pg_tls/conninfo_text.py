@@ -75,7 +75,8 @@ def secret_spans(text: str, following: bool = True) -> list[Span]:
     user's ``:`` to an ``@`` libpq does not read as the end of the user info
     (a password with a ``/``, ``?`` or ``@`` of its own, which libpq takes
     for a host, a port or a database name). A ``user:password@host`` text
-    without a scheme is read as a URI's user info, up to its last ``@``.
+    without a scheme (or with another one) is read as a URI's user info too,
+    from its first ``:`` to its last ``@``.
     """
     spans: list[Span] = []
     if "://" in text:
@@ -83,7 +84,8 @@ def secret_spans(text: str, following: bool = True) -> list[Span]:
     if not text.startswith(_URI_PREFIXES):
         if "=" in text:
             spans += _keyword_spans(text, following)
-        if "@" in text and "://" not in text:
+        # Also beside another scheme: app://pw@host may be app's password.
+        if "@" in text:
             spans += _bare_user_info(text)
     return _merged(spans)
 

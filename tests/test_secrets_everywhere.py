@@ -153,6 +153,7 @@ def _what_reading_shows(line: str, listed: Path) -> str:
 @example("Xq?z@Q/x")
 @example("Xq&zQ=xZ")
 @example("xQz'x Z\\q")
+@example("//xxx")  # app://xxx@host: a scheme, or app's password?
 def test_no_reading_of_a_target_shows_a_secret(secret: str) -> None:
     with tempfile.TemporaryDirectory() as directory:
         listed = Path(directory) / "targets"
