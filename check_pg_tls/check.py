@@ -133,7 +133,9 @@ def _check(
 ) -> Outcome:
     direct = settings.negotiation == "direct"
     try:
-        observation = probe(target, timeout, settings.trust.contexts, direct, settings.login)
+        observation = probe(
+            target, timeout, settings.trust.contexts, direct, settings.login, settings.tcp
+        )
     except ProbeError as exc:
         return _failed(target, checked_as, settings, exc, time.monotonic() - started)
     seen.append(observation)

@@ -8,11 +8,15 @@ connectOptions2 and the start of PQconnectPoll, PostgreSQL 18): host,
 hostaddr and port lists that match, a numeric hostaddr, valid ports and
 integer options, the values of the keywords with fixed choices, the
 sslnegotiation and ``sslrootcert=system`` rules. A string libpq refuses is
-refused with libpq's reason; none of the messages quotes a secret.
+refused with libpq's reason; none of the messages quotes a secret, and a
+string whose host, port or database libpq would read from what looks like
+a password (a URI's password with a ``/`` or an ``@`` of its own) is
+refused without saying what libpq read.
 
-The keywords that decide the TLS verdict are honoured; those that cannot
-change it (database, user, application name, ...) are ignored once libpq's
-checks pass; any other keyword would change what a client does, and is
+The keywords that decide the TLS verdict, or whether a client gets in at
+all (its TCP settings, channel_binding, require_auth), are honoured; those
+that cannot change it (database, user, application name, ...) are ignored
+once libpq's checks pass; any other keyword would change what a client does, and is
 refused by name rather than silently dropped.
 
 Pure text in, plain records out.
@@ -24,7 +28,7 @@ import re
 import socket
 from typing import NamedTuple
 
-from .conninfo_text import parse_options
+from .conninfo_text import read_options
 
 __all__ = ["HONOURED", "ConnSpec", "parse_conninfo"]
 
@@ -42,6 +46,16 @@ HONOURED = frozenset(
         "sslcrldir",
         "sslcert",
         "sslkey",
+        # What libpq asks of the kernel for its socket: a value the kernel
+        # refuses fails every connection.
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        # What libpq demands of the login, whatever the server.
+        "channel_binding",
+        "require_auth",
     }
 )
 
@@ -58,16 +72,9 @@ _IGNORED = frozenset(
         "connect_timeout",
         "client_encoding",
         "options",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
         "target_session_attrs",
         "load_balance_hosts",
         "replication",
-        "channel_binding",
-        "require_auth",
         "gssencmode",
         "gssdelegation",
         "krbsrvname",
@@ -111,7 +118,16 @@ def parse_conninfo(text: str, sslmode: str = "verify-full") -> list[ConnSpec]:
         ValueError: libpq, or this check, refuses the string; the message says
             why and quotes no secret.
     """
-    options = parse_options(text)
+    options, tainted = read_options(text)
+    if tainted:
+        # A URI's password with a '/', '?' or '@' of its own: libpq reads
+        # part of it as a host, a port or a database name, which no message
+        # may show, and which no client that meant a password connects to.
+        raise ValueError(
+            "libpq would read the host, port or database name from what looks like a "
+            "password (an '@' follows that does not end the user info): percent-encode a "
+            "password's '/', '?', '#' and '@' (%2F, %3F, %23, %40)"
+        )
     for key in options:
         if key == "service":
             raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BadTarget",
     "CheckFailed",
+    "ClientRefused",
     "LocalFileError",
     "ProbeError",
     "ServerMisbehaved",
@@ -36,6 +37,13 @@ class ServerMisbehaved(ProbeError):
 
     It refused TLS, sent an error, broke the protocol or failed the
     handshake. Always CRITICAL: a client could not connect securely.
+    """
+
+
+class ClientRefused(ProbeError):
+    """libpq clients set up like this check fail on their own side: the kernel
+    refuses a TCP setting of their connection string. Always CRITICAL: no such
+    client connects to any server.
     """
 
 

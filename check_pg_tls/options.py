@@ -137,10 +137,9 @@ def parser() -> _Parser:
     )
     add(
         "--sslrootcert",
-        default="system",
         metavar="FILE|system",
         help="trusted root certificates: a PEM file, or 'system' for the system "
-        "trust store (default: %(default)s)",
+        "trust store (default: system, for verify-full; none for require)",
     )
     add(
         "-t",

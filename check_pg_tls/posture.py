@@ -25,6 +25,7 @@ from .model import (
     Finding,
     KeyFile,
     LoginAnswer,
+    LoginRules,
     Observation,
     PlaintextAnswer,
     State,
@@ -150,16 +151,21 @@ def client_certificate_finding(observation: Observation, configured: bool) -> Fi
 
 
 def client_key_mode_finding(path: str, mode: int, owned_by_root: bool) -> Finding:
-    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root."""
+    """libpq's rule for sslkey: 0600 or less, or 0640 or less when owned by root.
+
+    libpq fails before the handshake with such a key, whatever the server:
+    CRITICAL, as for any server no such client can connect to.
+    """
     loose = mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO if owned_by_root else 0o077)
     shown = f"{stat.S_IMODE(mode):04o}"
     if loose:
         return Finding(
             Check.CLIENT_KEY_PERMISSIONS,
             f"libpq refuses client key file {path}: it has group or world access (mode "
-            f"{shown}); make it 0600, or 0640 owned by root",
+            f"{shown}), and libpq clients with this sslkey cannot connect; make it 0600, "
+            "or 0640 owned by root",
             "client key file too open",
-            State.WARNING,
+            State.CRITICAL,
         )
     return Finding.ok(Check.CLIENT_KEY_PERMISSIONS, f"client key file mode {shown}")
 
@@ -398,14 +404,19 @@ _UNSUPPORTED: dict[int, str] = {
 
 
 def login_finding(
-    observation: Observation, passwordless_severity: State, client_name: str | None = None
+    observation: Observation,
+    passwordless_severity: State,
+    client_name: str | None = None,
+    rules: LoginRules | None = None,
 ) -> Finding:
     """``--check-auth``: what the server asks of the user, after the handshake.
 
     No password is sent, so a request for one is information, not a
     verdict; a refusal at this point is what every libpq client set up like
-    this check (with or without the same client certificate) meets.
-    ``client_name`` is the Common Name of the client certificate sent, if any.
+    this check (with or without the same client certificate) meets, and so
+    is a method a connection string's require_auth (in ``rules``) does not
+    allow. ``client_name`` is the Common Name of the client certificate
+    sent, if any.
     """
     answer = observation.login
     assert answer is not None
@@ -427,6 +438,10 @@ def login_finding(
         )
     if reply.kind is StartupReplyKind.ERROR:
         return _refusal(reply, who, sent, observation.certificate_requested)
+    if rules is not None and rules.require_auth is not None:
+        refused = _required_method(reply, rules, who)
+        if refused is not None:
+            return refused
     if reply.auth_code == AuthCode.OK:
         ended = ""
         if answer.session_sqlstate:
@@ -480,6 +495,52 @@ def login_finding(
     return Finding.ok(Check.AUTH, f"server asks {who} for {asked}{later}")
 
 
+# libpq's require_auth: the method each first request stands for, and the
+# words of its refusal (fe-auth.c, check_expected_areq).
+_METHODS: dict[int, tuple[str, str]] = {
+    AuthCode.OK: ("none", "server did not complete authentication"),
+    AuthCode.CLEARTEXT_PASSWORD: ("password", "server requested a cleartext password"),
+    AuthCode.MD5_PASSWORD: ("md5", "server requested a hashed password"),
+    AuthCode.GSS: ("gss", "server requested GSSAPI authentication"),
+    AuthCode.SSPI: ("sspi", "server requested SSPI authentication"),
+}
+
+
+def _required_method(reply: StartupReply, rules: LoginRules, who: str) -> Finding | None:
+    """A first request a connection string's require_auth does not allow: CRITICAL,
+    in libpq's words; None when it is allowed, or libpq would not get that far."""
+    required = rules.require_auth or ""
+    listed = {part.lstrip("!") for part in required.split(",")}
+    negated = required.startswith("!")
+    code = reply.auth_code
+    if code == AuthCode.SASL:
+        if any(m.startswith("SCRAM-") for m in reply.mechanisms):
+            method = "scram-sha-256"
+        elif "OAUTHBEARER" in reply.mechanisms:
+            method = "oauth"
+        else:
+            return None
+        if negated:
+            plus = _PLUS in reply.mechanisms and rules.channel_binding != "disable"
+            reason = f"server requested {_PLUS if plus else 'SCRAM-SHA-256'} authentication"
+        else:
+            reason = "server requested SASL authentication"
+    elif code in _METHODS:
+        method, reason = _METHODS[code]
+    else:
+        return None
+    if (method in listed) != negated:
+        return None
+    return Finding(
+        Check.AUTH,
+        f"require_auth={required} in the connection string refuses what the server asks of "
+        f'{who}: every login of these clients fails ("authentication method requirement '
+        f'"{required}" failed: {reason}")',
+        "authentication method not allowed",
+        State.CRITICAL,
+    )
+
+
 def _unknown_method(reply: StartupReply) -> str:
     if reply.auth_code == AuthCode.SASL:
         count = len(reply.mechanisms)
@@ -488,10 +549,13 @@ def _unknown_method(reply: StartupReply) -> str:
     return _UNSUPPORTED.get(code, f"authentication method {code}")
 
 
-# What a server answers a login it refuses before authentication:
-# PostgreSQL 28000 (pg_hba.conf: reject, no line, client certificates);
-# pgbouncer 08P01 for all of its own refusals.
+# What a server answers a login it refuses before any password: PostgreSQL
+# 28000 (pg_hba.conf reject, no line, a client certificate it demands,
+# ident: one SQLSTATE for all, and the text that tells them apart is not
+# shown); pgbouncer 08P01 for all of its own refusals.
 _REFUSED = ("28000", "28P01", "08P01")
+#: What the SQLSTATE cannot tell apart.
+_UNTOLD = "the SQLSTATE does not tell which"
 
 
 def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Finding:
@@ -506,21 +570,23 @@ def _refusal(reply: StartupReply, who: str, sent: bool, requested: bool) -> Find
         )
     if sent:
         problem = (
-            f"login of {who} refused with the client certificate given (SQLSTATE {code}): "
-            "its name does not map to the user (cert authentication), or pg_hba.conf has "
-            "no line for it over TLS; libpq clients with this sslcert cannot log in"
+            f"login of {who} refused with the client certificate given (SQLSTATE {code}) "
+            "before any password: its name does not map to the user (cert authentication), "
+            "or pg_hba.conf rejects the login (reject, no line for it over TLS, ident); "
+            f"{_UNTOLD}; libpq clients with this sslcert cannot log in"
         )
     elif requested:
         problem = (
-            f"login of {who} refused (SQLSTATE {code}) on a connection without a client "
-            "certificate: either pg_hba.conf demands one (cert, clientcert=verify-ca or "
-            "verify-full), which libpq clients without sslcert never get past, or it has no "
-            "line that lets the user in over TLS"
+            f"login of {who} refused (SQLSTATE {code}) before any password, on a connection "
+            "without a client certificate: pg_hba.conf demands one (cert, clientcert=verify-ca "
+            "or verify-full), which libpq clients without sslcert never get past, or rejects "
+            f"the login (reject, no line for it over TLS, ident); {_UNTOLD}"
         )
     else:
         problem = (
-            f"login of {who} refused over TLS (SQLSTATE {code}): pg_hba.conf has no line "
-            "that lets the user in, or rejects it"
+            f"login of {who} refused over TLS (SQLSTATE {code}) before any password: "
+            "pg_hba.conf rejects it (reject, no line for it, ident, or cert without a client "
+            f"certificate); {_UNTOLD}"
         )
     return Finding(Check.AUTH, problem, "login refused", State.CRITICAL)
 
@@ -529,7 +595,11 @@ _PLUS = "SCRAM-SHA-256-PLUS"
 
 
 def channel_binding_finding(
-    binding: CertificateHash, login: LoginAnswer | None, severity: State
+    binding: CertificateHash,
+    login: LoginAnswer | None,
+    severity: State,
+    mode: str = "prefer",
+    client_sslmode: str | None = None,
 ) -> Finding:
     """Can libpq bind a SCRAM login to this certificate (tls-server-end-point)?
 
@@ -540,24 +610,28 @@ def channel_binding_finding(
     an offer of SCRAM-SHA-256-PLUS makes it certain (CRITICAL); SCRAM
     without channel binding makes it moot, since the server offers none to
     anyone.
+
+    ``mode`` is a connection string's channel_binding: ``disable`` binds
+    nothing, so nothing can fail; ``require`` fails every login that is not
+    bound (fe-auth.c): with a certificate libpq cannot hash, over a
+    connection without TLS, and, as ``login`` shows, when the server asks
+    for anything but SCRAM-SHA-256-PLUS.
     """
+    if mode == "disable":
+        return Finding.ok(
+            Check.CHANNEL_BINDING,
+            "channel_binding=disable in the connection string: clients do not bind SCRAM "
+            "logins to the certificate",
+        )
+    if mode == "require":
+        return _required_binding(binding, login, client_sslmode)
     if binding.digest is not None:
         return Finding.ok(
             Check.CHANNEL_BINDING,
             f"SCRAM channel binding hashes the certificate with {binding.digest}",
         )
-    error = binding.error or ""
-    if "find digest" in error and binding.signed_with:
-        why = f"the certificate is signed with {binding.signed_with}, which has no digest"
-    elif "generate" in error:
-        why = "OpenSSL cannot compute the digest of the certificate's signature"
-    else:
-        why = "OpenSSL cannot tell the digest of the certificate's signature"
-    fails = f'fail with "{binding.error}" ({why})'
-    fix = (
-        "use a certificate signed by an ECDSA or RSA key, or channel_binding=disable in the "
-        "clients (no protection)"
-    )
+    fails = f'fail with "{binding.error}" ({_why_unbound(binding)})'
+    fix = _BINDING_FIX
     reply = login.reply if login is not None else None
     if login is not None and reply is not None and reply.auth_code == AuthCode.SASL:
         who = _who(login.login.user, login.login.database)
@@ -582,4 +656,80 @@ def channel_binding_finding(
         f"{fails}; {fix}",
         "channel binding impossible",
         severity,
+    )
+
+
+_BINDING_FIX = (
+    "use a certificate signed by an ECDSA or RSA key, or channel_binding=disable in the "
+    "clients (no protection)"
+)
+
+
+def _why_unbound(binding: CertificateHash) -> str:
+    error = binding.error or ""
+    if "find digest" in error and binding.signed_with:
+        return f"the certificate is signed with {binding.signed_with}, which has no digest"
+    if "generate" in error:
+        return "OpenSSL cannot compute the digest of the certificate's signature"
+    return "OpenSSL cannot tell the digest of the certificate's signature"
+
+
+def _required_binding(
+    binding: CertificateHash, login: LoginAnswer | None, client_sslmode: str | None
+) -> Finding:
+    """channel_binding=require: every login that is not bound fails, in libpq's words."""
+    required = "channel_binding=require in the connection string"
+    if client_sslmode == "disable":
+        return _unbound(
+            f"{required} with sslmode=disable", "channel binding required, but SSL not in use"
+        )
+    if binding.digest is None:
+        return _unbound(
+            f"{required}, and libpq cannot bind to this certificate ({_why_unbound(binding)})",
+            binding.error or "",
+            f"; {_BINDING_FIX}",
+        )
+    reply = login.reply if login is not None else None
+    if login is None or reply is None or reply.kind is not StartupReplyKind.AUTHENTICATION:
+        later = (
+            ""
+            if login is not None
+            else (
+                "; whether the server offers the user SCRAM-SHA-256-PLUS only --check-auth can tell"
+            )
+        )
+        return Finding.ok(
+            Check.CHANNEL_BINDING,
+            f"{required}: libpq binds SCRAM logins with {binding.digest}{later}",
+        )
+    who = _who(login.login.user, login.login.database)
+    if reply.auth_code == AuthCode.SASL and _PLUS in reply.mechanisms:
+        return Finding.ok(
+            Check.CHANNEL_BINDING,
+            f"{required}: the server offers {who} {_PLUS}, which libpq binds with {binding.digest}",
+        )
+    if reply.auth_code == AuthCode.SASL:
+        return _unbound(
+            f"{required}, but the server offers {who} SCRAM without channel binding",
+            "channel binding is required, but server did not offer an authentication "
+            "method that supports channel binding",
+        )
+    if reply.auth_code == AuthCode.OK:
+        return _unbound(
+            f"{required}, but the server lets {who} in without SCRAM",
+            "channel binding required, but server authenticated client without channel binding",
+        )
+    asked = _asks_for(reply) or _unknown_method(reply)
+    return _unbound(
+        f"{required}, but the server asks {who} for {asked}",
+        "channel binding required but not supported by server's authentication request",
+    )
+
+
+def _unbound(what: str, libpq_says: str, fix: str = "") -> Finding:
+    return Finding(
+        Check.CHANNEL_BINDING,
+        f'{what}: every login of these clients fails ("{libpq_says}"){fix}',
+        "channel binding impossible",
+        State.CRITICAL,
     )

@@ -26,8 +26,8 @@ from typing import TypeVar
 
 from OpenSSL import SSL, crypto
 
-from .errors import CheckFailed, ServerMisbehaved, Unreachable
-from .model import Login, LoginAnswer, Observation, Target, VerifyError
+from .errors import CheckFailed, ClientRefused, ServerMisbehaved, Unreachable
+from .model import Login, LoginAnswer, Observation, Target, TcpSettings, VerifyError
 from .names import ip_literal
 from .openssl_client import (
     ALPN_PROTOCOL,
@@ -89,6 +89,7 @@ def probe(
     contexts: ClientContexts,
     direct: bool = False,
     login: Login | None = None,
+    tcp: TcpSettings | None = None,
 ) -> Observation:
     """Connect, negotiate TLS the PostgreSQL way, and record what was presented.
 
@@ -101,17 +102,19 @@ def probe(
     The handshake uses libpq's settings first. Only when that handshake
     fails is a second one tried with legacy settings, so that an old server
     is named for what it speaks; the observation then says why the first
-    one failed.
+    one failed. A connection string's TCP settings (``tcp``) go to the socket
+    as libpq gives them to its own, before it connects.
 
     Raises:
         Unreachable: resolution, connection or any step ran out of time.
         ServerMisbehaved: no TLS, an error reply, a protocol violation or a
             failed handshake.
+        ClientRefused: the kernel refuses a TCP setting, as it would libpq's.
     """
     deadline = _Deadline(timeout)
     addresses = _resolve(target, deadline)
     try:
-        return _attempt(addresses, target, deadline, contexts.current, direct, login)
+        return _attempt(addresses, target, deadline, contexts.current, direct, login, tcp)
     except _HandshakeFailed as exc:
         if direct:
             # PostgreSQL 16 and older read the ClientHello as a startup packet
@@ -122,7 +125,7 @@ def probe(
             ) from None
         first = exc.reason
     try:
-        observation = _attempt(addresses, target, deadline, contexts.legacy, direct, login)
+        observation = _attempt(addresses, target, deadline, contexts.legacy, direct, login, tcp)
     except (_HandshakeFailed, Unreachable, ServerMisbehaved):
         raise ServerMisbehaved(f"TLS handshake failed: {first}") from None
     return observation._replace(legacy_reason=first)
@@ -143,8 +146,9 @@ def _attempt(
     context: SSL.Context,
     direct: bool,
     login: Login | None,
+    tcp: TcpSettings | None,
 ) -> Observation:
-    sock, address = _connect(addresses, target, deadline)
+    sock, address = _connect(addresses, target, deadline, tcp)
     connected = deadline.elapsed()
     try:
         if not direct:
@@ -245,16 +249,21 @@ def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> lis
 
 
 def _connect(
-    addresses: list[tuple[int, str]], target: Target, deadline: _Deadline
+    addresses: list[tuple[int, str]],
+    target: Target,
+    deadline: _Deadline,
+    tcp: TcpSettings | None = None,
 ) -> tuple[socket.socket, str]:
     # Like libpq: try each address in turn, report the last failure.
     failure = "no address"
     for family, address in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
+            if tcp is not None:
+                _apply(tcp, sock)
             sock.settimeout(deadline.remaining())
             sock.connect((address, target.port))
-        except Unreachable:
+        except (Unreachable, ClientRefused):
             sock.close()
             raise
         except TimeoutError:
@@ -268,6 +277,39 @@ def _connect(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
     raise Unreachable(failure)
+
+
+#: libpq's keepalive keywords and the socket options it sets from them
+#: (PG_TCP_KEEPALIVE_IDLE is TCP_KEEPIDLE on Linux and the BSDs).
+_KEEPALIVES = (
+    ("keepalives_idle", "TCP_KEEPIDLE"),
+    ("keepalives_interval", "TCP_KEEPINTVL"),
+    ("keepalives_count", "TCP_KEEPCNT"),
+)
+
+
+def _apply(tcp: TcpSettings, sock: socket.socket) -> None:
+    """The connection string's TCP settings, given to the kernel as libpq gives them
+    (fe-connect.c, PQconnectPoll): nothing with ``keepalives=0``; else SO_KEEPALIVE,
+    each keepalive setting given (a negative one as 0), then TCP_USER_TIMEOUT. The
+    kernel's refusal is libpq's failure, in libpq's words."""
+    if tcp.keepalives == 0:
+        return
+    steps = [("keepalives", "SO_KEEPALIVE", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for keyword, name in (*_KEEPALIVES, ("tcp_user_timeout", "TCP_USER_TIMEOUT")):
+        value = getattr(tcp, keyword)
+        option = getattr(socket, name, None)
+        # Where the system has no such option, libpq sets nothing either.
+        if value is not None and option is not None:
+            steps.append((f"{keyword}={value}", name, socket.IPPROTO_TCP, option, max(0, value)))
+    for given, name, level, option, value in steps:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError as exc:
+            raise ClientRefused(
+                f"libpq clients with this connection string cannot connect: setsockopt({name}) "
+                f"failed: {exc.strerror or exc} (the kernel refuses {given})"
+            ) from None
 
 
 def _negotiate(sock: socket.socket, deadline: _Deadline) -> None:

@@ -20,6 +20,7 @@ from .errors import LocalFileError, UsageError
 from .model import (
     DaneSettings,
     Login,
+    LoginRules,
     PlaintextCheck,
     PostureLimits,
     RevocationCheck,
@@ -27,6 +28,7 @@ from .model import (
     State,
     Target,
     TargetDefaults,
+    TcpSettings,
     Thresholds,
     TlsFiles,
     TrustStore,
@@ -121,7 +123,7 @@ def settings_from_args(args: argparse.Namespace, single: bool = True) -> Setting
 def settings_from_options(
     *,
     sslmode: str = "verify-full",
-    sslrootcert: str = "system",
+    sslrootcert: str | None = None,
     sslcrl: str | None = None,
     sslcrldir: str | None = None,
     audit_crl: Sequence[str] = (),
@@ -175,7 +177,20 @@ def settings_from_options(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    files = TlsFiles(sslrootcert, sslcrl, sslcrldir, sslcert, sslkey, tuple(audit_crl))
+    # Not given, or empty (libpq: an empty path is not given): the system's
+    # roots, which require reads as none.
+    files = TlsFiles(
+        sslrootcert or "system",
+        sslcrl,
+        sslcrldir,
+        sslcert,
+        sslkey,
+        tuple(audit_crl),
+        sslrootcert_given=bool(sslrootcert),
+    )
+    problem = _weak_with_system_roots(sslmode, files)
+    if problem is not None:
+        raise UsageError(problem)
     trust = load_trust(sslmode, files)
     server_files = _server_files(cert_file, key_file, single)
     return Settings(
@@ -229,8 +244,14 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
     only this target is not checked.
     """
     own = {key: value for key, value in target.settings if key in _KEYWORDS}
+    tcp = _tcp(target.settings)
+    rules = _login_rules(target.settings)
     if not own:
-        return base
+        return (
+            base
+            if (tcp, rules) == (None, LoginRules())
+            else base._replace(tcp=tcp, login_rules=rules)
+        )
     sslmode = own.get("sslmode", base.sslmode)
     client_sslmode = None
     if sslmode in _PLAINTEXT_MODES:
@@ -242,7 +263,12 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         own.get("sslcert", base.files.sslcert),
         own.get("sslkey", base.files.sslkey),
         base.files.audit_crl,
+        sslrootcert_given="sslrootcert" in own or base.files.sslrootcert_given,
     )
+    problem = _weak_with_system_roots(client_sslmode or sslmode, files)
+    if problem is not None:
+        return problem
+    files, ignored = _as_libpq_reads(files, own, sslmode)
     key = (_loads_roots(sslmode, files), files)
     if key == (_loads_roots(base.sslmode, base.files), base.files):
         trust: TrustStore | str = base.trust
@@ -256,13 +282,104 @@ def settings_for(target: Target, base: Settings, loaded: TrustCache) -> Settings
         loaded[key] = trust
     if isinstance(trust, str):
         return trust
+    if ignored is not None:
+        trust = trust._replace(crls_ignored=ignored)
     return base._replace(
         sslmode=sslmode,
         client_sslmode=client_sslmode,
         negotiation=own.get("sslnegotiation", base.negotiation),
         files=files,
         trust=trust,
+        tcp=tcp,
+        login_rules=rules,
     )
+
+
+def _login_rules(settings: tuple[tuple[str, str], ...]) -> LoginRules:
+    given = dict(settings)
+    return LoginRules(given.get("channel_binding", "prefer"), given.get("require_auth") or None)
+
+
+def _as_libpq_reads(
+    files: TlsFiles, own: dict[str, str], sslmode: str
+) -> tuple[TlsFiles, str | None]:
+    """A connection string's own files as libpq takes them, and why its CRLs go unused.
+
+    Where libpq goes on without a file of the string, silently, so does the
+    check (fe-secure-openssl.c, initialize_SSL): an sslcert that does not
+    exist sends no client certificate (nor is sslkey read); under
+    ``require`` an sslrootcert that does not exist verifies nothing; an
+    sslcrldir that does not exist adds no CRL beside a loaded sslcrl
+    (OpenSSL's directory lookup finds nothing there); an sslcrl OpenSSL
+    cannot load turns revocation off altogether, which is said (a WARNING).
+    What libpq fails on is left to the loading, whose reason is the answer;
+    the options' own files are always read strictly (a typo is UNKNOWN).
+    """
+    ignored = None
+    if "sslcert" in own and files.sslcert and _absent(files.sslcert):
+        files = files._replace(sslcert=None, sslkey=None)
+    roots = files.sslrootcert
+    if "sslrootcert" in own and roots != "system" and sslmode == "require" and _absent(roots):
+        files = files._replace(sslrootcert="system", sslrootcert_given=False)
+    if not _loads_roots(sslmode, files):
+        return files, ignored
+    if "sslcrl" in own and files.sslcrl and not _loadable_crls(files.sslcrl):
+        ignored = (
+            f"libpq cannot load sslcrl {files.sslcrl} (it silently goes on without it): "
+            "clients with this connection string check no revocation at all, nor sslcrldir"
+        )
+        files = files._replace(sslcrl=None, sslcrldir=None)
+    elif "sslcrldir" in own and files.sslcrl and not os.path.isdir(files.sslcrldir or ""):
+        files = files._replace(sslcrldir=None)
+    return files, ignored
+
+
+def _absent(path: str) -> bool:
+    """libpq's stat() says the file is not there (not: it cannot be read)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _loadable_crls(path: str) -> bool:
+    """Whether OpenSSL's X509_STORE_load_file, which libpq calls, takes the file."""
+    from OpenSSL import crypto
+
+    try:
+        crypto.X509Store().load_locations(path)
+    except (crypto.Error, OSError):
+        return False
+    return True
+
+
+def _tcp(settings: tuple[tuple[str, str], ...]) -> TcpSettings | None:
+    """A connection string's TCP keywords, as the integers libpq reads (strtol: blanks
+    and a sign allowed; the string's reading has checked them)."""
+    given = {key: int(value.strip()) for key, value in settings if key in TcpSettings._fields}
+    return TcpSettings(**given) if given else None
+
+
+def _weak_with_system_roots(sslmode: str, files: TlsFiles) -> str | None:
+    """libpq 16+ refuses the system's roots without the name checked; the default
+    ``system`` of the options counts only for verify-ca (require reads it as none)."""
+    if files.sslrootcert != "system" or sslmode == "verify-full":
+        return None
+    refusal = (
+        f'libpq 16+ refuses it: weak sslmode "{sslmode}" may not be used with '
+        'sslrootcert=system (use "verify-full")'
+    )
+    if files.sslrootcert_given:
+        return f"sslmode {sslmode} with sslrootcert system: {refusal}"
+    if sslmode == "verify-ca":
+        return (
+            "sslmode verify-ca needs a root certificate file (sslrootcert, --sslrootcert "
+            f"FILE): with the system's roots, the default, {refusal}"
+        )
+    return None
 
 
 def _loads_roots(sslmode: str, files: TlsFiles) -> bool:

@@ -133,6 +133,9 @@ def name_problem(name: str) -> str | None:
 def read_targets_file(path: str) -> list[Line]:
     """The lines of a targets file that hold a spec; ``#`` comments and blank lines go.
 
+    A ``#`` inside what may be a password of a connection string (see
+    :func:`.conninfo_text.secret_spans`) is part of it, not a comment: cut
+    there, the rest of a URI's password would read as a host and a port.
     Every line stands alone: one that is not UTF-8 comes back with its
     problem, and the others are unaffected.
 
@@ -143,14 +146,33 @@ def read_targets_file(path: str) -> list[Line]:
         data = handle.read()
     lines = []
     for number, raw in enumerate(data.splitlines(), 1):
-        spec = raw.split(b"#", 1)[0].strip()
+        # Bytes that are not UTF-8 become surrogates, which no ASCII test matches.
+        text = raw.decode("utf-8", "surrogateescape")
+        spec = text[: _comment_start(text)].strip()
         if not spec:
             continue
         try:
-            lines.append(Line(number, spec.decode("utf-8")))
-        except UnicodeDecodeError:
-            lines.append(Line(number, spec.decode("utf-8", "surrogateescape"), "not UTF-8"))
+            spec.encode("utf-8")
+        except UnicodeEncodeError:
+            lines.append(Line(number, spec, "not UTF-8"))
+            continue
+        lines.append(Line(number, spec))
     return lines
+
+
+def _comment_start(line: str) -> int:
+    """Where the comment of a targets file's line starts (its length when it has none)."""
+    hashes = [at for at, char in enumerate(line) if char == "#"]
+    if not hashes:
+        return len(line)
+    spans: list[tuple[int, int]] = []
+    if "=" in line or "@" in line:
+        from .conninfo_text import secret_spans
+
+        spans = secret_spans(line, following=False)
+    return next(
+        (at for at in hashes if not any(start <= at < end for start, end in spans)), len(line)
+    )
 
 
 def looks_like_conninfo(spec: str) -> bool:
@@ -163,12 +185,12 @@ def looks_like_conninfo(spec: str) -> bool:
 
 def shown_spec(spec: str) -> str:
     """A spec or connection string as messages quote it: secrets masked, escaped, capped."""
-    if "=" in spec or "@" in spec:
+    # A spec never holds '@': ``user:password@host`` is a URI without its
+    # scheme, and its password goes too (see conninfo_text.secret_spans).
+    if "=" in spec or "@" in spec or "://" in spec:
         from .conninfo_text import mask
 
-        # A spec never holds '@': ``user:password@host`` is a URI without
-        # its scheme, and its password goes too.
-        spec = mask(spec) if "=" in spec or "://" in spec else re.sub(r":[^@]*@", ":***@", spec)
+        spec = mask(spec)
     return safe(spec, 100)
 
 

@@ -126,7 +126,13 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     try:
         binding = certificate_hash(chain[0].der)
         findings.append(
-            posture.channel_binding_finding(binding, observation.login, policy.channel_binding)
+            posture.channel_binding_finding(
+                binding,
+                observation.login,
+                policy.channel_binding,
+                policy.login_rules.channel_binding,
+                policy.client_sslmode,
+            )
         )
     except Exception as exc:  # noqa: BLE001 - fails alone (see auxiliary)
         findings.append(failed(Check.CHANNEL_BINDING, exc))
@@ -137,6 +143,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
             observation,
             policy.passwordless,
             _common_name(policy),
+            policy.login_rules,
         )
     crls: tuple[CrlStatus, ...] = ()
     try:

@@ -211,8 +211,8 @@ CASES = {
     "cert-without-certificate": Case(
         f"{HOST} cert\n",
         2,
-        "auth: login of user postgres refused (SQLSTATE 28000) on a connection without a "
-        "client certificate",
+        "auth: login of user postgres refused (SQLSTATE 28000) before any password, on a "
+        "connection without a client certificate",
         psql_connects=False,
         psql_error=_NEEDS_CERT,
         log=(("FATAL", _NEEDS_CERT),),
@@ -232,7 +232,7 @@ CASES = {
         f"{HOST} cert\n",
         2,
         "auth: login of user postgres refused with the client certificate given (SQLSTATE "
-        "28000): its name does not map to the user",
+        "28000) before any password: its name does not map to the user",
         client="wrong",
         psql_connects=False,
         psql_error='certificate authentication failed for user "postgres"',
@@ -247,8 +247,8 @@ CASES = {
     "clientcert-verify-full-without-certificate": Case(
         f"{HOST} scram-sha-256 clientcert=verify-full\n",
         2,
-        "auth: login of user postgres refused (SQLSTATE 28000) on a connection without a "
-        "client certificate",
+        "auth: login of user postgres refused (SQLSTATE 28000) before any password, on a "
+        "connection without a client certificate",
         psql_connects=False,
         psql_error=_NEEDS_CERT,
         log=(("FATAL", _NEEDS_CERT),),
@@ -282,6 +282,37 @@ CASES = {
         psql_connects=False,
         psql_error="pg_hba.conf rejects connection",
         log=(("FATAL", "pg_hba.conf rejects connection"),),
+    ),
+    # ident asks the client's ident server (none answers on 127.0.0.1), not
+    # the client: a refusal before any password, with the same SQLSTATE.
+    "ident": Case(
+        f"{HOST} ident\n",
+        2,
+        "auth: login of user postgres refused (SQLSTATE 28000) before any password, on a "
+        "connection without a client certificate: pg_hba.conf demands one (cert, "
+        "clientcert=verify-ca or verify-full), which libpq clients without sslcert never get "
+        "past, or rejects the login (reject, no line for it over TLS, ident); the SQLSTATE "
+        "does not tell which",
+        psql_connects=False,
+        psql_error='Ident authentication failed for user "postgres"',
+        log=(
+            ("LOG", 'could not connect to Ident server at address "127.0.0.1", port 113'),
+            ("FATAL", 'Ident authentication failed for user "postgres"'),
+            ("DETAIL", "Connection matched pg_hba.conf line 1"),
+        ),
+    ),
+    # The server waits for a Kerberos token; the check closes instead, and
+    # the server logs the exchange as failed.
+    "gss": Case(
+        f"{HOST} gss\n",
+        0,
+        "auth: server asks user postgres for Kerberos (GSSAPI)",
+        psql_connects=False,
+        psql_error="GSSAPI continuation error",
+        log=(
+            ("FATAL", 'GSSAPI authentication failed for user "postgres"'),
+            ("DETAIL", "Connection matched pg_hba.conf line 1"),
+        ),
     ),
     "no-line-for-the-user": Case(
         "hostssl all alice 127.0.0.1/32 trust\n",
@@ -434,6 +465,15 @@ PG18_CASES = {
         ("LOG", 'connection authenticated: identity="CN=alice'),
         ("LOG", "provided user name (postgres) and authenticated user name (alice)"),
         ("FATAL", 'certificate authentication failed for user "postgres"'),
+        ("DETAIL", "Connection matched file"),
+    ),
+    "ident": (
+        ("LOG", 'could not connect to Ident server at address "127.0.0.1", port 113'),
+        ("FATAL", 'Ident authentication failed for user "postgres"'),
+        ("DETAIL", "Connection matched file"),
+    ),
+    "gss": (
+        ("FATAL", 'GSSAPI authentication failed for user "postgres"'),
         ("DETAIL", "Connection matched file"),
     ),
 }
@@ -652,7 +692,7 @@ def test_pgbouncer_auth_types(
             "wrong",
             2,
             "auth: login of user postgres refused with the client certificate given (SQLSTATE "
-            "08P01)",
+            "08P01) before any password",
         ),
     ],
 )

@@ -136,6 +136,8 @@ def test_client_key_mode_is_judged_as_libpq_judges_it(
     assert finding["ok"] is case.taken, finding
     if not case.taken:
         assert f"mode {case.mode:04o}" in finding["message"]
+        # psql fails before it connects: no such client connects.
+        assert (finding["severity"], target["state"]) == ("critical", "CRITICAL"), finding
 
 
 def _run(argv: list[str], runner: str) -> str:

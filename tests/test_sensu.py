@@ -184,6 +184,8 @@ def _run(rendered: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedPro
         ("valid", {}, 0, ["20:", "15:"]),
         ("expiring_warn", {"pg_tls_sslmode": "verify-ca"}, 1, ["20:", "15:"]),
         ("valid", {"pg_tls_warning": "95", "pg_tls_critical": "30"}, 1, ["95:", "30:"]),
+        # No root file (the label's default renders empty): require watches expiry only.
+        ("self_signed", {"pg_tls_sslmode": "require", "pg_tls_sslrootcert": ""}, 0, ["20:", "15:"]),
     ],
 )
 def test_command_output_is_accepted_by_sensus_perfdata_parser(

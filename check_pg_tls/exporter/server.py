@@ -29,6 +29,7 @@ from .auth import BasicAuth
 from .config import DEFAULT_MODULE, Config, FileError, load
 from .metrics import ExporterMetrics
 from .pool import NotStarted, Overran, ProbePool
+from .probing import mask_secrets
 from .webconfig import WebConfig, WebConfigSource, client_sans
 
 __all__ = ["IDLE_TIMEOUT", "Exporter", "HttpServer", "mask_secrets"]
@@ -375,25 +376,6 @@ def _content_type(openmetrics: bool) -> str:
     from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
     return str(OPENMETRICS if openmetrics else CONTENT_TYPE_LATEST)
-
-
-_URI_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^/?#@]*?:)([^/?#@]*)@", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(
-    r"(?:^|[\s&?])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE
-)
-
-
-def mask_secrets(text: str, spec: str) -> str:
-    """``text`` with any password that ``spec`` (a connection string) holds as ``***``."""
-    secrets = []
-    match = _URI_PASSWORD.match(spec.strip())
-    if match and match.group(2):
-        secrets.append(match.group(2))
-    secrets += [found for found in _KEYWORD_PASSWORD.findall(spec) if found]
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-        text = text.replace(urllib.parse.unquote(secret), "***")
-    return text
 
 
 class Handler(BaseHTTPRequestHandler):

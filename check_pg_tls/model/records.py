@@ -44,7 +44,8 @@ class Target(NamedTuple):
     #: libpq's sslsni: send the name as SNI (never for an IP literal).
     sni: bool = True
     #: libpq keywords from a connection string that override the options
-    #: for this target (sslmode, sslrootcert, sslnegotiation, ...).
+    #: for this target (sslmode, sslrootcert, sslnegotiation, ...), and its
+    #: TCP and login settings (keepalives_idle, channel_binding, ...).
     settings: tuple[tuple[str, str], ...] = ()
     #: How outputs name this target when its spec form is another check's
     #: too (two connection strings for one server): the form and its settings.

@@ -25,16 +25,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DaneSettings",
+    "LoginRules",
     "PlaintextCheck",
     "Policy",
     "PostureLimits",
     "RevocationCheck",
     "Settings",
     "TargetDefaults",
+    "TcpSettings",
     "Thresholds",
     "TlsFiles",
     "TrustStore",
 ]
+
+
+class LoginRules(NamedTuple):
+    """A connection string's demands on the login, which libpq enforces whatever
+    the server: its channel_binding and require_auth."""
+
+    #: ``disable``, ``prefer`` (libpq's default) or ``require``.
+    channel_binding: str = "prefer"
+    #: libpq's require_auth as written (``scram-sha-256,md5``, ``!password``);
+    #: None: any method.
+    require_auth: str | None = None
 
 
 class Policy(NamedTuple):
@@ -82,6 +95,8 @@ class Policy(NamedTuple):
     #: libpq's own store, in the system's libcrypto: the second opinion on
     #: every chain the verdict's OpenSSL accepts (None: nothing is verified).
     libpq: LibpqStore | None = None
+    #: A connection string's channel_binding and require_auth.
+    login_rules: LoginRules = LoginRules()
 
     @property
     def verifies_chain(self) -> bool:
@@ -153,6 +168,9 @@ class TlsFiles(NamedTuple):
     sslkey: str | None = None
     #: ``--audit-crl``: CRL files judged for their own sake.
     audit_crl: tuple[str, ...] = ()
+    #: Whether ``sslrootcert`` was given (an option, a connection string), or is
+    #: the options' default ``system``, which ``require`` reads as no roots.
+    sslrootcert_given: bool = True
 
 
 class TrustStore(NamedTuple):
@@ -168,6 +186,18 @@ class TrustStore(NamedTuple):
     client_key_mode: tuple[str, int, bool] | None = None
     #: libpq's own store (see :attr:`Policy.libpq`).
     libpq: LibpqStore | None = None
+
+
+class TcpSettings(NamedTuple):
+    """A connection string's TCP keywords: what libpq asks of the kernel for its socket,
+    before it connects. None: not given (the kernel's default)."""
+
+    #: libpq's ``keepalives``: 0 sets nothing, not even the other four.
+    keepalives: int = 1
+    keepalives_idle: int | None = None
+    keepalives_interval: int | None = None
+    keepalives_count: int | None = None
+    tcp_user_timeout: int | None = None
 
 
 class TargetDefaults(NamedTuple):
@@ -212,6 +242,10 @@ class Settings(NamedTuple):
     #: ``-t``: seconds a check may take.
     timeout: float = 10.0
     targets: TargetDefaults = TargetDefaults()
+    #: A connection string's TCP keywords; None when it gives none.
+    tcp: TcpSettings | None = None
+    #: A connection string's channel_binding and require_auth.
+    login_rules: LoginRules = LoginRules()
 
     @property
     def keywords(self) -> dict[str, str | None]:
@@ -219,7 +253,7 @@ class Settings(NamedTuple):
         files = self.files
         return {
             "sslmode": self.sslmode,
-            "sslrootcert": files.sslrootcert,
+            "sslrootcert": files.sslrootcert if files.sslrootcert_given else None,
             "sslcrl": files.sslcrl,
             "sslcrldir": files.sslcrldir,
             "sslcert": files.sslcert,
@@ -250,4 +284,5 @@ class Settings(NamedTuple):
             channel_binding=posture.channel_binding,
             passwordless=posture.passwordless,
             libpq=trust.libpq,
+            login_rules=self.login_rules,
         )
