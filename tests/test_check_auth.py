@@ -555,9 +555,17 @@ class Bouncer:
         while self.bouncer.log()[start:].count("login attempt") < marker:
             assert time.monotonic() < end, self.bouncer.log()[start:]
             time.sleep(0.005)
-        lines = self.bouncer.log()[start:].splitlines()
+        log = self.bouncer.log()
+        lines = log[start:].splitlines()
         last = max(i for i, line in enumerate(lines) if "login attempt" in line)
-        return lines[:last]
+        # An earlier psql's closing line can be logged after ``start`` was
+        # taken: leave out lines about clients that logged in before it.
+        earlier = set(_CLIENT.findall(log[:start]))
+        return [line for line in lines[:last] if not set(_CLIENT.findall(line)) & earlier]
+
+
+# pgbouncer names a client connection "C-0x...: user/db@address:port".
+_CLIENT = re.compile(r"C-0x[0-9a-f]+: \S+@\S+:\d+")
 
 
 def _bouncer_pki(workspace: Workspace) -> tuple[Path, crafted.Cert]:
