@@ -219,6 +219,13 @@ def _resolve(target: Target, deadline: _Deadline) -> list[tuple[int, str]]:
     return [(info[0], str(info[4][0])) for info in infos]
 
 
+#: Name lookups running at once in this process. A lookup the deadline gave
+#: up on goes on in its thread until the resolver gives up (seconds later):
+#: with a resolver that hangs, a probe made meanwhile must not add a thread
+#: of its own each time, but wait for one of these within its deadline.
+_LOOKUPS = threading.BoundedSemaphore(32)
+
+
 def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> list:  # type: ignore[type-arg]
     # getaddrinfo cannot be interrupted; a daemon thread lets the deadline
     # win against a resolver that hangs.
@@ -229,12 +236,21 @@ def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> lis
             outcome.append(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
         except (OSError, UnicodeError) as exc:
             outcome.append(exc)
+        finally:
+            _LOOKUPS.release()
 
+    late = f"cannot resolve {host}: no answer within {deadline.seconds:g} seconds"
+    if not _LOOKUPS.acquire(timeout=deadline.remaining()):
+        raise Unreachable(late)
     worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
+    try:
+        worker.start()
+    except BaseException:
+        _LOOKUPS.release()
+        raise
     worker.join(deadline.remaining())
     if not outcome:
-        raise Unreachable(f"cannot resolve {host}: no answer within {deadline.seconds:g} seconds")
+        raise Unreachable(late)
     result = outcome[0]
     if isinstance(result, UnicodeError):
         raise CheckFailed(f"cannot look up {safe(host, 100)}: not a valid host name")

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from check_pg_tls.exporter.allowlist import AllowList, parse_entry
 from check_pg_tls.exporter.config import FileError, load
-from check_pg_tls.exporter.server import mask_secrets
+from check_pg_tls.exporter.probing import shown_spec
 from testbed.exporter import Answer, ExporterProcess, exporter_argv
 from testbed.faults import FaultServer, silent
 from testbed.pgcluster import Cluster
@@ -233,13 +233,18 @@ def test_allowlist(host: str, allowed: bool) -> None:
     assert AllowList([parse_entry(e) for e in entries]).allows(host) is allowed
 
 
-def test_passwords_are_masked() -> None:
-    uri = "postgresql://monitor:pa%24%24@db.test/x"
-    assert mask_secrets(f"bad: {uri}", uri) == "bad: postgresql://monitor:***@db.test/x"
-    keywords = "host=db.test password='se cret' user=x"
-    assert "se cret" not in mask_secrets(f"invalid connection string '{keywords}'", keywords)
-    query = "postgresql://db.test/x?password=hunter2&sslmode=require"
-    assert "hunter2" not in mask_secrets(query, query)
+def test_targets_are_logged_with_the_checks_own_masking() -> None:
+    assert shown_spec("postgresql://monitor:pa%24%24@db.test/x") == (
+        "postgresql://monitor:***@db.test/x"
+    )
+    for spec, secret in (
+        ("host=db.test password='se cret' user=x", "se cret"),
+        ("postgresql://db.test/x?password=hunter2&sslmode=require", "hunter2"),
+        ("host=db.test oauth_client_secret=SECRET6 sslmode=require", "SECRET6"),
+        ("host=db.test sslpassword=SECRET7", "SECRET7"),
+        ("host=db.test passwrd=SECRET8", "SECRET8"),
+    ):
+        assert secret not in shown_spec(spec), spec
 
 
 @pytest.fixture
