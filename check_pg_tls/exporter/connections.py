@@ -88,6 +88,10 @@ class Conn:
     proven: bool = False
     #: Set by the worker: whether the connection stays open after its answer.
     keep: bool = False
+    #: Closed by the reception (an event already selected for it is stale).
+    closed: bool = False
+    #: The client has closed its side: what it sent is answered, then the connection ends.
+    ended: bool = False
 
 
 Handler = Callable[[Conn, bytes], None]
@@ -157,8 +161,12 @@ class Reception:
                     self._accept(key.fileobj)  # type: ignore[arg-type]
                 elif key.data is self._wake_r:
                     self._woken()
-                else:
-                    self._progress(key.data)
+                elif not key.data.closed:
+                    try:
+                        self._progress(key.data)
+                    except Exception:  # noqa: BLE001 - one connection's bug must not stop the rest
+                        _log.exception("internal error with the connection of %s", key.data.peer)
+                        self._close(key.data)
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
@@ -273,8 +281,7 @@ class Reception:
         except (OSError, ssl.SSLError) as exc:
             _log.debug("TLS with %s failed: %s", conn.peer, exc)
             self._closed("tls")
-            self._forget(conn)
-            conn.sock.close()
+            self._close(conn)
             return
         self._selector.register(conn.sock, selectors.EVENT_READ, conn)
         conn.state = _State.HANDSHAKE
@@ -326,9 +333,13 @@ class Reception:
                 self._close(conn)
                 return
             if not chunk:
-                # The client closed (between requests, that is how keep-alive ends).
-                self._close(conn)
-                return
+                # The client closed its side: between requests, that is how
+                # keep-alive ends; after a request, it may still read the answer.
+                if not conn.buffer:
+                    self._close(conn)
+                    return
+                conn.ended = True
+                break
             if conn.state is _State.IDLE:
                 conn.state = _State.HEAD
                 conn.deadline = time.monotonic() + self.limits.head_timeout
@@ -337,6 +348,12 @@ class Reception:
 
     def _look(self, conn: Conn) -> None:
         """Hand over a complete head, refuse one too large, or wait for more."""
+        start = conn.buffer.lstrip(b"\r\n")[:1]
+        if start and not start.isalpha():
+            # Not the start of a method: a TLS handshake on the plain port, or
+            # noise; no line will ever make it a request.
+            self._refuse(conn, 400, "not an HTTP request")
+            return
         end = head_end(bytes(conn.buffer[: MAX_HEAD + 3]))
         if end is not None and end <= MAX_HEAD + 2:
             head = bytes(conn.buffer[:end])
@@ -347,6 +364,8 @@ class Reception:
                 self._refuse(conn, 414, "request line too long")
             else:
                 self._refuse(conn, 431, f"request head larger than {MAX_HEAD} bytes")
+        elif conn.ended:
+            self._close(conn)
 
     def _dispatch(self, conn: Conn, head: bytes) -> None:
         if self.busy >= self.limits.workers:
@@ -372,10 +391,10 @@ class Reception:
         try:
             conn.sock.setblocking(False)
         except OSError:
-            _shut(conn.sock)
+            self._close(conn)
             return
         if self._stopping.is_set():
-            _shut(conn.sock)
+            self._close(conn)
             return
         (self._proven if conn.proven else self._unproven)[conn] = None
         self._selector.register(conn.sock, selectors.EVENT_READ, conn)
@@ -413,7 +432,7 @@ class Reception:
     def _registered(self, sock: socket.socket) -> bool:
         try:
             self._selector.get_key(sock)
-        except KeyError:
+        except (KeyError, ValueError):
             return False
         return True
 
@@ -455,6 +474,9 @@ class Reception:
 
     def _close(self, conn: Conn) -> None:
         self._forget(conn)
+        if conn.closed:
+            return
+        conn.closed = True
         if self._registered(conn.sock):
             self._selector.unregister(conn.sock)
         _shut(conn.sock)
