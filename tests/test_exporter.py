@@ -311,10 +311,13 @@ def test_health_landing_page_and_wrong_paths(setup: Setup) -> None:
     )
     page = exporter.get("/")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
-    for link in ('href="metrics"', 'href="-/healthy"'):
-        assert link in page.body
+    links = re.findall(r'href="([^"]*)"', page.body)
+    assert links == ["metrics", "-/healthy"]
+    # Every link answers 200: a probe needs a target, so it is a form.
+    assert all(exporter.get(f"/{link}").status == 200 for link in links)
     for module in ("default", "require", "slow"):
         assert f"<code>{module}</code>" in page.body
+        assert f'<input type="hidden" name="module" value="{module}">' in page.body
     assert exporter.get("/nope").status == 404
     assert exporter.get("/probe/").status == 404
     wrong = exporter.request("POST", "/probe?target=db.test")
@@ -498,7 +501,7 @@ def test_a_probe_that_waited_for_a_slot_gets_its_whole_time_or_503(
     assert (busy.status, busy.body) == (
         503,
         "exporter busy: no probe slot free in time for a 0.7-second probe "
-        "(1 probes running, --probe.concurrency)\n",
+        "(--probe.concurrency 1)\n",
     )
     assert elapsed < 0.5, elapsed
     text = one_slot.get("/metrics").body
@@ -520,3 +523,93 @@ def test_port_is_free_after_stop(tmp_path: Path, ca: Pki) -> None:
     assert exporter.terminate() == 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", exporter.port))
+
+
+def test_targets_in_the_log_are_masked_at_every_level(setup: Setup, server: ServerFactory) -> None:
+    port = server("valid").port
+    secrets = ["SECRETPW1", "SECRETPW2", "SECRETPW3", "SECRET PW4", "SECRETPW5"]
+    for spec in (
+        f"host=127.0.0.1 port={port} password=SECRETPW1 sslmode=require",
+        f"host=127.0.0.1 port={port} oauth_client_secret=SECRETPW2 sslmode=require",
+        f"postgresql://u:SECRETPW3@127.0.0.1:{port}/?sslmode=require",
+        f"host=127.0.0.1 port={port} password='SECRET PW4' sslmode=require",
+        f"host=127.0.0.1 port={port} sslpassword=SECRETPW5",
+    ):
+        for extra in ((), ("debug=true",)):
+            assert probe(setup, spec, *extra).status in (200, 400), spec
+    log = setup.exporter.log()
+    assert "probe of host=127.0.0.1" in log  # the debug lines are there
+    for secret in secrets:
+        assert secret not in log, secret
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "within"),
+    [
+        # As blackbox_exporter: 0 is no header (120 s), at most the module's 5.
+        ("0", 200, "5"),
+        ("", 200, "5"),
+        ("1e9", 200, "5"),
+        ("999999", 200, "5"),
+        ("3", 200, "2.5"),
+        # An offset as long as the scrape timeout: half of it, never less
+        # for a longer header.
+        ("1", 200, "0.5"),
+        ("0.6", 200, "0.3"),
+        ("0.51", 200, "0.255"),
+        ("0.5", 200, "0.25"),
+        ("0.1", 200, "0.05"),
+        # Too short for any probe: said so, never "no probe slot free".
+        ("0.09", 400, "raise the scrape timeout"),
+        ("1e-300", 400, "raise the scrape timeout"),
+        ("-1", 400, "not a number of seconds"),
+        ("nan", 400, "not a number of seconds"),
+        ("inf", 400, "not a number of seconds"),
+        ("soon", 400, "not a number of seconds"),
+    ],
+)
+def test_the_scrape_timeout_header_edge_values(
+    setup: Setup, header: str, status: int, within: str
+) -> None:
+    with FaultServer(silent()) as mute:
+        started = time.monotonic()
+        answer = probe(
+            setup,
+            f"127.0.0.1:{mute.port}",
+            **{"X-Prometheus-Scrape-Timeout-Seconds": header},
+        )
+        elapsed = time.monotonic() - started
+    assert answer.status == status, answer.body
+    if status == 400:
+        assert within in answer.body
+        assert answer.body.count("\n") == 1
+        return
+    [(labels, _)] = samples(answer.body)["pg_tls_error_info"]
+    assert labels["reason"].endswith(f"within {within} seconds"), labels
+    assert elapsed < float(within) + 0.2, elapsed
+
+
+def test_without_a_default_module_a_probe_must_name_one(
+    tmp_path: Path, ca: Pki, server: ServerFactory
+) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "modules": {"main": {"sslrootcert": str(ca.root_file)}},
+                "allowed_targets": ["127.0.0.1", "*.test"],
+            }
+        )
+    )
+    exporter = ExporterProcess(tmp_path, config).start()
+    try:
+        target = f"/probe?target=127.0.0.1(db.test):{server('valid').port}"
+        named = exporter.get(f"{target}&module=main")
+        unnamed = exporter.get(target)
+    finally:
+        exporter.stop()
+    assert (named.status, value(named.body, "probe_success")) == (200, 1)
+    assert (unnamed.status, unnamed.body) == (
+        400,
+        "no module given and no module 'default': modules are main\n",
+    )

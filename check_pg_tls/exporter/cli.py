@@ -11,7 +11,6 @@ requests finish for up to a few seconds, and exits 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import socket
@@ -267,7 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.request_timeout,
             args.idle_timeout,
         )
-    _enough_descriptors(limits.connections + 2 * args.concurrency + 64)
     try:
         server = Server(addresses, exporter, limits)
     except ListenError as exc:
@@ -298,17 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("requests still running after the grace period; exiting anyway")
     log.info("stopped")
     return 0
-
-
-def _enough_descriptors(needed: int) -> None:
-    """Raise the soft limit of open files toward ``needed``, as far as the hard one allows."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def run() -> NoReturn:

@@ -30,7 +30,8 @@ __all__ = ["DEFAULT_SIZE", "MIN_BUDGET", "NotStarted", "Overran", "ProbePool", "
 #: thousand targets a minute, few enough for a small host's memory and
 #: file descriptors (each probe holds a socket or two).
 DEFAULT_SIZE = 32
-#: A probe is given at least this many seconds, or is not asked for.
+#: A probe is given at least this many seconds, or is not asked for (the
+#: HTTP side refuses a shorter scrape timeout).
 MIN_BUDGET = 0.05
 
 _T = TypeVar("_T")
@@ -142,7 +143,7 @@ class ProbePool:
                 ticket = self._queue.popleft()
                 now = time.monotonic()
                 budget = min(ticket.share, ticket.deadline - now)
-                if now > ticket.latest_start() or budget < MIN_BUDGET:
+                if now > ticket.latest_start():
                     ticket.state = "late"
                     ticket.changed.set()
                     continue

@@ -425,7 +425,7 @@ class _Exchange:
             self.send(
                 503,
                 f"exporter busy: no probe slot free in time for a {share:g}-second probe "
-                f"({exporter.pool.size} probes running, --probe.concurrency)\n",
+                f"(--probe.concurrency {exporter.pool.size})\n",
             )
             return
         except Stopped:
