@@ -228,22 +228,42 @@ class Reception:
             # A web configuration that no longer loads: serve nothing.
             sock.close()
             return
-        if len(self._unproven) + len(self._proven) + self.busy >= self.limits.connections:
-            oldest = next(iter(self._unproven), None) or next(iter(self._proven), None)
-            if oldest is None:
-                # Every connection has a worker: a plain client still gets an answer.
-                if web.context is None:
-                    self._refused(503, b"")
-                    _send_now(sock, _refusal(503, "too many connections", web))
-                sock.close()
-                return
-            _log.debug("connection from %s closed: too many connections", oldest.peer)
-            self._closed("evicted")
-            self._close(oldest)
+        if not self._make_room():
+            # Every connection has a worker: a plain client still gets an answer.
+            if web.context is None:
+                self._refused(503, b"")
+                _send_now(sock, _refusal(503, "too many connections", web))
+            sock.close()
+            return
         conn = Conn(sock, peer, web, deadline=time.monotonic() + self.limits.head_timeout)
         conn.state = _State.PEEK if web.context is not None else _State.HEAD
         self._unproven[conn] = None
         self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _full(self) -> bool:
+        return len(self._unproven) + len(self._proven) + self.busy >= self.limits.connections
+
+    def _make_room(self) -> bool:
+        """Below the connection limit, closing the connection longest without a request
+        if need be; False if every connection has a worker."""
+        for _ in range(8):
+            if not self._full():
+                return True
+            oldest = next(iter(self._unproven), None) or next(iter(self._proven), None)
+            if oldest is None:
+                return False
+            if oldest.state in (_State.HEAD, _State.IDLE):
+                # A request that has arrived but not been read yet gets its turn.
+                self._read(oldest)
+                if oldest.closed or oldest.state not in (_State.HEAD, _State.IDLE):
+                    continue
+            _log.debug("connection from %s closed: too many connections", oldest.peer)
+            self._closed("evicted")
+            if oldest.state is _State.HEAD and oldest.buffer:
+                self._refused(503, bytes(oldest.buffer))
+                _send_now(oldest.sock, _refusal(503, "too many connections", oldest.web))
+            self._close(oldest)
+        return not self._full()
 
     def _progress(self, conn: Conn) -> None:
         if conn.state is _State.PEEK:

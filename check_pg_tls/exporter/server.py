@@ -128,6 +128,7 @@ class Exporter:
         """Answer the request whose head is ``head`` (a worker thread)."""
         with self._idle:
             self._active += 1
+        conn.keep = False
         try:
             _Exchange(self, conn).run(head)
         finally:
@@ -160,7 +161,10 @@ def _target(head: bytes) -> str:
 
 
 def _handler(target: str) -> str:
-    path = urllib.parse.urlsplit(target).path
+    try:
+        path = urllib.parse.urlsplit(target).path
+    except ValueError:
+        return "other"
     return path if path in _ROUTES else "other"
 
 
@@ -224,7 +228,11 @@ class _Exchange:
             return
         if length:
             self._body(request, length)
-        url = urllib.parse.urlsplit(request.target)
+        try:
+            url = urllib.parse.urlsplit(request.target)
+        except ValueError:
+            self.send(400, "invalid request target\n")
+            return
         routes = {
             "/": (("GET", "HEAD"), self.landing),
             "/probe": (("GET",), lambda: self.probe(url.query)),

@@ -242,21 +242,20 @@ def _tls(
         raise FileError(path, None, "tls_server_config: missing key_file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     versions = []
-    for key, default, attribute in (
-        ("min_version", "TLS12", "minimum_version"),
-        ("max_version", "TLS13", "maximum_version"),
-    ):
+    for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         name = raw.get(key) or default
         if name not in _VERSIONS:
             raise refuse(key, f"unknown TLS version {name!r} (TLS10, TLS11, TLS12, TLS13)")
-        setattr(context, attribute, _VERSIONS[str(name)])
         versions.append(str(name))
-    if _VERSIONS[versions[0]] > _VERSIONS[versions[1]]:
+    lowest, highest = versions
+    if _VERSIONS[lowest] > _VERSIONS[highest]:
         # Every handshake would fail: say so at load, not at each scrape.
         raise refuse(
             "max_version" if "max_version" in found else "min_version",
-            f"min_version {versions[0]} is above max_version {versions[1]}: no TLS version is left",
+            f"min_version {lowest} is above max_version {highest}: no TLS version is left",
         )
+    context.minimum_version = _VERSIONS[lowest]
+    context.maximum_version = _VERSIONS[highest]
     if raw.get("prefer_server_cipher_suites", True) is not False:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
