@@ -144,6 +144,7 @@ class Reception:
         self._worker_lock = threading.Lock()
         self._stopping = threading.Event()
         self._paused_until = 0.0
+        self._warned = -60.0
         for listener in listeners:
             listener.setblocking(False)
             self._selector.register(listener, selectors.EVENT_READ, None)
@@ -155,22 +156,29 @@ class Reception:
         """The reception's loop; runs until the process ends."""
         next_sweep = time.monotonic() + _SWEEP
         while True:
-            now = time.monotonic()
-            for key, _events in self._selector.select(max(0.0, next_sweep - now)):
-                if key.data is None:
-                    self._accept(key.fileobj)  # type: ignore[arg-type]
-                elif key.data is self._wake_r:
-                    self._woken()
-                elif not key.data.closed:
-                    try:
-                        self._progress(key.data)
-                    except Exception:  # noqa: BLE001 - one connection's bug must not stop the rest
-                        _log.exception("internal error with the connection of %s", key.data.peer)
-                        self._close(key.data)
-            now = time.monotonic()
-            if now >= next_sweep:
-                self._sweep(now)
-                next_sweep = now + _SWEEP
+            try:
+                next_sweep = self._turn(next_sweep)
+            except Exception:  # noqa: BLE001 - a bug must not stop the reception
+                _log.exception("internal error in the reception")
+
+    def _turn(self, next_sweep: float) -> float:
+        now = time.monotonic()
+        for key, _events in self._selector.select(max(0.0, next_sweep - now)):
+            if key.data is None:
+                self._accept(key.fileobj)  # type: ignore[arg-type]
+            elif key.data is self._wake_r:
+                self._woken()
+            elif not key.data.closed:
+                try:
+                    self._progress(key.data)
+                except Exception:  # noqa: BLE001 - one connection's bug must not stop the rest
+                    _log.exception("internal error with the connection of %s", key.data.peer)
+                    self._close(key.data)
+        now = time.monotonic()
+        if now >= next_sweep:
+            self._sweep(now)
+            next_sweep = now + _SWEEP
+        return next_sweep
 
     def stop(self) -> None:
         """Stop accepting, close every connection no worker holds, and close the rest
@@ -209,15 +217,21 @@ class Reception:
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
+            if listener.fileno() < 0:
+                return  # closed by stop() in this very turn
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 # Out of descriptors: stop accepting for a moment rather than spin.
-                _log.warning("cannot accept connections: %s", exc.strerror or exc)
-                self._selector.unregister(listener)
-                self._paused_until = time.monotonic() + 0.1
+                now = time.monotonic()
+                if now - self._warned > 60:
+                    self._warned = now
+                    _log.warning("cannot accept connections: %s", exc.strerror or exc)
+                if self._registered(listener):
+                    self._selector.unregister(listener)
+                self._paused_until = now + 0.1
                 return
             self._admit(sock, str(address[0]))
 
