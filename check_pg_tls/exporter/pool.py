@@ -3,9 +3,10 @@
 At most ``size`` probes run at once, in threads of their own; a request
 beyond that waits for a free one. A probe that waited must not judge a
 healthy server by what the wait left of its time (a server 40 ms away
-needs more than 0.2 s for a handshake): it starts only while it can still
-have its whole share before the request's deadline, and otherwise the
-request is told the exporter was busy (:class:`NotStarted`), which the
+needs more than 0.2 s for a handshake): one that found a free slot starts
+at once, one that had to wait starts only while it can still have its
+whole share before the request's deadline, and otherwise the request is
+told the exporter was busy (:class:`NotStarted`), which the
 HTTP side answers with 503, never ``probe_success 0``. The request also
 stops waiting at its deadline if the probe overruns it (:class:`Overran`);
 the probe's thread then finishes on its own, still counted against
@@ -57,12 +58,16 @@ class _Ticket(Generic[_T]):
         #: Set whenever ``state`` changes, or the pool stops.
         self.changed = threading.Event()
         self.state = "queued"  # queued, running, done, late
+        #: A thread was free for it when it came: it starts however late the
+        #: thread wakes up (a busy machine's scheduling is not the pool's wait).
+        self.admitted = False
         self.result: _T | None = None
         self.error: BaseException | None = None
 
     def latest_start(self) -> float:
-        # The whole share, less a little: the few milliseconds a free thread
-        # takes to pick a probe up must not turn it away.
+        if self.admitted:
+            return self.deadline - MIN_BUDGET
+        # The whole share, less a little.
         return self.deadline - self.share + min(0.1, 0.05 * self.share)
 
 
@@ -101,9 +106,11 @@ class ProbePool:
                 # Claimed here, so that a burst of requests wakes as many threads.
                 self._idle -= 1
                 self._ready.notify()
+                ticket.admitted = True
             elif self._threads < self.size:
                 self._threads += 1
                 threading.Thread(target=self._work, name="probe", daemon=True).start()
+                ticket.admitted = True
         try:
             return self._wait(ticket)
         finally:
