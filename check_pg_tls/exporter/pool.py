@@ -58,15 +58,17 @@ class _Ticket(Generic[_T]):
         #: Set whenever ``state`` changes, or the pool stops.
         self.changed = threading.Event()
         self.state = "queued"  # queued, running, done, late
-        #: A thread was free for it when it came: it starts however late the
-        #: thread wakes up (a busy machine's scheduling is not the pool's wait).
+        #: A thread was free for it when it came: it starts even if the
+        #: thread wakes up late (a busy machine's scheduling is not the pool's wait).
         self.admitted = False
         self.result: _T | None = None
         self.error: BaseException | None = None
 
     def latest_start(self) -> float:
         if self.admitted:
-            return self.deadline - MIN_BUDGET
+            # Only the machine's scheduling made it late: up to half its
+            # share (a tenth of a second at most) is forgiven.
+            return self.deadline - self.share + min(0.1, 0.5 * self.share)
         # The whole share, less a little.
         return self.deadline - self.share + min(0.1, 0.05 * self.share)
 
