@@ -57,7 +57,28 @@ if TYPE_CHECKING:
     from .crl_fetch import CrlFetcher
     from .tlsa_lookup import PendingLookup
 
-__all__ = ["check", "unchecked"]
+__all__ = ["Budget", "check", "unchecked"]
+
+
+class Budget(float):
+    """Seconds left for a check, worded as the timeout the user set.
+
+    Messages name a check's timeout ("did not answer within 5 seconds"), and
+    that number must be the one the user set (``-t``, a module's
+    ``timeout``), never what was left of it after start-up or a wait: a
+    reason that changes from one run to the next is a new series each time
+    in Prometheus.
+    """
+
+    shown: float
+
+    def __new__(cls, left: float, shown: float) -> Budget:
+        budget = super().__new__(cls, left)
+        budget.shown = shown
+        return budget
+
+    def __format__(self, spec: str) -> str:
+        return format(self.shown, spec)
 
 
 def check(

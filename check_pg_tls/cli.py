@@ -124,25 +124,6 @@ def _process_age() -> float:
     return age if since_import <= age <= since_import + 60 else since_import
 
 
-class _Budget(float):
-    """Seconds left of -t for a probe, worded as the user's -t in messages.
-
-    The probe names its timeout in what it reports ("did not answer within
-    5 seconds"); the user should read the number they set, not what was left
-    of it after start-up.
-    """
-
-    shown: float
-
-    def __new__(cls, left: float, shown: float) -> _Budget:
-        budget = super().__new__(cls, left)
-        budget.shown = shown
-        return budget
-
-    def __format__(self, spec: str) -> str:
-        return format(self.shown, spec)
-
-
 def main(argv: Sequence[str] | None = None, age: float = 0.0) -> int:
     """Run the plugin; ``age``: seconds of -t already spent when it was called."""
     # -t counts from here back: parsing options and loading the metrics
@@ -200,7 +181,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
     """The check; ``started``: the monotonic time -t counts from."""
     from functools import partial
 
-    from .check import check, unchecked
+    from .check import Budget, check, unchecked
     from .errors import LocalFileError
     from .fleet import DEFAULT_WORKERS, run_all
     from .settings import settings_for, settings_from_args, targets_from_args
@@ -233,7 +214,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         # process, start-up included. With more rounds, each target has
         # its own -t from the moment its probe starts.
         left = started + args.timeout - time.monotonic() - _RESERVE
-        timeout = _Budget(max(0.001, min(left, args.timeout)), args.timeout)
+        timeout = Budget(max(0.001, min(left, args.timeout)), args.timeout)
     fetcher = None
     if settings.revocation is not None:
         from .crl_fetch import CrlFetcher

@@ -201,27 +201,17 @@ def _resolve(where: CrlUrl, deadline: float, budget: float) -> list[tuple[int, s
 
 
 def _lookup(where: CrlUrl, deadline: float, budget: float) -> list:  # type: ignore[type-arg]
-    # getaddrinfo cannot be interrupted; a daemon thread lets the deadline
-    # win against a resolver that hangs.
-    outcome: list[object] = []
+    from .lookups import getaddrinfo_within
 
-    def lookup() -> None:
-        try:
-            outcome.append(socket.getaddrinfo(where.host, where.port, 0, socket.SOCK_STREAM))
-        except (OSError, UnicodeError) as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
-    worker.join(_left(deadline, budget))
-    if not outcome:
+    try:
+        found = getaddrinfo_within(where.host, where.port, 0, _left(deadline, budget))
+    except OSError as exc:
+        raise _Failed(f"cannot resolve the host: {(exc.strerror or str(exc)).lower()}") from None
+    except UnicodeError:
+        raise _Failed("not a valid URL (host)") from None
+    if found is None:
         raise _Failed(f"timed out after {budget:.1f} seconds (name lookup)")
-    result = outcome[0]
-    if isinstance(result, OSError):
-        raise _Failed(f"cannot resolve the host: {(result.strerror or str(result)).lower()}")
-    if isinstance(result, UnicodeError):
-        raise _Failed("not a valid URL (host)")
-    return result  # type: ignore[return-value]
+    return found
 
 
 def _connect(

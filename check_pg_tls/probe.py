@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -224,28 +223,17 @@ def _resolve(target: Target, deadline: _Deadline) -> list[tuple[int, str]]:
 
 
 def _resolve_name(host: str, port: int, family: int, deadline: _Deadline) -> list:  # type: ignore[type-arg]
-    # getaddrinfo cannot be interrupted; a daemon thread lets the deadline
-    # win against a resolver that hangs.
-    outcome: list[object] = []
+    from .lookups import getaddrinfo_within
 
-    def lookup() -> None:
-        try:
-            outcome.append(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
-        except (OSError, UnicodeError) as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
-    worker.join(deadline.remaining())
-    if not outcome:
+    try:
+        found = getaddrinfo_within(host, port, family, deadline.remaining())
+    except UnicodeError:
+        raise CheckFailed(f"cannot look up {safe(host, 100)}: not a valid host name") from None
+    except OSError as exc:
+        raise Unreachable(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    if found is None:
         raise Unreachable(f"cannot resolve {host}: no answer within {deadline.seconds:g} seconds")
-    result = outcome[0]
-    if isinstance(result, UnicodeError):
-        raise CheckFailed(f"cannot look up {safe(host, 100)}: not a valid host name")
-    if isinstance(result, OSError):
-        reason = result.strerror or str(result)
-        raise Unreachable(f"cannot resolve {host}: {reason}")
-    return result  # type: ignore[return-value]
+    return found
 
 
 def _connect(

@@ -133,3 +133,21 @@ def test_backstop_prints_the_chosen_format(
         assert f'pg_tls_error_info{{reason="{target}: {late}"}} 1.0' in done.stdout, done.stdout
     else:
         assert done.stdout == f"PG_TLS CRITICAL - {target}: {late}\n"
+
+
+def test_the_metrics_reason_names_t_not_what_was_left(mute: FaultServer) -> None:
+    # Start-up takes part of -t: the reason label must still say -t, or a
+    # server that stays down would make a new series at every run.
+    reasons = set()
+    for _ in range(2):
+        _, done = _timed(
+            *plugin_argv(), "-H", "127.0.0.1", "-p", str(mute.port), "-t", "0.7", "--openmetrics"
+        )
+        assert done.returncode == 2, done.stdout
+        reasons |= {
+            line for line in done.stdout.splitlines() if line.startswith("pg_tls_error_info")
+        }
+    assert reasons == {
+        'pg_tls_error_info{reason="server accepted the connection but did not answer the '
+        f'SSLRequest within 0.7 seconds",target="127.0.0.1:{mute.port}"}} 1.0'
+    }, reasons

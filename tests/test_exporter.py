@@ -8,6 +8,7 @@ about the same servers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -26,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testbed import pki
 from testbed.exporter import Answer, ExporterProcess
-from testbed.faults import FaultServer, RefusedPort, scripted, silent
+from testbed.faults import Behaviour, FaultServer, RefusedPort, scripted, silent
 from testbed.pgcluster import Cluster, Workspace
 from testbed.prometheus import promtool
 
@@ -311,10 +312,13 @@ def test_health_landing_page_and_wrong_paths(setup: Setup) -> None:
     )
     page = exporter.get("/")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
-    for link in ('href="metrics"', 'href="-/healthy"'):
-        assert link in page.body
+    links = re.findall(r'href="([^"]*)"', page.body)
+    assert links == ["metrics", "-/healthy"]
+    # Every link answers 200: a probe needs a target, so it is a form.
+    assert all(exporter.get(f"/{link}").status == 200 for link in links)
     for module in ("default", "require", "slow"):
         assert f"<code>{module}</code>" in page.body
+        assert f'<input type="hidden" name="module" value="{module}">' in page.body
     assert exporter.get("/nope").status == 404
     assert exporter.get("/probe/").status == 404
     wrong = exporter.request("POST", "/probe?target=db.test")
@@ -338,7 +342,9 @@ def test_many_probes_keep_memory_and_descriptors_bounded(setup: Setup) -> None:
     assert after <= fds, (fds, after)
     grown = exporter.rss_kib() - rss
     assert grown < 20 * 1024, f"{grown} KiB more after 256 probes"
-    assert exporter.threads() < 32 + 16
+    # A thread per probe slot, one per request answered at once (32 here),
+    # the reception and the main thread: none per probe made.
+    assert exporter.threads() < 32 + 32 + 8
 
 
 def _settled_fds(exporter: ExporterProcess, at_most: int | None = None) -> int:
@@ -404,8 +410,8 @@ def one_slot(tmp_path: Path, ca: Pki) -> Iterator[ExporterProcess]:
     config.write_text(
         json.dumps(
             {
-                "modules": {"default": {"sslrootcert": str(ca.root_file), "timeout": 3}},
-                "allowed_targets": ["127.0.0.1"],
+                "modules": {"default": {"sslrootcert": str(ca.root_file), "timeout": 1}},
+                "allowed_targets": ["127.0.0.1", "*.test"],
             }
         )
     )
@@ -414,30 +420,92 @@ def one_slot(tmp_path: Path, ca: Pki) -> Iterator[ExporterProcess]:
     exporter.stop()
 
 
+def _relay(upstream: int, delay: float) -> Behaviour:
+    """A healthy server far away: each chunk forwarded ``delay`` seconds late."""
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def behaviour(conn: socket.socket, stopping: threading.Event) -> None:
+        with socket.create_connection(("127.0.0.1", upstream), 5) as up:
+            back = threading.Thread(target=pump, args=(up, conn), daemon=True)
+            back.start()
+            pump(conn, up)
+            back.join(10)
+
+    return behaviour
+
+
+def _holding(
+    exporter: ExporterProcess, mute: FaultServer, answers: list[Answer]
+) -> threading.Thread:
+    """A probe of a silent server that holds the one slot for its whole second."""
+    count = len(mute._conns)
+    holder = threading.Thread(
+        target=lambda: answers.append(exporter.get(f"/probe?target=127.0.0.1:{mute.port}"))
+    )
+    holder.start()
+    _wait_for(lambda: len(mute._conns) == count + 1)
+    return holder
+
+
 @pytest.mark.serial
-def test_a_request_beyond_the_pool_waits_within_its_deadline(one_slot: ExporterProcess) -> None:
-    with FaultServer(silent()) as mute:
-        first: list[Answer] = []
-        holder = threading.Thread(
-            target=lambda: first.append(one_slot.get(f"/probe?target=127.0.0.1:{mute.port}"))
-        )
-        holder.start()
-        _wait_for(lambda: len(mute._conns) == 1)
+def test_a_probe_that_waited_for_a_slot_gets_its_whole_time_or_503(
+    one_slot: ExporterProcess, server: ServerFactory
+) -> None:
+    far_server = FaultServer(_relay(server("valid").port, 0.1))
+    with FaultServer(silent()) as mute, far_server as far:
+        far_target = f"/probe?target={quote(f'127.0.0.1(db.test):{far.port}')}"
+        # Alone, a healthy server 0.1 s per exchange away is well within 1 s.
+        assert value(one_slot.get(far_target).body, "probe_success") == 1
+        # Behind a probe that holds the slot for its second, with a scrape
+        # timeout that leaves room to wait: it waits, then has its whole second.
+        held: list[Answer] = []
+        holder = _holding(one_slot, mute, held)
         started = time.monotonic()
-        second = one_slot.get(
-            f"/probe?target=127.0.0.1:{mute.port}",
-            headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"},
-        )
+        waited = one_slot.get(far_target, headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"})
         elapsed = time.monotonic() - started
         holder.join()
-    assert second.status == 503
-    assert (
-        second.body
-        == "no probe slot free within 1 seconds: 1 probes running (--probe.concurrency)\n"
+        assert elapsed > 0.7, elapsed
+        assert (waited.status, value(waited.body, "probe_success")) == (200, 1), waited.body
+        # A silent server that waited says the module's second, as one that did
+        # not: the reason label stays the same from scrape to scrape.
+        holder = _holding(one_slot, mute, held)
+        late = one_slot.get(
+            f"/probe?target=127.0.0.1:{mute.port}",
+            headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"},
+        )
+        holder.join()
+        reasons = {
+            labels["reason"]
+            for answer in (*held, late)
+            for labels, _ in samples(answer.body)["pg_tls_error_info"]
+        }
+        assert reasons == {
+            "server accepted the connection but did not answer the SSLRequest within 1 seconds"
+        }
+        # No room to wait (0.7 s of a 1.2 s scrape timeout is the probe's
+        # whole time): at once, the exporter says it is busy, not the server.
+        holder = _holding(one_slot, mute, held)
+        started = time.monotonic()
+        busy = one_slot.get(far_target, headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.2"})
+        elapsed = time.monotonic() - started
+        holder.join()
+    assert (busy.status, busy.body) == (
+        503,
+        "exporter busy: no probe slot free in time for a 0.7-second probe "
+        "(--probe.concurrency 1)\n",
     )
-    assert 0.8 < elapsed < 1.5, elapsed
-    assert first[0].status == 200
-    assert value(first[0].body, "probe_success") == 0
+    assert elapsed < 0.5, elapsed
     text = one_slot.get("/metrics").body
     assert value(text, "pg_tls_exporter_probes_total", module="default", result="not_started") == 1
 
@@ -457,3 +525,93 @@ def test_port_is_free_after_stop(tmp_path: Path, ca: Pki) -> None:
     assert exporter.terminate() == 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", exporter.port))
+
+
+def test_targets_in_the_log_are_masked_at_every_level(setup: Setup, server: ServerFactory) -> None:
+    port = server("valid").port
+    secrets = ["SECRETPW1", "SECRETPW2", "SECRETPW3", "SECRET PW4", "SECRETPW5"]
+    for spec in (
+        f"host=127.0.0.1 port={port} password=SECRETPW1 sslmode=require",
+        f"host=127.0.0.1 port={port} oauth_client_secret=SECRETPW2 sslmode=require",
+        f"postgresql://u:SECRETPW3@127.0.0.1:{port}/?sslmode=require",
+        f"host=127.0.0.1 port={port} password='SECRET PW4' sslmode=require",
+        f"host=127.0.0.1 port={port} sslpassword=SECRETPW5",
+    ):
+        for extra in ((), ("debug=true",)):
+            assert probe(setup, spec, *extra).status in (200, 400), spec
+    log = setup.exporter.log()
+    assert "probe of host=127.0.0.1" in log  # the debug lines are there
+    for secret in secrets:
+        assert secret not in log, secret
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "within"),
+    [
+        # As blackbox_exporter: 0 is no header (120 s), at most the module's 5.
+        ("0", 200, "5"),
+        ("", 200, "5"),
+        ("1e9", 200, "5"),
+        ("999999", 200, "5"),
+        ("3", 200, "2.5"),
+        # An offset as long as the scrape timeout: half of it, never less
+        # for a longer header.
+        ("1", 200, "0.5"),
+        ("0.6", 200, "0.3"),
+        ("0.51", 200, "0.255"),
+        ("0.5", 200, "0.25"),
+        ("0.1", 200, "0.05"),
+        # Too short for any probe: said so, never "no probe slot free".
+        ("0.09", 400, "raise the scrape timeout"),
+        ("1e-300", 400, "raise the scrape timeout"),
+        ("-1", 400, "not a number of seconds"),
+        ("nan", 400, "not a number of seconds"),
+        ("inf", 400, "not a number of seconds"),
+        ("soon", 400, "not a number of seconds"),
+    ],
+)
+def test_the_scrape_timeout_header_edge_values(
+    setup: Setup, header: str, status: int, within: str
+) -> None:
+    with FaultServer(silent()) as mute:
+        started = time.monotonic()
+        answer = probe(
+            setup,
+            f"127.0.0.1:{mute.port}",
+            **{"X-Prometheus-Scrape-Timeout-Seconds": header},
+        )
+        elapsed = time.monotonic() - started
+    assert answer.status == status, answer.body
+    if status == 400:
+        assert within in answer.body
+        assert answer.body.count("\n") == 1
+        return
+    [(labels, _)] = samples(answer.body)["pg_tls_error_info"]
+    assert labels["reason"].endswith(f"within {within} seconds"), labels
+    assert elapsed < float(within) + 0.2, elapsed
+
+
+def test_without_a_default_module_a_probe_must_name_one(
+    tmp_path: Path, ca: Pki, server: ServerFactory
+) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "modules": {"main": {"sslrootcert": str(ca.root_file)}},
+                "allowed_targets": ["127.0.0.1", "*.test"],
+            }
+        )
+    )
+    exporter = ExporterProcess(tmp_path, config).start()
+    try:
+        target = f"/probe?target=127.0.0.1(db.test):{server('valid').port}"
+        named = exporter.get(f"{target}&module=main")
+        unnamed = exporter.get(target)
+    finally:
+        exporter.stop()
+    assert (named.status, value(named.body, "probe_success")) == (200, 1)
+    assert (unnamed.status, unnamed.body) == (
+        400,
+        "no module given and no module 'default': modules are main\n",
+    )

@@ -8,6 +8,7 @@ probe finish and exits 0.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from check_pg_tls.exporter.allowlist import AllowList, parse_entry
 from check_pg_tls.exporter.config import FileError, load
-from check_pg_tls.exporter.server import mask_secrets
+from check_pg_tls.exporter.probing import shown_spec
 from testbed.exporter import Answer, ExporterProcess, exporter_argv
 from testbed.faults import FaultServer, silent
 from testbed.pgcluster import Cluster
@@ -108,7 +109,16 @@ allowed_targets:
         ("modules: {default: {}}\nallowed_targets:\n  - 'db$.example'\n", 3, "host-name pattern"),
         ("modules: {default: {}}\nallowed_targets: 10.0.0.0/8\n", 2, "must be a list"),
         ("modules: {default: {}}\n", None, "no allowed_targets"),
-        ("allowed_targets: []\n", None, "no modules"),
+        (
+            "allowed_targets: []\n",
+            None,
+            "no modules: define at least one (the module 'default' answers probes that name none)",
+        ),
+        (
+            "modules: {}\nallowed_targets: []\n",
+            1,
+            "no modules: define at least one (the module 'default' answers probes that name none)",
+        ),
         ("modules: {default: {}\nallowed_targets: []\n", 2, "expected ',' or '}'"),
     ],
 )
@@ -233,13 +243,30 @@ def test_allowlist(host: str, allowed: bool) -> None:
     assert AllowList([parse_entry(e) for e in entries]).allows(host) is allowed
 
 
-def test_passwords_are_masked() -> None:
-    uri = "postgresql://monitor:pa%24%24@db.test/x"
-    assert mask_secrets(f"bad: {uri}", uri) == "bad: postgresql://monitor:***@db.test/x"
-    keywords = "host=db.test password='se cret' user=x"
-    assert "se cret" not in mask_secrets(f"invalid connection string '{keywords}'", keywords)
-    query = "postgresql://db.test/x?password=hunter2&sslmode=require"
-    assert "hunter2" not in mask_secrets(query, query)
+def test_a_star_alone_allows_everything_and_a_pattern_names_only() -> None:
+    # A pattern for every name reaches every address through some name
+    # already: '*' alone allows addresses too, as the README says.
+    star = AllowList([parse_entry("*")])
+    for host in ("db.example.com", "127.0.0.1", "::1", "10.0.0.1", "127.1", "fe80::1%eth0"):
+        assert star.allows(host), host
+    names = AllowList([parse_entry("*.example.com"), parse_entry("db*")])
+    for host in ("127.0.0.1", "::1", "10.0.0.1"):
+        assert not names.allows(host), host
+    assert names.allows("db1") and names.allows("a.example.com")
+
+
+def test_targets_are_logged_with_the_checks_own_masking() -> None:
+    assert shown_spec("postgresql://monitor:pa%24%24@db.test/x") == (
+        "postgresql://monitor:***@db.test/x"
+    )
+    for spec, secret in (
+        ("host=db.test password='se cret' user=x", "se cret"),
+        ("postgresql://db.test/x?password=hunter2&sslmode=require", "hunter2"),
+        ("host=db.test oauth_client_secret=SECRET6 sslmode=require", "SECRET6"),
+        ("host=db.test sslpassword=SECRET7", "SECRET7"),
+        ("host=db.test passwrd=SECRET8", "SECRET8"),
+    ):
+        assert secret not in shown_spec(spec), spec
 
 
 @pytest.fixture
@@ -334,6 +361,48 @@ def test_sigterm_lets_the_running_probe_finish_and_exits_0(reloading: ExporterPr
     assert "SIGTERM: stopping" in exporter.log()
 
 
+def test_sigterm_with_long_probes_in_flight_exits_within_seconds(tmp_path: Path, ca: Pki) -> None:
+    # A module that gives a probe 30 seconds, three of them waiting on a
+    # server that never answers, and a keep-alive connection left idle.
+    config = tmp_path / "slow.yml"
+    config.write_text(GOOD.format(root=ca.root_file).replace("timeout: 3", "timeout: 30"))
+    exporter = ExporterProcess(tmp_path, config).start()
+    with FaultServer(silent()) as mute:
+        idle = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
+        idle.request("GET", "/-/healthy")
+        assert idle.getresponse().read() == b"Healthy\n"
+        answers: list[Answer | str] = []
+
+        def probe() -> None:
+            try:
+                answers.append(exporter.get(f"/probe?target=127.0.0.1:{mute.port}", timeout=60))
+            except OSError as exc:
+                answers.append(type(exc).__name__)
+
+        clients = [threading.Thread(target=probe) for _ in range(3)]
+        for client in clients:
+            client.start()
+        _wait_for(lambda: len(mute._conns) == 3)
+        started = time.monotonic()
+        exporter.signal(signal.SIGTERM)
+        # The idle connection is closed at once: no probe starts on it.
+        _wait_for(lambda: not _accepts(exporter.port), timeout=3)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            idle.request("GET", f"/probe?target=127.0.0.1:{mute.port}")
+            idle.getresponse()
+        assert exporter.process is not None
+        code = exporter.process.wait(30)
+        elapsed = time.monotonic() - started
+        for client in clients:
+            client.join()
+        assert len(mute._conns) == 3
+    assert code == 0
+    assert elapsed < 6, elapsed
+    assert [(a.status, a.body) for a in answers if isinstance(a, Answer)] == [
+        (503, "the exporter is stopping: the probe was not finished\n")
+    ] * 3, answers
+
+
 def _accepts(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
@@ -403,6 +472,39 @@ def test_the_shipped_systemd_unit_is_hardened_and_verifies(tmp_path: Path) -> No
     )
     assert exposure is not None, done.stdout + done.stderr
     assert float(exposure.group(1)) <= 2.0, exposure.group(0)
+
+
+def test_the_units_proc_keeps_the_process_metrics(tmp_path: Path) -> None:
+    # /proc as the shipped unit has systemd mount it (ProtectProc= is hidepid=,
+    # ProcSubset= is subset=), in a mount namespace of the exporter's own.
+    shipped = Path(__file__).parent.parent / "prometheus" / "pg_tls_exporter.service"
+    settings = dict(line.split("=", 1) for line in shipped.read_text().splitlines() if "=" in line)
+    options = [f"hidepid={settings.get('ProtectProc', 'default')}"]
+    if settings.get("ProcSubset", "all") != "all":
+        options.append(f"subset={settings['ProcSubset']}")
+    assert options[0] == "hidepid=invisible"  # other processes stay hidden
+    config = tmp_path / "c.yml"
+    config.write_text(json.dumps({"modules": {"default": {}}, "allowed_targets": []}))
+    exporter = ExporterProcess(tmp_path, config)
+    script = 'mount -t proc -o "$0" proc /proc && exec "$@"'
+    with open(exporter.log_path, "ab") as log:
+        exporter.process = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script, ",".join(options), *exporter.argv()],
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        _wait_for(lambda: _accepts(exporter.port))
+        text = exporter.get("/metrics").body
+    finally:
+        exporter.stop()
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
+        assert metric(text, name) > 0, name
 
 
 def test_the_example_web_config_loads(tmp_path: Path, ca: Pki) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from check_pg_tls.exporter.webconfig import FileError, load
+from check_pg_tls.exporter.webconfig import FileError, load, san_allowed
 from testbed import pki
 from testbed.exporter import Answer, ExporterProcess
 from testbed.pgcluster import Cluster, free_port, spawn_as
@@ -98,7 +100,13 @@ def secured(ca: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
     )
     good = _client(ca.root_file, path / "client.crt", path / "client.key")
     exporter = ExporterProcess(
-        path, config, "--log.level=debug", web_config=web, tls=good, auth=(USER, PASSWORD)
+        path,
+        config,
+        "--log.level=debug",
+        "--web.request-timeout=2",
+        web_config=web,
+        tls=good,
+        auth=(USER, PASSWORD),
     ).start()
     yield Secured(
         exporter,
@@ -162,12 +170,15 @@ def test_no_answer_without_a_trusted_client_certificate(secured: Secured, ca: Pk
     for context in (secured.anonymous, secured.stranger, nameless):
         with pytest.raises(OSError):
             exporter.get("/-/healthy", tls=context)
-    # Nor over plain HTTP.
+    # Nor over plain HTTP: as Go's server, a 400 that says why, in plain HTTP.
     conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
-    with pytest.raises(OSError):
+    try:
         conn.request("GET", "/-/healthy")
-        conn.getresponse()
-    conn.close()
+        response = conn.getresponse()
+        plain = (response.status, response.read())
+    finally:
+        conn.close()
+    assert plain == (400, b"Client sent an HTTP request to an HTTPS server.\n")
     exporter.wait_logged("client certificate of 127.0.0.1 has none of client_allowed_sans")
 
 
@@ -297,6 +308,12 @@ def test_the_same_file_secures_node_exporter(secured: Secured, tmp_path: Path) -
             4,
             "unknown TLS version 'TLS14'",
         ),
+        (
+            "tls_server_config:\n  cert_file: {d}/exporter.crt\n  key_file: {d}/exporter.key\n"
+            "  max_version: TLS11\n  min_version: TLS13\n",
+            4,
+            "min_version TLS13 is above max_version TLS11: no TLS version is left",
+        ),
         ("http_server_config:\n  headers:\n    X-Frame-Options: always\n", 3, "X-Frame-Options"),
         ("rate_limit:\n  interval: soon\n", 2, "invalid interval"),
     ],
@@ -311,3 +328,113 @@ def test_web_config_errors(
     where = f"{path}:{line}: " if line else f"{path}: "
     assert str(caught.value).startswith(where), str(caught.value)
     assert reason in str(caught.value)
+
+
+def test_a_flood_without_client_certificates_does_not_keep_scrapes_out(secured: Secured) -> None:
+    # A client with no certificate keeps 300 connections open (more than the
+    # limit), never starting a handshake, and opens again each one closed.
+    exporter = secured.exporter
+    stop = threading.Event()
+
+    def flood() -> None:
+        socks: list[socket.socket] = []
+        while not stop.is_set():
+            alive = []
+            for sock in socks:
+                try:
+                    if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                        sock.close()
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    sock.close()
+                    continue
+                alive.append(sock)
+            socks = alive
+            while len(socks) < 300 and not stop.is_set():
+                try:
+                    socks.append(socket.create_connection(("127.0.0.1", exporter.port), 2))
+                except OSError:
+                    break
+            stop.wait(0.1)
+        for sock in socks:
+            sock.close()
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        time.sleep(0.5)  # the flood is at its height
+        statuses = []
+        for _ in range(10):
+            statuses.append(exporter.get("/-/healthy", timeout=5).status)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        flooder.join(10)
+    assert statuses == [200] * 10
+
+
+def test_a_handshake_has_one_deadline_from_accept(secured: Secured) -> None:
+    # A ClientHello's first byte, then a byte every 0.3 s: the connection is
+    # closed at the request deadline (2 s here), not kept while bytes trickle.
+    with socket.create_connection(("127.0.0.1", secured.exporter.port), 5) as sock:
+        started = time.monotonic()
+        hello = b"\x16\x03\x01\x02\x00" + b"\x01" * 512
+        sock.settimeout(0.3)
+        closed = None
+        for byte in hello:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1) == b"":
+                    closed = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = time.monotonic() - started
+                break
+    assert closed is not None and 1.8 < closed < 3.5, closed
+
+
+def _peer_certificate(ca: Pki, directory: Path, ips: tuple[str, ...]) -> dict[str, object]:
+    """What a TLS server's getpeercert() says of a client certificate with IP SANs ``ips``."""
+    client = pki.make_leaf(ca.other_intermediate, dns=(), ips=ips, server_auth=False)
+    pki.write_pem(directory / "ip-client.crt", client, ca.other_intermediate)
+    (directory / "ip-client.key").write_bytes(client.key_pem)
+    leaf = pki.make_leaf(ca.intermediate, dns=("localhost",))
+    pki.write_pem(directory / "ip-server.crt", leaf, ca.intermediate)
+    (directory / "ip-server.key").write_bytes(leaf.key_pem)
+    pki.write_pem(directory / "ip-clients-ca.crt", ca.other_root)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "ip-server.crt", directory / "ip-server.key")
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(directory / "ip-clients-ca.crt")
+    ours = _client(ca.root_file, directory / "ip-client.crt", directory / "ip-client.key")
+    left, right = socket.socketpair()
+    seen: list[dict[str, object]] = []
+
+    def serve() -> None:
+        with server.wrap_socket(left, server_side=True) as tls:
+            seen.append(dict(tls.getpeercert()))  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    with ours.wrap_socket(right, server_hostname="localhost"):
+        thread.join(10)
+    return seen[0]
+
+
+def test_client_allowed_sans_compare_ip_addresses_as_addresses(ca: Pki, tmp_path: Path) -> None:
+    certificate = _peer_certificate(ca, tmp_path, ("::1", "2001:db8::1", "192.0.2.7"))
+    for allowed, verdict in (
+        (("::1",), True),
+        (("0:0:0:0:0:0:0:1",), True),
+        (("2001:db8::1",), True),
+        (("2001:DB8:0::1",), True),
+        (("192.0.2.7",), True),
+        (("::ffff:192.0.2.7",), True),
+        (("2001:db8::2",), False),
+        (("::2", "192.0.2.8", "localhost"), False),
+    ):
+        assert san_allowed(certificate, allowed) is verdict, allowed

@@ -7,6 +7,9 @@ Layout: :mod:`.probing` is the only module that calls into the check;
 :mod:`.config` reads the YAML file, :mod:`.allowlist` decides which targets
 may be probed, :mod:`.webconfig` and :mod:`.auth` read exporter-toolkit's
 web configuration (TLS, basic auth), :mod:`.pool` bounds the probes running
-at once, :mod:`.metrics` holds the exporter's own metrics, :mod:`.server` is
-the HTTP side and :mod:`.cli` the process (flags, logging, signals).
+at once, :mod:`.metrics` holds the exporter's own metrics; the HTTP side is
+:mod:`.httpwire` (requests and answers as bytes), :mod:`.connections` (one
+thread that accepts, handshakes and reads request heads within their
+limits) and :mod:`.server` (authentication, routes, answers); :mod:`.cli`
+is the process (flags, logging, signals).
 """

@@ -1,11 +1,17 @@
 """``allowed_targets``: which hosts a probe request may make the exporter connect to.
 
 Without it, whoever reaches ``/probe`` could use the exporter as a port
-scanner. Entries are host-name patterns (``db*.example.com``, ``*`` for
-every name) and networks (``10.0.0.0/8``, ``2001:db8::/32``; a bare address
-is a network of one). A name is allowed by a pattern only, an address by a
-network only: names are not resolved here, because the probe resolves them
-itself and a second lookup could answer differently.
+scanner. Entries are host-name patterns (``db*.example.com``) and networks
+(``10.0.0.0/8``, ``2001:db8::/32``; a bare address is a network of one),
+and ``*`` alone, which allows everything. A name is allowed by a pattern
+only, an address by a network only: names are not resolved here, because
+the probe resolves them itself and a second lookup could answer
+differently.
+
+``*`` alone allows addresses too: a pattern that matches every name lets a
+probe reach any address already, through a name that resolves to it (and
+public DNS has such names for every address), so refusing addresses there
+would protect nothing and only surprise.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Entry:
     text: str
     network: Network | None = None
     pattern: re.Pattern[str] | None = None
+    #: ``*`` alone: every name and every address.
+    everything: bool = False
 
 
 def parse_entry(text: str) -> Entry:
@@ -42,6 +50,8 @@ def parse_entry(text: str) -> Entry:
     raw = text.strip()
     if not raw:
         raise ValueError("an empty entry")
+    if raw == "*":
+        return Entry(raw, everything=True)
     try:
         return Entry(raw, network=ipaddress.ip_network(raw, strict=True))
     except ValueError as exc:
@@ -83,9 +93,12 @@ class AllowList:
         self.entries = tuple(entries)
         self._networks = [e.network for e in entries if e.network is not None]
         self._patterns = [e.pattern for e in entries if e.pattern is not None]
+        self._everything = any(e.everything for e in entries)
 
     def allows(self, host: str) -> bool:
         """Whether a probe may connect to, or check the name, ``host``."""
+        if self._everything:
+            return True
         address = _address(host)
         if address is not None:
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:

@@ -15,7 +15,6 @@ import logging
 import signal
 import socket
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +59,23 @@ def _offset(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid offset {text!r}") from None
     if not 0 <= value < 60:
         raise argparse.ArgumentTypeError(f"invalid offset {text!r}: 0 to 60 seconds")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: 0.1 to 3600")
+    return value
+
+
+def _connections(text: str) -> int:
+    value = int(text)
+    if not 2 <= value <= 65536:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: 2 to 65536")
     return value
 
 
@@ -124,6 +140,32 @@ def parser() -> _Parser:
         metavar="N",
         help="probes running at once; more requests wait within their deadline "
         "(default: %(default)s)",
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_connections,
+        metavar="N",
+        help="client connections open at once; beyond it the one longest without a request "
+        "is closed (default: 4 per probe slot, at least 256)",
+    )
+    add(
+        "--web.request-timeout",
+        dest="request_timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="a client's time to connect (TLS handshake included) and send a request's "
+        "headers, again for its body, and again to take the answer (default: %(default)g)",
+    )
+    add(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long a keep-alive connection may wait for its next request "
+        "(default: %(default)g)",
     )
     add("--version", action="version", version=f"pg_tls_exporter {__version__}")
     return parser
@@ -195,8 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Loaded here: --help and --version stay fast.
     from .config import FileError
     from .config import load as load_config
+    from .connections import Limits
     from .pool import ProbePool
-    from .server import DRAIN_SECONDS, Exporter, HttpServer
+    from .server import DRAIN_SECONDS, Exporter, ListenError, Server, default_limits
     from .webconfig import WebConfigSource
 
     try:
@@ -207,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.config_file}: valid", file=sys.stderr)
             return 0
         pool = ProbePool(args.concurrency)
-        exporter = Exporter(
-            args.config_file, web, pool, args.timeout_offset, max(256, 4 * args.concurrency)
-        )
+        exporter = Exporter(args.config_file, web, pool, args.timeout_offset, args.request_timeout)
     except (FileError, ValueError) as exc:
         print(f"pg_tls_exporter: {exc}", file=sys.stderr)
         return 1
@@ -217,25 +258,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # threads started below inherit the mask.
     wanted = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    servers = []
-    try:
-        for host, port, family in addresses:
-            servers.append(HttpServer((host, port), family, exporter))
-    except OSError as exc:
-        for server in servers:
-            server.server_close()
-        print(
-            f"pg_tls_exporter: cannot listen on {host}:{port}: {exc.strerror or exc}",
-            file=sys.stderr,
+    limits = default_limits(args.concurrency, args.request_timeout, args.idle_timeout)
+    if args.max_connections:
+        limits = Limits(
+            args.max_connections,
+            max(1, args.max_connections // 2),
+            args.request_timeout,
+            args.idle_timeout,
         )
+    try:
+        server = Server(addresses, exporter, limits)
+    except ListenError as exc:
+        print(f"pg_tls_exporter: {exc}", file=sys.stderr)
         return 1
-    for server in servers:
-        threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
-        shown = f"[{server.server_name}]" if ":" in server.server_name else server.server_name
+    server.start()
+    for host, port in server.addresses:
         log.info(
             "listening on %s:%d, %s, modules %s",
-            shown,
-            server.server_port,
+            f"[{host}]" if ":" in host else host,
+            port,
             "TLS" if web.current() and web.current().context else "plain HTTP",  # type: ignore[union-attr]
             ", ".join(sorted(exporter.config.modules)),
         )
@@ -247,12 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         break
     log.info("%s: stopping, letting running requests finish", signal.Signals(received).name)
     exporter.stopping.set()
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    # Requests still waiting for a probe at the cutoff are answered 503, in
+    # time for their answers to be written before the grace period ends.
+    pool.stop(time.monotonic() + DRAIN_SECONDS - 1)
+    server.stop()
     if not exporter.drain(DRAIN_SECONDS):
         log.warning("requests still running after the grace period; exiting anyway")
-    pool.close()
     log.info("stopped")
     return 0
 

@@ -36,6 +36,11 @@ DEFAULT_MODULE = "default"
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _KEYS = ("modules", "allowed_targets")
+# A module named "default" is optional: it answers the requests that name
+# none, which are refused (400) without it.
+_NO_MODULES = (
+    f"no modules: define at least one (the module {DEFAULT_MODULE!r} answers probes that name none)"
+)
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,13 @@ def load(path: str | Path) -> Config:
         if key not in _KEYS:
             raise FileError(path, at, f"unknown key {key!r} (expected {' or '.join(_KEYS)})")
     if "modules" not in top:
-        raise FileError(path, None, "no modules: define at least the module 'default'")
+        raise FileError(path, None, _NO_MODULES)
     if "allowed_targets" not in top:
         raise FileError(
             path,
             None,
             "no allowed_targets: list the host-name patterns and networks this exporter "
-            "may probe ('*', 0.0.0.0/0 and ::/0 allow everything)",
+            "may probe ('*' alone allows everything)",
         )
     modules_node, modules_line = top["modules"]
     modules: dict[str, Module] = {}
@@ -83,7 +88,7 @@ def load(path: str | Path) -> Config:
             where = settings[exc.key][1] if exc.key in settings else at
             raise FileError(path, where, f"module {name!r}: {exc}") from None
     if not modules:
-        raise FileError(path, modules_line, "no modules: define at least the module 'default'")
+        raise FileError(path, modules_line, _NO_MODULES)
     return Config(str(path), modules, _allowed(path, top["allowed_targets"][0]))
 
 

@@ -84,6 +84,22 @@ class ExporterMetrics:
             ["handler", "code"],
             registry=self.registry,
         )
+        self.connections = Gauge(
+            f"{prefix}_http_connections",
+            "Client connections open now",
+            registry=self.registry,
+        )
+        self.closed = Counter(
+            f"{prefix}_http_connections_closed",
+            "Client connections the exporter closed before their time: evicted (the "
+            "connection limit was reached: the one longest without a request went), timeout "
+            "(no whole request in time), tls (a failed handshake or an unwanted client "
+            "certificate)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("evicted", "timeout", "tls"):
+            self.closed.labels(reason)
 
     def new_modules(self, names: list[str]) -> None:
         """Start every module's counters at 0, so that rates work from the first probe."""

@@ -43,6 +43,7 @@ __all__ = [
     "module_options",
     "parse_target",
     "run",
+    "shown_spec",
 ]
 
 #: Options of the CLI that a module cannot set, and why.
@@ -235,9 +236,17 @@ class Answer:
     debug: str
 
 
-def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) -> Answer:
-    """Check one target within ``budget`` seconds, as the CLI would: one outcome's metrics."""
-    from ..check import check, unchecked
+def run(
+    parsed: ParsedTarget, module: Module, budget: float, shown: float, openmetrics: bool
+) -> Answer:
+    """Check one target within ``budget`` seconds, as the CLI would: one outcome's metrics.
+
+    Messages name ``shown`` as the timeout: the probe's time as configured
+    (the module's, or Prometheus' scrape timeout less the offset), never
+    what was left of it, so that a failure's reason label stays the same
+    from one scrape to the next.
+    """
+    from ..check import Budget, check, unchecked
     from ..errors import LocalFileError
     from ..formats import details
     from ..openmetrics import families, render
@@ -253,7 +262,7 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
     if isinstance(own, str):
         outcome = unchecked(target, own)
     else:
-        outcome = check(target, own, round(max(0.01, budget), 2))
+        outcome = check(target, own, Budget(max(0.01, budget), shown))
     # Without the target label: Prometheus adds the instance.
     found = families([outcome], labelled=False)
     success = any(
@@ -268,6 +277,14 @@ def run(parsed: ParsedTarget, module: Module, budget: float, openmetrics: bool) 
     )
     lines = [status + (f" | {perfdata}" if perfdata else ""), *details(outcome)]
     return Answer(success, render(found, openmetrics), _text(lines))
+
+
+def shown_spec(spec: str) -> str:
+    """A target as the log may show it: the check's own masking (every secret
+    keyword's value, a URI's password), escaped and capped."""
+    from ..targets import shown_spec as shown
+
+    return shown(spec)
 
 
 def failure(state: int, reason: str, openmetrics: bool) -> Answer:

@@ -1,12 +1,12 @@
 """The HTTP side: ``/probe``, ``/metrics``, ``/-/healthy``, ``/-/reload`` and a landing page.
 
-The server is the standard library's ``ThreadingHTTPServer``: one thread
-per connection, HTTP/1.1 keep-alive as Prometheus uses it, and nothing to
-install. Its weak points are covered here: the TLS handshake runs in the
-connection's own thread (a slow client never holds up ``accept``), idle
-connections are closed after :data:`IDLE_TIMEOUT`, connections are capped,
-and probes run in the bounded :class:`.pool.ProbePool`, not in the
-connection threads' own time.
+:mod:`.connections` accepts, handshakes and reads each request's head
+within its limits; this module answers: it authenticates, routes, runs
+probes in the bounded :class:`.pool.ProbePool`, and writes the answer
+within a deadline. Every answer, errors included, is plain text (or the
+metrics) with the web configuration's headers, and is counted in
+``pg_tls_exporter_http_requests_total``; a client that goes away is a
+debug line, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,38 +15,56 @@ import html
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from .. import __version__
 from . import probing
-from .auth import BasicAuth
+from .auth import BasicAuth, Verdict
 from .config import DEFAULT_MODULE, Config, FileError, load
+from .connections import Conn, Limits, Reception
+from .httpwire import BadRequest, Request, answer, interim_continue, parse_head
 from .metrics import ExporterMetrics
-from .pool import NotStarted, Overran, ProbePool
-from .probing import mask_secrets
-from .webconfig import WebConfig, WebConfigSource, client_sans
+from .pool import MIN_BUDGET, NotStarted, Overran, ProbePool, Stopped
+from .webconfig import WebConfig, WebConfigSource
 
-__all__ = ["IDLE_TIMEOUT", "Exporter", "HttpServer", "mask_secrets"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "SCRAPE_TIMEOUT",
+    "Exporter",
+    "ListenError",
+    "Server",
+    "default_limits",
+]
 
 _log = logging.getLogger("pg_tls_exporter")
 
-#: Seconds an idle keep-alive connection (or a slow client) is kept.
-IDLE_TIMEOUT = 120.0
-#: Seconds for a client's TLS handshake.
-HANDSHAKE_TIMEOUT = 10.0
-#: Largest request body read (only /-/reload takes a POST).
-MAX_BODY = 65536
 #: Seconds SIGTERM waits for running requests.
 DRAIN_SECONDS = 5.0
+#: Prometheus' scrape timeout when a request does not say (blackbox_exporter's 120 s).
+SCRAPE_TIMEOUT = 120.0
+#: The longest scrape timeout taken from the header: a request may wait
+#: that long for a probe slot, and no longer.
+_MAX_SCRAPE_TIMEOUT = 3600.0
 
 _TEXT = "text/plain; charset=utf-8"
 _ROUTES = ("/", "/probe", "/metrics", "/-/healthy", "/-/reload")
+
+
+def default_limits(concurrency: int, request_timeout: float, idle_timeout: float) -> Limits:
+    """Connections: four per probe slot, at least 256; half of them may be answered at once."""
+    connections = max(256, 4 * concurrency)
+    return Limits(connections, connections // 2, request_timeout, idle_timeout)
+
+
+class ListenError(Exception):
+    """An address cannot be listened on: the message says which and why."""
+
+
+class _Client(Exception):
+    """The client went away, or did not send or take its part in time."""
 
 
 class Exporter:
@@ -58,15 +76,15 @@ class Exporter:
         web: WebConfigSource,
         pool: ProbePool,
         timeout_offset: float,
-        max_connections: int,
+        request_timeout: float = 10.0,
     ) -> None:
         self.config_path = config_path
         self.web = web
         self.pool = pool
         self.timeout_offset = timeout_offset
+        self.request_timeout = request_timeout
         self.metrics = ExporterMetrics(lambda: float(pool.running), pool.size)
         self.auth = BasicAuth()
-        self.connections = threading.BoundedSemaphore(max_connections)
         self.stopping = threading.Event()
         self._active = 0
         self._idle = threading.Condition()
@@ -106,15 +124,21 @@ class Exporter:
                 self._idle.wait(left)
         return True
 
-    def handle(self, request: Handler) -> None:
+    def serve(self, conn: Conn, head: bytes) -> None:
+        """Answer the request whose head is ``head`` (a worker thread)."""
         with self._idle:
             self._active += 1
+        conn.keep = False
         try:
-            _Exchange(self, request).answer()
+            _Exchange(self, conn).run(head)
         finally:
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
+
+    def count_refusal(self, status: int, head: bytes) -> None:
+        """An answer the reception gave itself, counted as every other."""
+        self.metrics.requests.labels(_handler(_target(head)), str(status)).inc()
 
     def allow_rate(self, web: WebConfig) -> bool:
         limit = web.rate_limit
@@ -131,35 +155,83 @@ class Exporter:
             return True
 
 
+def _target(head: bytes) -> str:
+    parts = head.lstrip(b"\r\n").split(b" ", 2)
+    return parts[1].decode("latin-1") if len(parts) > 1 else ""
+
+
+def _handler(target: str) -> str:
+    try:
+        path = urllib.parse.urlsplit(target).path
+    except ValueError:
+        return "other"
+    return path if path in _ROUTES else "other"
+
+
 class _Exchange:
     """One request and its answer."""
 
-    def __init__(self, exporter: Exporter, request: Handler) -> None:
+    def __init__(self, exporter: Exporter, conn: Conn) -> None:
         self.exporter = exporter
-        self.request = request
+        self.conn = conn
         self.started = time.monotonic()
-        self.web: WebConfig | None = None
+        self.web: WebConfig = conn.web
+        self.request: Request | None = None
         self.handler = "other"
+        self.keep = False
 
-    def answer(self) -> None:
-        request = self.request
-        url = urllib.parse.urlsplit(request.path)
-        if url.path in _ROUTES:
-            self.handler = url.path
-        if not self._read_body():
-            return
-        web = self.exporter.web.current()
+    def run(self, head: bytes) -> None:
+        self.handler = _handler(_target(head))
+        try:
+            try:
+                self.request = parse_head(head)
+            except BadRequest as bad:
+                self.send(bad.status, bad.reason + "\n")
+                return
+            self.answer(self.request)
+        except _Client as gone:
+            _log.debug("%s: %s", self.conn.peer, gone)
+            self.conn.keep = False
+
+    def answer(self, request: Request) -> None:
+        exporter = self.exporter
+        self.keep = request.keep_alive and not exporter.stopping.is_set()
+        web = exporter.web.current()
         if web is None:
+            self.keep = False
             self.send(500, "the web configuration cannot be loaded; see the exporter's log\n")
             return
         self.web = web
-        if not self.exporter.allow_rate(web):
+        if not exporter.allow_rate(web):
             self.send(429, "Too Many Requests\n")
             return
-        if web.users and not self.exporter.auth.check(
-            web.users, request.headers.get("Authorization")
-        ):
-            self.send(401, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="pg_tls_exporter"'})
+        if web.users:
+            verdict = exporter.auth.check(web.users, request.header("authorization"))
+            if verdict is not Verdict.OK:
+                # Its body, if any, is never read: the connection ends here.
+                self.keep = False
+                if verdict is Verdict.BUSY:
+                    self.send(503, "too many password checks at once; try again\n")
+                else:
+                    self.send(
+                        401,
+                        "Unauthorized\n",
+                        {"WWW-Authenticate": 'Basic realm="pg_tls_exporter"'},
+                    )
+                return
+        self.conn.proven = True
+        try:
+            length = request.body_length()
+        except BadRequest as bad:
+            self.keep = False
+            self.send(bad.status, bad.reason + "\n")
+            return
+        if length:
+            self._body(request, length)
+        try:
+            url = urllib.parse.urlsplit(request.target)
+        except ValueError:
+            self.send(400, "invalid request target\n")
             return
         routes = {
             "/": (("GET", "HEAD"), self.landing),
@@ -172,7 +244,7 @@ class _Exchange:
             self.send(404, "Not Found\n")
             return
         methods, action = routes[url.path]
-        if request.command not in methods:
+        if request.method not in methods:
             self.send(
                 405,
                 f"{url.path} answers {' and '.join(methods)} only\n",
@@ -181,23 +253,43 @@ class _Exchange:
             return
         action()
 
-    def _read_body(self) -> bool:
-        request = self.request
-        if request.headers.get("Transfer-Encoding"):
-            request.close_connection = True
-            self.send(411, "a request body needs Content-Length\n")
-            return False
+    def _body(self, request: Request, length: int) -> bytes:
+        conn = self.conn
+        data = bytes(conn.buffer[:length])
+        del conn.buffer[:length]
+        if len(data) < length and (request.header("expect") or "").lower() == "100-continue":
+            self._write(interim_continue())
+        end = time.monotonic() + self.exporter.request_timeout
+        while len(data) < length:
+            try:
+                conn.sock.settimeout(max(0.001, end - time.monotonic()))
+                chunk = conn.sock.recv(min(65536, length - len(data)))
+            except TimeoutError:
+                self.keep = False
+                self.send(408, "request body not read in time\n")
+                raise _Client("request body not read in time") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise _Client(f"client went away: {exc}") from None
+            if not chunk:
+                raise _Client("client went away before its request body")
+            data += chunk
+        return data
+
+    def _write(self, data: bytes) -> None:
+        sock = self.conn.sock
+        end = time.monotonic() + self.exporter.request_timeout
+        view = memoryview(data)
         try:
-            length = int(request.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            request.close_connection = True
-            self.send(413, "request body too large\n")
-            return False
-        if length:
-            request.rfile.read(length)
-        return True
+            while view:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                view = view[sock.send(view) :]
+        except TimeoutError:
+            raise _Client("answer not taken in time") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise _Client(f"client went away: {exc}") from None
 
     def send(
         self,
@@ -208,34 +300,38 @@ class _Exchange:
     ) -> None:
         request = self.request
         data = body.encode() if isinstance(body, str) else body
-        request.send_response(code)
-        request.send_header("Content-Type", content_type)
-        request.send_header("Content-Length", str(len(data)))
-        for name, text in {**(self.web.headers if self.web else {}), **(headers or {})}.items():
-            request.send_header(name, text)
-        if self.exporter.stopping.is_set():
-            request.close_connection = True
-        if request.close_connection:
-            request.send_header("Connection", "close")
-        request.end_headers()
-        if request.command != "HEAD":
-            request.wfile.write(data)
+        if request is None or self.exporter.stopping.is_set():
+            self.keep = False
         self.exporter.metrics.requests.labels(self.handler, str(code)).inc()
         _log.debug(
             "%s %s %d %.3fs from %s",
-            request.command,
+            request.method if request else "-",
             self.handler,
             code,
             time.monotonic() - self.started,
-            request.client_address[0],
+            self.conn.peer,
         )
+        self._write(
+            answer(
+                code,
+                data,
+                {"Content-Type": content_type, **self.web.headers, **(headers or {})},
+                head_only=request is not None and request.method == "HEAD",
+                close=not self.keep,
+            )
+        )
+        self.conn.keep = self.keep
 
     def landing(self) -> None:
         config = self.exporter.config
+        # A form, not a link: a probe needs a target, and a link without one
+        # would only lead to a 400.
         modules = "".join(
-            f'<li><code>{html.escape(name)}</code>: <a href="probe?target=&amp;module='
-            f'{urllib.parse.quote(name)}&amp;debug=true">probe?target=...&amp;module='
-            f"{html.escape(name)}</a></li>\n"
+            f'<li><form action="probe"><code>{html.escape(name)}</code>: '
+            '<input name="target" required placeholder="HOST:PORT"> '
+            f'<input type="hidden" name="module" value="{html.escape(name)}">'
+            '<input type="hidden" name="debug" value="true">'
+            '<button type="submit">probe with debug=true</button></form></li>\n'
             for name in sorted(config.modules)
         )
         page = f"""<!DOCTYPE html>
@@ -257,7 +353,8 @@ class _Exchange:
         self.send(200, page, content_type="text/html; charset=utf-8")
 
     def own_metrics(self) -> None:
-        body, content_type = self.exporter.metrics.render(self.request.headers.get("Accept", ""))
+        assert self.request is not None
+        body, content_type = self.exporter.metrics.render(self.request.header("accept") or "")
         self.send(200, body, content_type=content_type)
 
     def reload(self) -> None:
@@ -268,7 +365,8 @@ class _Exchange:
             self.send(500, f"configuration not reloaded: {problem}\n")
 
     def probe(self, query: str) -> None:
-        exporter = self.exporter
+        exporter, request = self.exporter, self.request
+        assert request is not None
         try:
             params = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
         except ValueError:
@@ -283,22 +381,29 @@ class _Exchange:
             self.send(400, "the target parameter is missing: probe?target=HOST:PORT\n")
             return
         config = exporter.config
-        name = params.get("module", [""])[0] or DEFAULT_MODULE
+        named = params.get("module", [""])[0]
+        name = named or DEFAULT_MODULE
         module = config.modules.get(name)
         if module is None:
             shown = name if re.fullmatch(r"[\w.-]{1,64}", name) else "(not a module name)"
-            self.send(
-                400, f"unknown module {shown!r}: modules are {', '.join(sorted(config.modules))}\n"
+            known = ", ".join(sorted(config.modules))
+            why = (
+                f"unknown module {shown!r}"
+                if named
+                else f"no module given and no module {DEFAULT_MODULE!r}"
             )
+            self.send(400, f"{why}: modules are {known}\n")
             return
         debug = params.get("debug", ["false"])[0].lower() in ("true", "1", "yes")
-        timeout = self._timeout(module.timeout)
-        if timeout is None:
+        times = self._times(module.timeout)
+        if times is None:
             return
+        share, within = times
         try:
             parsed = probing.parse_target(spec, module)
         except probing.BadTarget as exc:
-            self.send(400, mask_secrets(str(exc), spec) + "\n")
+            # The check's own message: a password in the spec is masked there.
+            self.send(400, f"{exc}\n")
             return
         if parsed.local_files:
             self.send(
@@ -312,33 +417,41 @@ class _Exchange:
             _log.warning("probe refused: %r is not in allowed_targets", refused)
             self.send(403, f"{refused!r} is not in allowed_targets\n")
             return
-        openmetrics = not debug and _wants_openmetrics(self.request.headers.get("Accept", ""))
-        deadline = self.started + timeout
+        openmetrics = not debug and _wants_openmetrics(request.header("accept") or "")
+        deadline = self.started + within
+        shown = probing.shown_spec(spec)
         result = "error"
         try:
             answer = exporter.pool.run(
-                lambda budget: probing.run(parsed, module, budget, openmetrics), deadline
+                lambda budget: probing.run(parsed, module, budget, share, openmetrics),
+                share,
+                deadline,
             )
             result = "success" if answer.success else "failure"
         except NotStarted:
             result = "not_started"
             self.send(
                 503,
-                f"no probe slot free within {timeout:g} seconds: {exporter.pool.size} probes "
-                "running (--probe.concurrency)\n",
+                f"exporter busy: no probe slot free in time for a {share:g}-second probe "
+                f"(--probe.concurrency {exporter.pool.size})\n",
             )
+            return
+        except Stopped:
+            result = "not_started"
+            self.keep = False
+            self.send(503, "the exporter is stopping: the probe was not finished\n")
             return
         except Overran:
             result = "overran"
-            answer = probing.failure(2, f"no result within {timeout:g} seconds", openmetrics)
+            answer = probing.failure(2, f"no result within {share:g} seconds", openmetrics)
         except Exception:  # noqa: BLE001 - one probe's bug must not end the exporter
-            _log.exception("probe of %s failed", mask_secrets(spec, spec))
+            _log.exception("probe of %s failed", shown)
             self.send(500, "internal error; see the exporter's log\n")
             return
         finally:
             exporter.metrics.probes.labels(name, result).inc()
             exporter.metrics.duration.labels(name).observe(time.monotonic() - self.started)
-        _log.debug("probe of %s with module %s: %s", mask_secrets(spec, spec), name, result)
+        _log.debug("probe of %s with module %s: %s", shown, name, result)
         if debug:
             text = (
                 answer.debug + "\nMetrics that would have been returned:\n" + answer.body.decode()
@@ -347,21 +460,37 @@ class _Exchange:
             return
         self.send(200, answer.body, content_type=_content_type(openmetrics))
 
-    def _timeout(self, module_timeout: float) -> float | None:
-        """The probe's time: the module's, shortened to Prometheus' scrape timeout."""
-        header = self.request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
-        if header is None:
-            return module_timeout
-        try:
-            scrape = float(header)
-            if not 0 < scrape < 1e6:
-                raise ValueError
-        except ValueError:
-            self.send(400, "X-Prometheus-Scrape-Timeout-Seconds is not a number of seconds\n")
+    def _times(self, module_timeout: float) -> tuple[float, float] | None:
+        """The probe's share of time, and the seconds from arrival its answer must come within.
+
+        As blackbox_exporter: Prometheus' scrape timeout (120 s when the
+        header is absent or 0) less ``--timeout-offset``, at most the
+        module's timeout, is the probe's; the rest of the scrape timeout is
+        what it may wait for a slot. An offset as long as the scrape
+        timeout itself would leave nothing: half of it then.
+        """
+        assert self.request is not None
+        header = self.request.header("x-prometheus-scrape-timeout-seconds")
+        scrape = SCRAPE_TIMEOUT
+        if header:
+            try:
+                value = float(header)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value < float("inf"):
+                self.send(400, "X-Prometheus-Scrape-Timeout-Seconds is not a number of seconds\n")
+                return None
+            scrape = min(value, _MAX_SCRAPE_TIMEOUT) if value > 0 else SCRAPE_TIMEOUT
+        within = max(scrape - self.exporter.timeout_offset, scrape / 2)
+        share = min(module_timeout, within)
+        if share < MIN_BUDGET:
+            self.send(
+                400,
+                f"X-Prometheus-Scrape-Timeout-Seconds {header} leaves a probe {share:.3g} "
+                f"seconds, less than {MIN_BUDGET:g}: raise the scrape timeout\n",
+            )
             return None
-        left = scrape - self.exporter.timeout_offset
-        # An offset as long as the scrape timeout itself would leave nothing.
-        return min(module_timeout, left if left > 0 else scrape / 2)
+        return share, within
 
 
 def _wants_openmetrics(accept: str) -> bool:
@@ -378,99 +507,52 @@ def _content_type(openmetrics: bool) -> str:
     return str(OPENMETRICS if openmetrics else CONTENT_TYPE_LATEST)
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Reads requests; the exporter answers them."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT
-    server: HttpServer
-
-    def version_string(self) -> str:
-        return f"pg_tls_exporter/{__version__}"
-
-    def _dispatch(self) -> None:
-        self.server.exporter.handle(self)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Requests are logged by the exporter, without query strings (a
-        # connection string may hold a password) or headers.
-        pass
-
-
-class HttpServer(ThreadingHTTPServer):
-    """One listening socket; TLS and the connection cap per connection."""
-
-    daemon_threads = True
-    request_queue_size = 128
+class Server:
+    """The listening sockets and the reception that serves them."""
 
     def __init__(
-        self, address: tuple[str, int], family: socket.AddressFamily, exporter: Exporter
+        self,
+        addresses: list[tuple[str, int, socket.AddressFamily]],
+        exporter: Exporter,
+        limits: Limits,
     ) -> None:
-        self.address_family = family
         self.exporter = exporter
-        super().__init__(address, Handler, bind_and_activate=False)
+        self.sockets: list[socket.socket] = []
         try:
-            if family == socket.AF_INET6 and address[0] == "::":
-                # ":PORT" means every interface, IPv4 too.
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            self.server_bind()
-            self.server_activate()
+            for host, port, family in addresses:
+                self.sockets.append(_listen(host, port, family))
         except BaseException:
-            self.server_close()
+            for sock in self.sockets:
+                sock.close()
             raise
+        self.addresses = [sock.getsockname()[:2] for sock in self.sockets]
+        self.reception = Reception(
+            self.sockets,
+            exporter.web,
+            limits,
+            exporter.serve,
+            exporter.count_refusal,
+            lambda reason: exporter.metrics.closed.labels(reason).inc(),
+        )
+        exporter.metrics.connections.set_function(lambda: self.reception.open_connections)
 
-    def server_bind(self) -> None:
-        # HTTPServer's own looks up the host's FQDN, which may wait on DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
+    def start(self) -> None:
+        threading.Thread(target=self.reception.serve, name="reception", daemon=True).start()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if self.exporter.stopping.is_set() or not self.exporter.connections.acquire(blocking=False):
-            _log.warning("connection from %s dropped: too many connections", client_address[0])
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.exporter.connections.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.exporter.connections.release()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        web = self.exporter.web.current()
-        if web is None:
-            # A web configuration that no longer loads: serve nothing.
-            return
-        if web.context is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            conn = web.context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            _log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
-            return
-        try:
-            if web.allowed_sans is not None and not _san_allowed(conn, web.allowed_sans):
-                _log.warning(
-                    "client certificate of %s has none of client_allowed_sans", client_address[0]
-                )
-                return
-            super().finish_request(conn, client_address)
-        finally:
-            conn.close()
+    def stop(self) -> None:
+        self.reception.stop()
 
 
-def _san_allowed(conn: ssl.SSLSocket, allowed: tuple[str, ...]) -> bool:
-    certificate = conn.getpeercert()
-    if not certificate:
-        return False
-    return any(name in allowed for name in client_sans(dict(certificate)))
+def _listen(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            # ":PORT" means every interface, IPv4 too.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -17,18 +17,20 @@ every request until it is fixed, never a silent fall back to no security.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import ssl
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .auth import is_bcrypt_hash
 from .yamlfile import FileError, Node, compose, entries, value
 
-__all__ = ["FileError", "RateLimit", "WebConfig", "WebConfigSource", "load"]
+__all__ = ["FileError", "RateLimit", "WebConfig", "WebConfigSource", "load", "san_allowed"]
 
 _log = logging.getLogger("pg_tls_exporter")
 
@@ -239,14 +241,21 @@ def _tls(
     if key_file is None:
         raise FileError(path, None, "tls_server_config: missing key_file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    for key, default, attribute in (
-        ("min_version", "TLS12", "minimum_version"),
-        ("max_version", "TLS13", "maximum_version"),
-    ):
+    versions = []
+    for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         name = raw.get(key) or default
         if name not in _VERSIONS:
             raise refuse(key, f"unknown TLS version {name!r} (TLS10, TLS11, TLS12, TLS13)")
-        setattr(context, attribute, _VERSIONS[str(name)])
+        versions.append(str(name))
+    lowest, highest = versions
+    if _VERSIONS[lowest] > _VERSIONS[highest]:
+        # Every handshake would fail: say so at load, not at each scrape.
+        raise refuse(
+            "max_version" if "max_version" in found else "min_version",
+            f"min_version {lowest} is above max_version {highest}: no TLS version is left",
+        )
+    context.minimum_version = _VERSIONS[lowest]
+    context.maximum_version = _VERSIONS[highest]
     if raw.get("prefer_server_cipher_suites", True) is not False:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
@@ -300,13 +309,36 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def client_sans(certificate: dict[str, object]) -> list[str]:
-    """A verified client certificate's SANs, in exporter-toolkit's forms."""
-    out = []
+def san_allowed(certificate: Mapping[str, object] | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a verified client certificate has one of the ``allowed`` SANs.
+
+    As exporter-toolkit: a DNS name, e-mail address or URI is compared as
+    written; an IP address as an address, so that ``::1`` and
+    ``2001:db8::1`` match however Python happens to spell them
+    (``0:0:0:0:0:0:0:1``), and an IPv4 address as itself when a certificate
+    holds it IPv4-mapped (Go prints those as IPv4).
+    """
+    if not certificate:
+        return False
+    addresses = {found for found in map(_address, allowed) if found is not None}
     for kind, text in certificate.get("subjectAltName", ()):  # type: ignore[attr-defined]
-        if kind in ("DNS", "email", "URI", "IP Address"):
-            out.append(str(text).strip())
-    return out
+        text = str(text).strip()
+        if kind == "IP Address":
+            if _address(text) in addresses:
+                return True
+        elif kind in ("DNS", "email", "URI") and text in allowed:
+            return True
+    return False
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class WebConfigSource:
