@@ -10,6 +10,7 @@ costs the verdict.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 from typing import NamedTuple
@@ -105,8 +106,14 @@ def load_chain(ders: tuple[bytes, ...]) -> tuple[CertFacts, ...]:
     return tuple(facts_from_der(der) for der in ders)
 
 
+# Remembered by DER: a fleet's servers present the same few chains (and
+# the root file's certificates) again and again, and the facts of a
+# certificate never change. Bounded, so that a long-running exporter
+# checking many different servers keeps a fixed amount; a certificate that
+# does not parse raises each time (lru_cache keeps no exceptions).
+@functools.lru_cache(maxsize=256)
 def facts_from_der(der: bytes) -> CertFacts:
-    """Facts about one DER certificate.
+    """Facts about one DER certificate (the same object for the same DER, while remembered).
 
     Raises:
         ValueError: neither cryptography nor OpenSSL can parse it.

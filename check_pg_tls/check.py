@@ -15,6 +15,7 @@ its own target, sharing only the loaded settings (and a run's CRL fetcher).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -51,8 +52,6 @@ from .thresholds import Threshold, judge_days
 from .verdict import Verdict, describe_days, judge
 
 if TYPE_CHECKING:
-    from .certs import CertFacts
-
     # urllib costs 30 ms of start-up: only --check-revocation imports it.
     from .crl_fetch import CrlFetcher
     from .tlsa_lookup import PendingLookup
@@ -310,7 +309,7 @@ def _judged(
             findings=findings,
             session=session,
             chain=tuple(
-                _summary(cert, i in verdict.relevant) for i, cert in enumerate(verdict.chain)
+                _summary(cert.der, i in verdict.relevant) for i, cert in enumerate(verdict.chain)
             ),
             days_left=verdict.days_left,
             limiting=verdict.limiting,
@@ -391,7 +390,14 @@ def _crl_days(verdict: Verdict, days: float, thresholds: Thresholds) -> CheckRes
     return CheckResult(Check.CRL_DAYS_LEFT, judge_days(value, warning, critical), text, perfdata)
 
 
-def _summary(cert: CertFacts, used: bool) -> CertSummary:
+# One summary for every target that presents the same certificate: a fleet's
+# servers present the same few chains, and thousands of outcomes then share
+# a handful of summaries instead of holding a copy each (the texts, the
+# names, the digest). Summaries are immutable, and lru_cache is safe to
+# call from many threads; its bound keeps a long-running exporter's small.
+@functools.lru_cache(maxsize=256)
+def _summary(der: bytes, used: bool) -> CertSummary:
+    cert = facts_from_der(der)
     return CertSummary(
         subject=cert.subject,
         issuer=cert.issuer,

@@ -22,7 +22,7 @@ from .options import UsageError, parser
 from .text import printable
 
 if TYPE_CHECKING:
-    from .model import Outcome, Target
+    from .model import Outcome, State, Target
     from .openmetrics import MetricsSink
     from .settings import TrustCache
 
@@ -231,6 +231,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
             jobs.append(partial(check, target, own, timeout, fetcher))
     if _metrics is None and _format is None:
         return _nagios(args, jobs, workers)
+    if _metrics is None and _format == "quiet":
+        return _quiet(jobs, workers)
     outcomes = run_all(jobs, workers) if not single else [jobs[0]()]
     return _output(args, outcomes)
 
@@ -262,6 +264,35 @@ def _output(args: argparse.Namespace, outcomes: list[Outcome]) -> int:
         return int(state)
     _write(text)
     return int(state)
+
+
+def _quiet(jobs: list[Callable[[], Outcome]], workers: int) -> int:
+    """cron's quiet mode: each target's line made as soon as it is checked.
+
+    Nothing else of an outcome is printed, so none is kept: a fleet of
+    10,000 targets would otherwise hold every outcome (several KB each)
+    until the last target is checked.
+    """
+    from functools import partial
+
+    from .fleet import run_all
+    from .formats import quiet_line
+    from .model import worst
+
+    lines = [partial(_line, job, quiet_line) for job in jobs]
+    # A single target needs no thread pool.
+    kept = run_all(lines, workers) if len(lines) > 1 else [lines[0]()]
+    state = worst(state for state, _ in kept)
+    if not _claim_output():
+        return int(state)
+    _write("".join(line for _, line in kept))
+    return int(state)
+
+
+def _line(job: Callable[[], Outcome], line: Callable[[Outcome], str]) -> tuple[State, str]:
+    """The target's state and its line, the outcome dropped (see :func:`_quiet`)."""
+    outcome = job()
+    return outcome.state, line(outcome)
 
 
 def _nagios(args: argparse.Namespace, jobs: list[Callable[[], Outcome]], workers: int) -> int:

@@ -26,6 +26,7 @@ __all__ = [
     "fleet_perfdata",
     "json_document",
     "quiet",
+    "quiet_line",
     "tap",
 ]
 
@@ -105,7 +106,12 @@ def details(outcome: Outcome) -> list[str]:
 
 def quiet(outcomes: Sequence[Outcome]) -> str:
     """Cron mode: nothing when all is well, else one line per target that needs a hand."""
-    return "".join(f"{o.target}: {o.summary}\n" for o in outcomes if o.state is not State.OK)
+    return "".join(quiet_line(outcome) for outcome in outcomes)
+
+
+def quiet_line(outcome: Outcome) -> str:
+    """One target's part of :func:`quiet`: its line, or nothing when it is OK."""
+    return "" if outcome.state is State.OK else f"{outcome.target}: {outcome.summary}\n"
 
 
 def tap(outcomes: Sequence[Outcome]) -> str:

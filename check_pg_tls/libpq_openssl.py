@@ -43,6 +43,7 @@ import datetime as dt
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -181,7 +182,7 @@ def _verify(
     context = crypto.X509_STORE_CTX_new()
     try:
         for depth, der in enumerate(presented):
-            cert = _decode(crypto.d2i_X509, der)
+            cert = _DECODED.take(crypto, der)
             if not cert:
                 return Refusal(UNDECODABLE, depth, _reason(crypto), _version(crypto), der)
             certs.append(cert)
@@ -249,6 +250,50 @@ def _tolerate_dates(crypto: Any, sent: list[int], ok: int, context: int) -> int:
         return 1 if any(crypto.X509_cmp(cert, mine) == 0 for mine in sent) else 0
     except Exception:  # noqa: BLE001 - see the docstring
         return 0
+
+
+class _DecodedCertificates:
+    """The certificates servers sent, decoded by the system's libcrypto, by DER.
+
+    Decoding is most of a verification's cost (OpenSSL 3.0 takes about 0.2
+    ms a certificate), and a fleet's servers send the same few chains. A
+    decoded certificate is never changed by a verification, and OpenSSL lets
+    many threads verify with the same one (as with a store's roots), so each
+    DER is decoded once while remembered. Each user takes its own reference
+    and frees it; forgetting one (the least recently used, past the bound)
+    drops only the cache's own, so no certificate is freed under a user.
+    """
+
+    _BOUND = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._certs: OrderedDict[bytes, int] = OrderedDict()
+
+    def take(self, crypto: Any, der: bytes) -> int | None:
+        """A reference to the decoded ``der`` for the caller to ``X509_free``; None
+        when it does not decode (OpenSSL's error left for the caller to read)."""
+        with self._lock:
+            cert = self._certs.get(der)
+            if cert is not None:
+                self._certs.move_to_end(der)
+                crypto.X509_up_ref(cert)
+                return cert
+        # Decoded outside the lock, which two threads may both do at once:
+        # the later one keeps its own and the cache keeps the first.
+        cert = _decode(crypto.d2i_X509, der)
+        if not cert:
+            return None
+        with self._lock:
+            if der not in self._certs:
+                crypto.X509_up_ref(cert)
+                self._certs[der] = cert
+                if len(self._certs) > self._BOUND:
+                    crypto.X509_free(self._certs.popitem(last=False)[1])
+        return int(cert)
+
+
+_DECODED = _DecodedCertificates()
 
 
 class _DefaultFile:

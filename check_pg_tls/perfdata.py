@@ -8,7 +8,6 @@ functions write every number in plain decimal, exactly.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,7 +21,14 @@ def number(value: float) -> str:
     if value == 0:
         return "0"  # also for -0.0
     # repr() is the shortest exact text; Decimal writes it without exponent.
-    text = format(Decimal(repr(float(value))), "f")
+    text = repr(float(value))
+    if "e" in text or "n" in text:
+        # Imported only here: most numbers (days left, seconds of a
+        # handshake) have no exponent, and decimal costs a check about a
+        # millisecond to import.
+        from decimal import Decimal
+
+        text = format(Decimal(text), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

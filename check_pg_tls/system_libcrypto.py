@@ -90,6 +90,7 @@ def verifier() -> Any:
         "X509_NAME_cmp": (c_int, [void_p, void_p]),
         "X509_get_subject_name": (void_p, [void_p]),
         "X509_cmp": (c_int, [void_p, void_p]),
+        "X509_up_ref": (c_int, [void_p]),
         "i2d_X509": (c_int, [void_p, out]),
         "X509_get_default_cert_file": (ctypes.c_char_p, []),
         "X509_get_default_cert_file_env": (ctypes.c_char_p, []),

@@ -142,3 +142,42 @@ def test_formats_other_than_nagios_do_not_load_nagiosplugin(
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "check_pg_tls.check" in imported
     assert not any(name.split(".")[0] == "nagiosplugin" for name in imported)
+
+
+def test_a_plain_check_imports_only_what_it_needs(
+    server: Callable[[str], Cluster], ca: Pki
+) -> None:
+    # A plain Nagios check of one server: what only an option or an unusual
+    # number needs stays out of the start-up every check pays for.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "check_pg_tls",
+            f"127.0.0.1(db.test):{server('valid').port}",
+            "--sslrootcert",
+            str(ca.root_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.startswith("PG_TLS OK - "), done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "check_pg_tls.check" in imported
+    unneeded = {
+        # perfdata writes a number with an exponent through it, never a plain one.
+        "decimal",
+        # --workers with more than one target.
+        "concurrent.futures",
+        # --openmetrics, --dane, --check-revocation, --json.
+        "prometheus_client",
+        "dns",
+        "check_pg_tls.crl_fetch",
+        "check_pg_tls.formats",
+        "check_pg_tls.dane",
+    }
+    assert not {name for name in imported if name.split(".")[0] in unneeded or name in unneeded}
