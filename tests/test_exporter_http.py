@@ -413,6 +413,82 @@ def test_a_flood_of_slow_and_silent_clients_does_not_keep_scrapes_out(plain: Pla
     )
 
 
+def test_clients_that_never_read_their_answers_do_not_keep_scrapes_out(
+    ca: Pki, tmp_path: Path
+) -> None:
+    # No password, so anyone can send requests: 8 workers (half of 16
+    # connections), and 12 clients that pipeline requests and read nothing.
+    config = tmp_path / "pg_tls_exporter.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "modules": {"default": {"sslrootcert": str(ca.root_file)}},
+                "allowed_targets": ["127.0.0.1"],
+            }
+        )
+    )
+    exporter = ExporterProcess(
+        tmp_path, config, "--web.max-connections=16", "--web.request-timeout=2"
+    ).start()
+    stop = threading.Event()
+
+    def flood() -> None:
+        socks: list[socket.socket] = []
+        while not stop.is_set():
+            while len(socks) < 12 and not stop.is_set():
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                try:
+                    sock.connect(("127.0.0.1", exporter.port))
+                except OSError:
+                    sock.close()
+                    break
+                socks.append(sock)
+            alive = []
+            for sock in socks:
+                try:
+                    sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 400)
+                    alive.append(sock)
+                except BlockingIOError:
+                    alive.append(sock)
+                except OSError:
+                    sock.close()
+            socks = alive
+            for sock in socks:
+                sock.setblocking(False)
+            stop.wait(0.2)
+        for sock in socks:
+            sock.close()
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        time.sleep(1)  # every flooding connection has answers it does not take
+        answers = []
+        for _ in range(10):
+            started = time.monotonic()
+            answers.append(
+                (exporter.get("/-/healthy", timeout=5).status, time.monotonic() - started)
+            )
+            time.sleep(0.2)
+        assert [status for status, _ in answers] == [200] * 10, answers
+        assert max(elapsed for _, elapsed in answers) < 1, answers
+        # The flood's connections end when their answers are not taken in time.
+        give_up = time.monotonic() + 15
+        while not (
+            stuck := _metric(
+                exporter, "pg_tls_exporter_http_connections_closed_total", reason="timeout"
+            )
+        ):
+            assert time.monotonic() < give_up, "no connection closed for its untaken answers"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        flooder.join(10)
+        exporter.stop()
+    assert stuck > 0
+
+
 def test_300_requests_at_once_each_get_an_http_answer(plain: Plain) -> None:
     exporter = plain.exporter
     with FaultServer(silent()) as mute:

@@ -18,7 +18,11 @@ that many are, the one that has gone longest without finishing a request
 is closed, first among those that never authenticated: a flood of
 connections that send nothing, or trickle, or have no client certificate,
 cannot keep a scraper out, whose own request takes milliseconds. Requests
-beyond :attr:`Limits.workers` at once are answered 503 at once.
+beyond :attr:`Limits.workers` at once wait for a worker in turn (503 if
+none frees within the head deadline); a connection has one request
+answered at a time, so a client that pipelines requests without end takes
+one worker at most. A worker never waits for a client to read: what the
+socket does not take at once the reception sends (:attr:`Conn.output`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -67,7 +72,9 @@ class _State(Enum):
     HANDSHAKE = "handshake"
     HEAD = "head"  # reading a request's head
     IDLE = "idle"  # keep-alive, between requests
+    QUEUED = "queued"  # a whole request waits for a worker
     BUSY = "busy"  # a worker answers it
+    WRITING = "writing"  # answered: the reception sends what the client has not taken yet
     CLOSING = "closing"  # answered and half-closed: what the client still sends is dropped
 
 
@@ -92,6 +99,10 @@ class Conn:
     closed: bool = False
     #: The client has closed its side: what it sent is answered, then the connection ends.
     ended: bool = False
+    #: Answers the client has not taken yet; the reception sends them.
+    output: bytearray = field(default_factory=bytearray)
+    #: The head of a request waiting for a worker.
+    queued: bytes = b""
 
 
 Handler = Callable[[Conn, bytes], None]
@@ -108,7 +119,9 @@ class Reception:
     """Accepts on ``listeners`` and hands each complete request head to ``handler``.
 
     ``handler(conn, head)`` runs in a worker thread with the socket in
-    blocking mode; it answers, sets ``conn.keep``, and returns. ``refused``
+    blocking mode; it answers, sets ``conn.keep``, and returns, leaving in
+    ``conn.output`` what the client did not take at once: the reception
+    sends that, within the request deadline, without holding a worker. ``refused``
     is told about each answer the reception gives itself (its status code)
     and ``closed`` about each connection it closes before its time (why).
     """
@@ -134,6 +147,8 @@ class Reception:
         self._wake_w.setblocking(False)
         self._returned: queue.SimpleQueue[Conn] = queue.SimpleQueue()
         self._jobs: queue.SimpleQueue[tuple[Conn, bytes]] = queue.SimpleQueue()
+        # Whole requests waiting for a worker, in the order they came.
+        self._queued: deque[Conn] = deque()
         # Connections a client holds without a worker, oldest first: those
         # never authenticated, then the others.
         self._unproven: dict[Conn, None] = {}
@@ -273,8 +288,8 @@ class Reception:
                     continue
             _log.debug("connection from %s closed: too many connections", oldest.peer)
             self._closed("evicted")
-            if oldest.state is _State.HEAD and oldest.buffer:
-                self._refused(503, bytes(oldest.buffer))
+            if oldest.state is _State.QUEUED or (oldest.state is _State.HEAD and oldest.buffer):
+                self._refused(503, oldest.queued or bytes(oldest.buffer))
                 _send_now(oldest.sock, _refusal(503, "too many connections", oldest.web))
             self._close(oldest)
         return not self._full()
@@ -286,6 +301,8 @@ class Reception:
             self._handshake(conn)
         elif conn.state in (_State.HEAD, _State.IDLE):
             self._read(conn)
+        elif conn.state is _State.WRITING:
+            self._flush(conn)
         elif conn.state is _State.CLOSING:
             self._drop_input(conn)
 
@@ -402,11 +419,20 @@ class Reception:
             self._close(conn)
 
     def _dispatch(self, conn: Conn, head: bytes) -> None:
-        if self.busy >= self.limits.workers:
-            self._refuse(conn, 503, "too many requests at once", head)
-            return
-        self._forget(conn)
         self._selector.unregister(conn.sock)
+        if self.busy >= self.limits.workers:
+            # Every worker is answering: wait for one, in turn. A client has
+            # one request answered at a time, so one that pipelines cheap
+            # requests without end keeps no scraper out; the connection stays
+            # evictable, and gets a 503 if no worker frees in time.
+            conn.state, conn.queued = _State.QUEUED, head
+            conn.deadline = time.monotonic() + self.limits.head_timeout
+            self._queued.append(conn)
+            return
+        self._start(conn, head)
+
+    def _start(self, conn: Conn, head: bytes) -> None:
+        self._forget(conn)
         conn.state = _State.BUSY
         self.busy += 1
         self._jobs.put((conn, head))
@@ -422,16 +448,51 @@ class Reception:
     def _back(self, conn: Conn) -> None:
         """A worker is done with ``conn``."""
         self.busy -= 1
+        self._next()
         try:
             conn.sock.setblocking(False)
         except OSError:
             self._close(conn)
             return
         if self._stopping.is_set():
+            # Stopping: the answer is the connection's last.
+            conn.keep = False
+            if not conn.output:
+                self._close(conn)
+                return
+        (self._proven if conn.proven else self._unproven)[conn] = None
+        if conn.output:
+            # The client has not taken its answer: no worker waits for it,
+            # and no further request of it is read until it has.
+            conn.state = _State.WRITING
+            conn.deadline = time.monotonic() + self.limits.head_timeout
+            self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+            return
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._answered(conn)
+
+    def _next(self) -> None:
+        """Start the requests that waited for a worker, while there is one."""
+        while self._queued and self.busy < self.limits.workers:
+            conn = self._queued.popleft()
+            if not conn.closed and conn.state is _State.QUEUED:
+                head, conn.queued = conn.queued, b""
+                self._start(conn, head)
+
+    def _flush(self, conn: Conn) -> None:
+        try:
+            while conn.output:
+                del conn.output[: conn.sock.send(conn.output)]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except (OSError, ssl.SSLError):
             self._close(conn)
             return
-        (self._proven if conn.proven else self._unproven)[conn] = None
-        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        self._answered(conn)
+
+    def _answered(self, conn: Conn) -> None:
+        """``conn``'s answer is sent: end it, or wait for its next request."""
         if not conn.keep:
             self._linger(conn)
             return
@@ -457,6 +518,14 @@ class Reception:
                 self._closed("timeout")
                 self._refuse(conn, 408, "request not read in time")
             elif conn.state in (_State.IDLE, _State.CLOSING):
+                self._close(conn)
+            elif conn.state is _State.QUEUED:
+                head, conn.queued = conn.queued, b""
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+                self._refuse(conn, 503, "too many requests at once", head)
+            elif conn.state is _State.WRITING:
+                _log.debug("connection from %s closed: answer not taken in time", conn.peer)
+                self._closed("timeout")
                 self._close(conn)
             else:
                 _log.debug("connection from %s closed: no request in time", conn.peer)

@@ -11,6 +11,7 @@ debug line, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import re
@@ -276,20 +277,28 @@ class _Exchange:
         return data
 
     def _write(self, data: bytes) -> None:
-        sock = self.conn.sock
-        end = time.monotonic() + self.exporter.request_timeout
+        """Send what the socket takes now; the rest is the reception's to send.
+
+        A worker never waits for a client to read: clients that pipeline
+        requests and never read their answers would otherwise hold every
+        worker, and keep out the scrapers.
+        """
+        conn = self.conn
+        if conn.output:
+            conn.output += data
+            return
         view = memoryview(data)
         try:
+            conn.sock.setblocking(False)
             while view:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                sock.settimeout(left)
-                view = view[sock.send(view) :]
-        except TimeoutError:
-            raise _Client("answer not taken in time") from None
+                view = view[conn.sock.send(view) :]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            conn.output += view
         except (OSError, ssl.SSLError) as exc:
             raise _Client(f"client went away: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                conn.sock.setblocking(True)
 
     def send(
         self,
