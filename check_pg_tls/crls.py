@@ -166,11 +166,15 @@ def judge_crl(crl: CrlFacts, issuers: Sequence[CertFacts], now: dt.datetime) -> 
         # concerns other certificates.
         problem = _staleness(crl, days, now)
         return CrlStatus(crl, days, problem, signature_checked=False, note=note)
-    if not any(signed_by(crl.crl, c) for c in candidates):
-        return CrlStatus(
-            crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}"
-        )
-    return CrlStatus(crl, days, _staleness(crl, days, now), note=note)
+    signed = [signed_by(crl.crl, c) for c in candidates]
+    if True in signed:
+        return CrlStatus(crl, days, _staleness(crl, days, now), note=note)
+    if None in signed:
+        # A signature algorithm cryptography does not verify (SHA-1, say),
+        # which OpenSSL may well accept: whether it does is OpenSSL's to say
+        # in the chain's verification, which checks the CRLs it uses.
+        return CrlStatus(crl, days, _staleness(crl, days, now), signature_checked=False, note=note)
+    return CrlStatus(crl, days, f"CRL of {crl.issuer} ({crl.source}) is not signed by {crl.issuer}")
 
 
 def judge_crls(
@@ -305,7 +309,10 @@ def _not_used(
     if crl.unread is not None:
         return f"{what} is never read by OpenSSL: {crl.unread}"
     if crl_extension(crl.crl, x509.DeltaCRLIndicator) is not None:
-        return f"{what} is a delta CRL: OpenSSL does not use it (libpq asks for none)"
+        return (
+            f"{what} is a delta CRL: libpq asks OpenSSL to use none (OpenSSL 3.0 still "
+            "takes one alone for a complete CRL; the chain's verification says which)"
+        )
     if not concerns(crl):
         return f"{what} concerns no certificate of this server's chain"
     other_key = _another_key(crl, path)
@@ -329,11 +336,25 @@ def _staleness(crl: CrlFacts, days: float | None, now: dt.datetime) -> str | Non
     return None
 
 
-def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool | None:
+    """Whether ``issuer``'s key signed ``crl``; None when no OpenSSL can tell.
+
+    cryptography's answer first; where it says no (it verifies no SHA-1
+    signature, say), libpq's OpenSSL, the system's, decides: it is the one
+    that checks the CRL for libpq (and for PostgreSQL, with --audit-crl).
+    """
     try:
-        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError, UnsupportedAlgorithm):
+        if crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            return True
+    except UnsupportedAlgorithm:
+        pass
+    except (TypeError, ValueError):
         return False
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from .libpq_openssl import crl_signed_by
+
+    return crl_signed_by(crl.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER))
 
 
 def crl_extension(crl: x509.CertificateRevocationList, kind: type[_E]) -> _E | None:

@@ -1,11 +1,11 @@
-"""libpq's own OpenSSL: a second opinion on every chain the verdict's OpenSSL accepts.
+"""libpq's own OpenSSL: a second opinion on every chain the verdict's OpenSSL judges.
 
 The handshake runs on the OpenSSL inside cryptography's wheel; libpq runs on
 the system's libcrypto (OpenSSL 3.0 on Debian 12), and the two decide
 differently more often than one would like: OpenSSL 3.0 verifies no
 ECDSA-with-SHA3 and no ML-DSA signature, checks a self-signed root against a
 CRL it issued (with libpq's ``CRL_CHECK_ALL``), takes a delta CRL for a
-complete one. So whenever the verdict's OpenSSL accepts a chain under a
+complete one. So whenever the verdict's OpenSSL judges a chain under a
 verifying sslmode, the system's libcrypto, the one libpq is linked against on
 this host, verifies the chain the server sent, at the time of the check,
 against a store built as libpq builds its own (``initialize_SSL`` in
@@ -24,7 +24,9 @@ fe-secure-openssl.c, the same in PostgreSQL 15 and 18):
 with what the handshake adds (``ssl_verify_cert_chain``): every certificate
 the server sent as untrusted, the ``ssl_server`` purpose and trust, and the
 security level as the level of the keys and signatures (2, as the verdict's
-handshake). If it refuses, so does libpq, and that refusal is the verdict. As
+handshake). If it refuses, so does libpq, and that refusal is the verdict;
+if it accepts a chain the verdict's OpenSSL refused, libpq connects, and the
+chain is trusted (with a warning: clients on the newer OpenSSL refuse it). As
 in the verdict, a certificate the server sent that is merely out of its dates
 is left to the days-left judgement: the verification goes on past it.
 
@@ -50,7 +52,7 @@ from typing import Any, NamedTuple
 from .der import DerError, subject_name
 from .system_libcrypto import verifier
 
-__all__ = ["UNDECODABLE", "UNREADABLE_ROOTS", "LibpqStore", "Refusal"]
+__all__ = ["UNDECODABLE", "UNREADABLE_ROOTS", "LibpqStore", "Refusal", "crl_signed_by"]
 
 #: Refusal codes of our own, beside OpenSSL's X509_V_ERR_* ones: libpq's
 #: OpenSSL cannot read the root certificate file (libpq fails before it
@@ -113,6 +115,27 @@ class LibpqStore:
         (the same version would say the same) or there is no system
         libcrypto to ask.
         """
+        said = self.opinion(presented, now)
+        return said if isinstance(said, Refusal) else None
+
+    def accepted_path(self, presented: Sequence[bytes], now: dt.datetime) -> tuple[bytes, ...]:
+        """The path libpq's OpenSSL verifies ``presented`` with, leaf first, as DER.
+
+        Empty when it refuses, when it is the verdict's OpenSSL itself, or
+        when there is no system libcrypto to ask.
+        """
+        said = self.opinion(presented, now)
+        return () if said is None or isinstance(said, Refusal) else said
+
+    def version(self) -> str:
+        """The system libcrypto's version text ("" when there is none)."""
+        crypto = verifier()
+        return "" if isinstance(crypto, str) else _version(crypto)
+
+    def opinion(
+        self, presented: Sequence[bytes], now: dt.datetime
+    ) -> Refusal | tuple[bytes, ...] | None:
+        """libpq's OpenSSL's refusal, or the path it accepted; None when it cannot be asked."""
         crypto = verifier()
         if isinstance(crypto, str) or not presented:
             return None
@@ -174,7 +197,8 @@ def _free(crypto: Any, built: _Built) -> None:
 
 def _verify(
     crypto: Any, store: int, presented: Sequence[bytes], now: dt.datetime
-) -> Refusal | None:
+) -> Refusal | tuple[bytes, ...] | None:
+    """The refusal, or the verified path (leaf first, as DER); None if OpenSSL cannot start."""
     import ctypes
 
     certs: list[int] = []
@@ -199,10 +223,7 @@ def _verify(
             lambda ok, ctx: _tolerate_dates(crypto, certs, ok, ctx)
         )
         crypto.X509_STORE_CTX_set_verify_cb(context, ctypes.cast(callback, ctypes.c_void_p))
-        if crypto.X509_verify_cert(context) == 1:
-            return None
-        code = crypto.X509_STORE_CTX_get_error(context)
-        text = crypto.X509_verify_cert_error_string(code) or b"verification failed"
+        verified = crypto.X509_verify_cert(context) == 1
         chain = crypto.X509_STORE_CTX_get0_chain(context)
         built = (
             tuple(
@@ -212,6 +233,10 @@ def _verify(
             if chain
             else ()
         )
+        if verified:
+            return built
+        code = crypto.X509_STORE_CTX_get_error(context)
+        text = crypto.X509_verify_cert_error_string(code) or b"verification failed"
         current = crypto.X509_STORE_CTX_get_current_cert(context)
         return Refusal(
             code,
@@ -226,6 +251,31 @@ def _verify(
         crypto.OPENSSL_sk_free(untrusted)
         for cert in certs:
             crypto.X509_free(cert)
+        crypto.ERR_clear_error()
+
+
+def crl_signed_by(crl: bytes, issuer: bytes) -> bool | None:
+    """Whether libpq's OpenSSL finds the CRL ``crl`` signed by the certificate ``issuer``
+    (both DER); None when there is no system libcrypto to ask or it cannot decode them.
+
+    cryptography verifies no SHA-1 signature, which OpenSSL 3.0 still accepts
+    on a CRL: where cryptography says no, this decides.
+    """
+    crypto = verifier()
+    if isinstance(crypto, str):
+        return None
+    decoded_crl = _decode(crypto.d2i_X509_CRL, crl)
+    decoded_issuer = _decode(crypto.d2i_X509, issuer)
+    try:
+        if not decoded_crl or not decoded_issuer:
+            return None
+        key = crypto.X509_get0_pubkey(decoded_issuer)
+        return bool(key) and crypto.X509_CRL_verify(decoded_crl, key) == 1
+    finally:
+        if decoded_crl:
+            crypto.X509_CRL_free(decoded_crl)
+        if decoded_issuer:
+            crypto.X509_free(decoded_issuer)
         crypto.ERR_clear_error()
 
 

@@ -220,15 +220,38 @@ def signature_finding(
     return Finding.ok(Check.SIGNATURE, "signatures use strong hashes")
 
 
-def incomplete_chain_finding(missing: tuple[CertFacts, ...]) -> Finding:
-    """The chain verified only because the trust store held an intermediate."""
+def incomplete_chain_finding(
+    missing: tuple[CertFacts, ...], sent: tuple[CertFacts, ...] = ()
+) -> Finding:
+    """The chain verified only because the trust store held an intermediate.
+
+    ``sent`` is what the server sent: an intermediate it sends in another
+    version (an expired one, say) than the one the path took from the
+    trusted roots is named as such, not as one it does not send.
+    """
     if not missing:
         return Finding.ok(Check.INTERMEDIATES, "server sends every intermediate certificate")
-    names = ", ".join(cert.subject for cert in missing)
+    absent, replaced = [], []
+    for cert in missing:
+        other = next((s for s in sent[1:] if s.subject == cert.subject), None)
+        if other is None:
+            absent.append(cert.subject)
+        else:
+            replaced.append(f"{cert.subject} valid until {other.not_after:%Y-%m-%d}")
+    problems = []
+    if absent:
+        problems.append(
+            f"server sends no intermediate certificate ({', '.join(absent)}); add it to "
+            "ssl_cert_file"
+        )
+    if replaced:
+        problems.append(
+            f"server sends intermediate {'; '.join(replaced)}, not the one the chain was "
+            "verified with (from the trusted roots); replace it in ssl_cert_file"
+        )
     return Finding(
         Check.INTERMEDIATES,
-        f"server sends no intermediate certificate ({names}); add it to ssl_cert_file: "
-        "clients that only trust the root cannot connect",
+        "; ".join(problems) + ": clients that only trust the root cannot connect",
         "incomplete chain",
         State.WARNING,
     )

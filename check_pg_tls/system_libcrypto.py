@@ -124,6 +124,8 @@ def verifier() -> Any:
         "X509_STORE_CTX_get_current_cert": (void_p, [void_p]),
         "X509_STORE_CTX_get0_chain": (void_p, [void_p]),
         "X509_verify_cert": (c_int, [void_p]),
+        "X509_get0_pubkey": (void_p, [void_p]),
+        "X509_CRL_verify": (c_int, [void_p, void_p]),
         "X509_verify_cert_error_string": (ctypes.c_char_p, [c_long]),
         # sk_X509_new_null(), sk_X509_push() and the others are macros for these.
         "OPENSSL_sk_new_null": (void_p, []),

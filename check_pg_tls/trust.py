@@ -84,6 +84,8 @@ class ChainCheck(NamedTuple):
     #: Intermediates of the path that the server did not send and the trusted
     #: roots happened to hold: clients without them in their store fail.
     missing: tuple[CertFacts, ...] = ()
+    #: libpq's OpenSSL accepts the chain, the verdict's refuses it: why, worded.
+    newer_refuses: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -105,8 +107,10 @@ def describe_verification(
     dates; everything else OpenSSL complained about makes the chain untrusted.
     ``crls`` are those OpenSSL checked the chain against (libpq's sslcrl and
     sslcrldir, and those of the root certificate file), and ``now`` the time
-    of the check. A chain the verdict's OpenSSL accepts is put to ``libpq``,
-    libpq's own OpenSSL (:mod:`.libpq_openssl`), whose refusal is the verdict.
+    of the check. Every chain is put to ``libpq``, libpq's own OpenSSL
+    (:mod:`.libpq_openssl`), which decides: its refusal of a chain the
+    verdict's OpenSSL accepted is the verdict, and a chain only it accepts
+    is trusted, with a warning (``newer_refuses``).
     """
     sent = {cert.der for cert in presented}
     relevant = [
@@ -128,6 +132,19 @@ def describe_verification(
             return ChainCheck(refused, (refused,), path, missing)
         return ChainCheck(None, (), path, missing)
     complaints = tuple(_word(error, presented, sent, verified_chain, crls) for error in relevant)
+    if libpq is not None and now is not None:
+        # libpq decides: where its OpenSSL accepts what the verdict's
+        # refused (a delta CRL OpenSSL 3.0 takes for a complete one), libpq
+        # connects. Clients on the newer OpenSSL do not: a warning says so.
+        path = libpq.accepted_path([cert.der for cert in presented], now)
+        if path:
+            missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
+            refuses = (
+                f"libpq's {libpq.version()} accepts the chain, but the check's "
+                f"{openssl_version()} refuses it: {complaints[0]}; clients on a newer "
+                "OpenSSL cannot connect"
+            )
+            return ChainCheck(None, (), path, missing, refuses)
     return ChainCheck(complaints[0], complaints)
 
 

@@ -86,14 +86,24 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
         chain_check = describe_verification(
             chain, observation.verify_errors, observation.verified_chain, checked, now, policy.libpq
         )
-        findings.append(
-            Finding(
-                Check.TRUST,
-                chain_check.problem,
-                "chain reaches a trusted root" if chain_check.ok else "chain not trusted",
-                State.CRITICAL,
+        if chain_check.newer_refuses is not None:
+            findings.append(
+                Finding(
+                    Check.TRUST,
+                    chain_check.newer_refuses,
+                    "chain reaches a trusted root for libpq's OpenSSL only",
+                    State.WARNING,
+                )
             )
-        )
+        else:
+            findings.append(
+                Finding(
+                    Check.TRUST,
+                    chain_check.problem,
+                    "chain reaches a trusted root" if chain_check.ok else "chain not trusted",
+                    State.CRITICAL,
+                )
+            )
     if policy.verifies_name:
         findings.append(_name_finding(chain[0], policy.servername))
 
@@ -101,7 +111,7 @@ def judge(observation: Observation, policy: Policy, now: dt.datetime) -> Verdict
     limiting = min(relevant, key=lambda i: chain[i].not_after)
     findings.append(_validity_finding(chain, relevant, now))
     if chain_check is not None and chain_check.ok:
-        findings.append(posture.incomplete_chain_finding(chain_check.missing))
+        findings.append(posture.incomplete_chain_finding(chain_check.missing, chain))
     findings.append(posture.tls_version_finding(observation.tls_version, policy.min_tls_version))
     findings.append(posture.key_strength_finding(chain[0], policy.min_rsa_bits, policy.min_ec_bits))
     findings.append(posture.signature_finding(chain, relevant, policy.weak_signature))

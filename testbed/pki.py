@@ -114,8 +114,10 @@ def make_intermediate(
     days_after: float = 1825,
     path_length: int | None = 0,
     crl_url: str | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
+    """An intermediate CA certificate; ``key`` to issue another with the same key."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     now = _now()
     builder = (
         _builder(
@@ -267,8 +269,10 @@ def make_crl(
     number: int = 1,
     entry_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     next_update: bool = True,
+    digest: str = "sha256",
 ) -> x509.CertificateRevocationList:
-    """A CRL of ``issuer`` listing ``revoked``, signed by ``signer`` (default: the issuer).
+    """A CRL of ``issuer`` listing ``revoked``, signed by ``signer`` (default: the issuer)
+    with ``digest`` (one cryptography may refuse to sign with, such as SHA-1).
 
     ``days_after`` below zero makes it stale (nextUpdate in the past); a
     ``signer`` with another key makes a CRL that only claims the issuer's name.
@@ -299,15 +303,16 @@ def make_crl(
             entry = entry.add_extension(value, critical=critical)
         builder = builder.add_revoked_certificate(entry.build())
     crl = builder.sign((signer or issuer).key, hashes.SHA256())
-    if next_update:
+    if next_update and digest == "sha256":
         return crl
     from . import crafted
 
     # TBSCertList: version, signature, issuer, thisUpdate, nextUpdate, ...
     _, content, _ = crafted.read(crl.tbs_certlist_bytes)
     fields = crafted.elements(content)
-    del fields[4]
-    der = crafted.sign_tbs(crafted.seq(*fields), (signer or issuer).key)
+    if not next_update:
+        del fields[4]
+    der = crafted.sign_tbs(crafted.seq(*fields), (signer or issuer).key, crafted.Sig(digest=digest))
     return x509.load_der_x509_crl(der)
 
 

@@ -12,9 +12,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from testbed import pki
 from testbed.faults import FaultServer, tls_only
@@ -168,6 +170,34 @@ def test_missing_intermediate_filled_by_trust_store_is_a_warning(
     assert psql_connects(cluster, psql_home, "db.test", "verify-full", str(store))
     assert not psql_connects(cluster, psql_home, "db.test", "verify-full", str(ca.root_file))
     assert check(cluster, ca).returncode == 2
+
+
+def test_an_expired_intermediate_sent_beside_a_valid_copy_in_the_store_is_named(
+    workspace: Workspace, psql_home: Path
+) -> None:
+    root = pki.make_root("Copy Root")
+    valid = pki.make_intermediate(root, "Copy Intermediate")
+    key = cast(ec.EllipticCurvePrivateKey, valid.key)
+    expired = pki.make_intermediate(
+        root, "Copy Intermediate", days_before=400, days_after=-10, key=key
+    )
+    leaf = pki.make_leaf(valid)
+    folder = workspace.new_dir("copy")
+    store = pki.write_pem(folder / "root-plus-intermediate.crt", root, valid)
+    cluster = workspace.cluster([leaf, expired], leaf, name="copy").start()
+    try:
+        # OpenSSL takes the valid copy from the store: libpq connects.
+        assert psql_connects(cluster, psql_home, "db.test", "verify-full", str(store))
+        result = check_local(cluster.port, store, servername="db.test")
+    finally:
+        cluster.stop()
+    assert result.returncode == 1, result.stdout
+    assert (
+        "server sends intermediate CN=Copy Intermediate,O=check_pg_tls tests valid until "
+        f"{expired.cert.not_valid_after_utc:%Y-%m-%d}, not the one the chain was verified "
+        "with (from the trusted roots); replace it in ssl_cert_file"
+    ) in result.status_line, result.stdout
+    assert "sends no intermediate" not in result.status_line
 
 
 # --- forgotten reload -------------------------------------------------------------
