@@ -567,6 +567,8 @@ def _required_method(reply: StartupReply, rules: LoginRules, who: str) -> Findin
 def _unknown_method(reply: StartupReply) -> str:
     if reply.auth_code == AuthCode.SASL:
         count = len(reply.mechanisms)
+        if not count:
+            return "SASL without any mechanism"
         return f"SASL with {count} mechanism{'s' if count != 1 else ''} libpq does not know"
     code = reply.auth_code or 0
     return _UNSUPPORTED.get(code, f"authentication method {code}")

@@ -176,6 +176,13 @@ TERMINATE = b"X\x00\x00\x00\x04"
 def _length(header: bytes, allowed: bytes, answering: str) -> int:
     if len(header) < 5:
         raise ProtocolViolation(f"server closed the connection without answering {answering}")
+    if header[0] == ord("v") and b"R" in allowed:
+        # NegotiateProtocolVersion: PostgreSQL sends it only to a client that
+        # asks for a newer protocol or for options, which the check does not.
+        raise ProtocolViolation(
+            f"server answered {answering} with NegotiateProtocolVersion, which PostgreSQL "
+            "does not send to a protocol 3.0 StartupMessage without options"
+        )
     if header[0] not in allowed:
         raise ProtocolViolation(
             f"server answered {answering} with byte 0x{header[0]:02x}: not a PostgreSQL server"

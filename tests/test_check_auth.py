@@ -780,6 +780,18 @@ ODD_ANSWERS = {
         2,
         "login of user postgres refused over TLS (SQLSTATE 28000)",
     ),
+    "empty-sasl-list": (
+        _request(10, b"\x00"),
+        3,
+        "it asks for SASL without any mechanism",
+    ),
+    "negotiate-protocol-version": (
+        _message(b"v", b"\x00\x00\x00\x00\x00\x00\x00\x00"),
+        3,
+        "cannot tell what the server asks of user postgres: server answered the StartupMessage "
+        "with NegotiateProtocolVersion, which PostgreSQL does not send to a protocol 3.0 "
+        "StartupMessage without options",
+    ),
     "not-postgresql": (
         b"HTTP/1.1 200 OK\r\n\r\n",
         3,
