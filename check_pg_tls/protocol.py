@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from typing import NamedTuple
+
+from .record import Record
 
 __all__ = [
     "MAX_MESSAGE",
@@ -137,7 +138,7 @@ _EXTRA_BYTES = {code: 0 for code in AuthCode} | {AuthCode.MD5_PASSWORD: 4}
 _SASL_NAME = re.compile(rb"^[A-Z0-9_-]{1,20}$")
 
 
-class StartupReply(NamedTuple):
+class StartupReply(Record):
     """The first message a server sends in answer to a StartupMessage."""
 
     kind: StartupReplyKind
@@ -253,7 +254,7 @@ def _sqlstate(body: bytes) -> str | None:
     return None
 
 
-class SessionMessage(NamedTuple):
+class SessionMessage(Record):
     """One message of a session's start, after AuthenticationOk."""
 
     #: Its type byte: ``S`` ParameterStatus, ``K`` BackendKeyData, ``N``
