@@ -13,17 +13,17 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
-from typing import NamedTuple
 
 from cryptography import x509
 
 from .names import DNS_NAME, IP_ADDRESS, CertNames, read_names
+from .record import Record
 from .text import safe
 
 __all__ = ["CertFacts", "describe_name", "facts", "facts_from_der", "load_chain"]
 
 
-class CertFacts(NamedTuple):
+class CertFacts(Record):
     """What the verdict and the output need to know about one certificate."""
 
     der: bytes

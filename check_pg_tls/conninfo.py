@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import NamedTuple
 
 from .conninfo_text import read_options
+from .record import Record
 
 __all__ = ["HONOURED", "ConnSpec", "parse_conninfo"]
 
@@ -89,7 +89,7 @@ _IGNORED = frozenset(
 )
 
 
-class ConnSpec(NamedTuple):
+class ConnSpec(Record):
     """One host of a connection string, with the TLS keywords that apply to it."""
 
     #: libpq's ``host`` for this host (the name verified and sent as SNI),

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+
+from .record import Record
 
 __all__ = ["KEYWORDS", "MASKED", "SECRETS", "mask", "parse_options", "read_options", "secret_spans"]
 
@@ -263,7 +264,7 @@ class _Quoter:
 # --- reading: the text into keyword values, as PQconninfoParse ----------------
 
 
-class _Item(NamedTuple):
+class _Item(Record):
     """A keyword and its value, or why libpq stops reading."""
 
     keyword: str

@@ -19,8 +19,9 @@ import re
 import socket
 import threading
 import time
-from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from .record import Record
 
 __all__ = [
     "MAX_CRL_BYTES",
@@ -46,7 +47,7 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%?-]*")
 
 
-class Fetched(NamedTuple):
+class Fetched(Record):
     """The body of a CRL URL, or why there is none."""
 
     url: str
@@ -54,7 +55,7 @@ class Fetched(NamedTuple):
     failure: str | None = None
 
 
-class CrlUrl(NamedTuple):
+class CrlUrl(Record):
     """A CRL URL taken apart: where to connect and what to ask for."""
 
     host: str

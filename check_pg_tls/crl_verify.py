@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from cryptography import x509
 from OpenSSL import crypto
+
+from .record import Record
 
 __all__ = ["CERT_REVOKED", "CRL_CODES", "CrlAnswer", "check_certificate", "openssl_reads"]
 
@@ -56,7 +57,7 @@ CRL_CODES = frozenset(
 _CERT_TIME_CODES = frozenset({9, 10})
 
 
-class CrlAnswer(NamedTuple):
+class CrlAnswer(Record):
     """OpenSSL's answer for one certificate: an X509_V_ERR code (0: not revoked)."""
 
     code: int

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from .certs import CertFacts, describe_name
 from .der import children, extensions, parse
+from .record import Record
 
 __all__ = [
     "CrlFacts",
@@ -48,7 +49,7 @@ _E = TypeVar("_E", bound=x509.ExtensionType)
 _OID_CRL_DISTRIBUTION_POINTS = bytes.fromhex("551d1f")
 
 
-class CrlFacts(NamedTuple):
+class CrlFacts(Record):
     """One CRL and where it came from (a file, a directory entry, a URL)."""
 
     crl: x509.CertificateRevocationList
@@ -80,7 +81,7 @@ class CrlFacts(NamedTuple):
         return self.next_update is None or now <= self.next_update
 
 
-class CrlStatus(NamedTuple):
+class CrlStatus(Record):
     """A CRL judged: its days left (None without nextUpdate) and what is wrong."""
 
     crl: CrlFacts

@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -42,6 +42,7 @@ from .model import (
     TlsaRecord,
 )
 from .names import check_name, ip_version
+from .record import Record
 from .text import safe
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def _for_tls_servers(store: crypto.X509Store) -> None:
     lib.X509_STORE_set_purpose(store._store, lib.X509_PURPOSE_SSL_SERVER)
 
 
-class _Evaluation(NamedTuple):
+class _Evaluation(Record):
     #: How each matching record matched, e.g. ``TLSA 3 1 1 matches the leaf``.
     matched: tuple[str, ...]
     #: Why records that almost matched did not.

@@ -13,7 +13,8 @@ bytes out; anything malformed raises :class:`DerError`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+
+from .record import Record
 
 __all__ = [
     "OID_COMMON_NAME",
@@ -40,7 +41,7 @@ class DerError(ValueError):
     """The bytes are not the DER structure they should be."""
 
 
-class Tlv(NamedTuple):
+class Tlv(Record):
     """One tag-length-value: the tag byte and the content's bounds in ``data``."""
 
     tag: int

@@ -47,9 +47,10 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from .der import DerError, subject_name
+from .record import Record
 from .system_libcrypto import verifier
 
 __all__ = ["UNDECODABLE", "UNREADABLE_ROOTS", "LibpqStore", "Refusal", "crl_signed_by"]
@@ -75,7 +76,7 @@ _TIME_CODES = frozenset({9, 10})
 _CERTIFICATE_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"})
 
 
-class Refusal(NamedTuple):
+class Refusal(Record):
     """What libpq's OpenSSL said about the chain."""
 
     #: X509_V_ERR_* code (or :data:`UNREADABLE_ROOTS`, :data:`UNDECODABLE`)

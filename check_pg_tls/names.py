@@ -14,9 +14,9 @@ skips it.
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple
 
 from . import der
+from .record import Record
 
 __all__ = [
     "CertNames",
@@ -38,7 +38,7 @@ _ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
 _FOLD = bytes.maketrans(_ASCII_UPPER, _ASCII_UPPER.lower())
 
 
-class CertNames(NamedTuple):
+class CertNames(Record):
     """The names libpq consults, raw, in the certificate's order."""
 
     #: (tag, raw bytes) of every subjectAltName entry; None when the
@@ -49,7 +49,7 @@ class CertNames(NamedTuple):
     common_name: bytes | None
 
 
-class NameCheck(NamedTuple):
+class NameCheck(Record):
     """libpq's answer for one host: a match, or not, and whether an entry was malformed."""
 
     matches: bool

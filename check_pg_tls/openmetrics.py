@@ -18,10 +18,11 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .model import TLS_VERSIONS, Check, State
+from .record import Record
 
 if TYPE_CHECKING:
     import argparse
@@ -45,7 +46,7 @@ _TLS_VERSIONS = {
 Labels = dict[str, str]
 
 
-class Family(NamedTuple):
+class Family(Record):
     """One metric family: a name, its help and its samples, as labels and value."""
 
     name: str

@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from typing import NamedTuple
+
+from .record import Record
 
 __all__ = [
     "MAX_MESSAGE",
@@ -100,7 +101,10 @@ PROTOCOL_3_0 = 196608
 #: side make us buffer.
 MAX_MESSAGE = 8192
 
-_SQLSTATE = re.compile(rb"^[0-9A-Z]{5}$")
+# Patterns, not compiled ones: only --check-auth and --check-plaintext read
+# a StartupMessage's answer, so re compiles them (and keeps them) on first use
+# rather than every check at start-up.
+_SQLSTATE = rb"^[0-9A-Z]{5}$"
 
 
 class StartupReplyKind(enum.Enum):
@@ -134,10 +138,10 @@ _CONTINUATIONS = frozenset({8, 11, 12})
 # The body each request has after its code, when it is fixed.
 _EXTRA_BYTES = {code: 0 for code in AuthCode} | {AuthCode.MD5_PASSWORD: 4}
 # RFC 4422 section 3.1: a mechanism name is 1 to 20 of A-Z, 0-9, - and _.
-_SASL_NAME = re.compile(rb"^[A-Z0-9_-]{1,20}$")
+_SASL_NAME = rb"^[A-Z0-9_-]{1,20}$"
 
 
-class StartupReply(NamedTuple):
+class StartupReply(Record):
     """The first message a server sends in answer to a StartupMessage."""
 
     kind: StartupReplyKind
@@ -245,7 +249,7 @@ def _mechanisms(data: bytes) -> tuple[str, ...]:
         name, data = data[:end], data[end + 1 :]
         if not name:
             break
-        if not _SASL_NAME.match(name):
+        if not re.match(_SASL_NAME, name):
             raise ProtocolViolation("server offered a SASL mechanism with an impossible name")
         names.append(name.decode("ascii"))
     if data:
@@ -255,12 +259,12 @@ def _mechanisms(data: bytes) -> tuple[str, ...]:
 
 def _sqlstate(body: bytes) -> str | None:
     for field in body.split(b"\x00"):
-        if field[:1] == b"C" and _SQLSTATE.match(field[1:]):
+        if field[:1] == b"C" and re.match(_SQLSTATE, field[1:]):
             return field[1:].decode("ascii")
     return None
 
 
-class SessionMessage(NamedTuple):
+class SessionMessage(Record):
     """One message of a session's start, after AuthenticationOk."""
 
     #: Its type byte: ``S`` ParameterStatus, ``K`` BackendKeyData, ``N``

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from cryptography import x509
 from OpenSSL import crypto
@@ -34,6 +33,7 @@ from .crls import (
     unusable_kind,
 )
 from .model import Check, Finding, State
+from .record import Record
 from .text import safe
 
 __all__ = ["revocation_finding"]
@@ -42,7 +42,7 @@ __all__ = ["revocation_finding"]
 _URL_TEXT = 100
 
 
-class _Outcome(NamedTuple):
+class _Outcome(Record):
     #: "revoked", "unknown" or "checked".
     kind: str
     text: str = ""

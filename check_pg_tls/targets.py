@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 from .errors import UsageError
 from .model import Target, TargetDefaults
 from .names import ip_version
+from .record import Record
 from .text import safe
 
 __all__ = [
@@ -49,7 +49,7 @@ class Unparsed(Target):
         return self.host
 
 
-class Line(NamedTuple):
+class Line(Record):
     """One line of a targets file that is neither blank nor a comment."""
 
     number: int

@@ -15,10 +15,10 @@ exactly as (tests hold the two side by side).
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from .model import State
 from .perfdata import number
+from .record import Record
 
 __all__ = ["Range", "Threshold", "judge_days", "parse_threshold"]
 
@@ -26,7 +26,7 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _INFINITY = float("inf")
 
 
-class Range(NamedTuple):
+class Range(Record):
     """A Nagios threshold range, ``[@][start:][end]``: a value outside it alerts
     (inside it, with ``@``). Its fields are in nagiosplugin's order."""
 
@@ -82,7 +82,7 @@ def _atom(text: str, default: float) -> float:
     return float(text) if "." in text else int(text)
 
 
-class Threshold(NamedTuple):
+class Threshold(Record):
     """A parsed ``-w``/``-c`` value."""
 
     text: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -20,6 +20,7 @@ from .certs import CertFacts, describe_name, facts_from_der
 from .crls import CrlFacts, crl_for, revocation_of, unusable_kind
 from .model import VerifyError
 from .openssl_client import openssl_version
+from .record import Record
 
 if TYPE_CHECKING:
     from .libpq_openssl import LibpqStore
@@ -73,7 +74,7 @@ _SIGNATURE_CODES = frozenset(
 )
 
 
-class ChainCheck(NamedTuple):
+class ChainCheck(Record):
     """OpenSSL's verdict in words. ``problem`` is None when the chain is trusted."""
 
     problem: str | None

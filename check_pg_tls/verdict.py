@@ -7,7 +7,6 @@ No I/O, no clock: the observation, the policy and ``now`` come in, a frozen
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
 
 from cryptography import x509
 
@@ -18,13 +17,14 @@ from .channel_binding import certificate_hash
 from .crls import CrlFacts, CrlStatus, judge_crls
 from .model import CertificateHash, Check, Finding, Observation, Policy, State
 from .names import check_name
+from .record import Record
 from .text import safe, span
 from .trust import ChainCheck, describe_verification
 
 __all__ = ["Verdict", "describe_days", "judge"]
 
 
-class Verdict(NamedTuple):
+class Verdict(Record):
     chain: tuple[CertFacts, ...]
     #: Indexes into ``chain`` of the certificates a client uses.
     relevant: tuple[int, ...]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import NamedTuple
 
+from ..record import Record
 from .records import CertificateHash, LoginAnswer, Target
 from .state import Check, Finding, State
 
@@ -30,7 +30,7 @@ __all__ = [
 _PLAIN_LABEL = re.compile(r"^\w+$")
 
 
-class Perfdata(NamedTuple):
+class Perfdata(Record):
     """One perfdata item, every number already written as the plugin API reads it."""
 
     name: str
@@ -52,7 +52,7 @@ class Perfdata(NamedTuple):
         return ";".join(fields)
 
 
-class CheckResult(NamedTuple):
+class CheckResult(Record):
     """One judged item of a target: a finding, the days left, the connection, the time."""
 
     check: Check
@@ -63,7 +63,7 @@ class CheckResult(NamedTuple):
     perfdata: Perfdata | None = None
 
 
-class CheckedAs(NamedTuple):
+class CheckedAs(Record):
     """How the target was checked: its own settings, after a connection string's."""
 
     #: The sslmode judged (verify-full, verify-ca, require).
@@ -82,7 +82,7 @@ class CheckedAs(NamedTuple):
     openssl_version: str | None = None
 
 
-class Session(NamedTuple):
+class Session(Record):
     """What the handshake showed."""
 
     address: str
@@ -97,7 +97,7 @@ class Session(NamedTuple):
     login: LoginAnswer | None = None
 
 
-class CertSummary(NamedTuple):
+class CertSummary(Record):
     """One presented certificate, as the outputs show it (text made safe to print)."""
 
     subject: str
@@ -122,7 +122,7 @@ class CertSummary(NamedTuple):
         return (self.not_after - now).total_seconds() / 86400
 
 
-class CrlSummary(NamedTuple):
+class CrlSummary(Record):
     """One CRL judged."""
 
     issuer: str
@@ -135,7 +135,7 @@ class CrlSummary(NamedTuple):
     note: str | None
 
 
-class ClientCertSummary(NamedTuple):
+class ClientCertSummary(Record):
     """``--sslcert``: the client certificate presented when asked."""
 
     subject: str
@@ -144,7 +144,7 @@ class ClientCertSummary(NamedTuple):
     days_left: float
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """Everything the outputs need about one checked target."""
 
     target: Target

@@ -6,9 +6,8 @@ modules read them; neither needs the other to do so.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ..protocol import StartupReply
+from ..record import Record
 
 __all__ = [
     "TLSA_USAGES",
@@ -31,7 +30,7 @@ __all__ = [
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
-class Target(NamedTuple):
+class Target(Record):
     """Where to connect and which name the certificate must carry."""
 
     host: str
@@ -64,7 +63,7 @@ class Target(NamedTuple):
         return f"{host}{name}:{self.port}"
 
 
-class VerifyError(NamedTuple):
+class VerifyError(Record):
     """One complaint of OpenSSL's certificate verification, as its callback saw it."""
 
     #: 0 for the leaf, 1 for its issuer, and so on up the chain OpenSSL built.
@@ -77,14 +76,14 @@ class VerifyError(NamedTuple):
     certificate: bytes
 
 
-class Login(NamedTuple):
+class Login(Record):
     """``--check-auth``: whom to name in a StartupMessage sent over TLS."""
 
     user: str
     database: str
 
 
-class LoginAnswer(NamedTuple):
+class LoginAnswer(Record):
     """What the server answered a StartupMessage sent over TLS.
 
     Only what it asks for: no password is ever sent, so this never says
@@ -105,7 +104,7 @@ class LoginAnswer(NamedTuple):
     session_sqlstate: str | None = None
 
 
-class Observation(NamedTuple):
+class Observation(Record):
     """What one probe saw. DER bytes only: parsing is the caller's business."""
 
     #: The address actually connected to (one of those ``host`` resolved to).
@@ -139,7 +138,7 @@ class Observation(NamedTuple):
     login: LoginAnswer | None = None
 
 
-class PlaintextAnswer(NamedTuple):
+class PlaintextAnswer(Record):
     """``--check-plaintext``: the answer to an unencrypted StartupMessage, or why there was none."""
 
     user: str
@@ -148,7 +147,7 @@ class PlaintextAnswer(NamedTuple):
     failure: str | None = None
 
 
-class KeyFile(NamedTuple):
+class KeyFile(Record):
     """What the check learnt about a private key file (never the key itself)."""
 
     path: str
@@ -162,7 +161,7 @@ class KeyFile(NamedTuple):
     openssl_type: int | None = None
 
 
-class CertificateHash(NamedTuple):
+class CertificateHash(Record):
     """What libpq makes of a server certificate for SCRAM channel binding."""
 
     #: OpenSSL's name of the digest libpq hashes the certificate with
@@ -184,7 +183,7 @@ TLSA_USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
 _TLSA_LENGTHS = {0: None, 1: 32, 2: 64}
 
 
-class TlsaRecord(NamedTuple):
+class TlsaRecord(Record):
     """One TLSA record: certificate usage, selector, matching type, association data."""
 
     usage: int
@@ -215,7 +214,7 @@ class TlsaRecord(NamedTuple):
         return bool(self.data) and (length is None or len(self.data) == length)
 
 
-class TlsaAnswer(NamedTuple):
+class TlsaAnswer(Record):
     """What the resolver said about ``owner``'s TLSA records, or why it said nothing."""
 
     owner: str

@@ -9,8 +9,9 @@ the network: what the settings name is loaded before a record is made.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from ..record import Record
 from .state import State
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class LoginRules(NamedTuple):
+class LoginRules(Record):
     """A connection string's demands on the login, which libpq enforces whatever
     the server: its channel_binding and require_auth."""
 
@@ -50,7 +51,7 @@ class LoginRules(NamedTuple):
     require_auth: str | None = None
 
 
-class Policy(NamedTuple):
+class Policy(Record):
     """What the client would demand of one target, in libpq's terms."""
 
     sslmode: str
@@ -110,7 +111,7 @@ class Policy(NamedTuple):
         return self.sslmode == "verify-full"
 
 
-class DaneSettings(NamedTuple):
+class DaneSettings(Record):
     """``--dane`` and its companions."""
 
     #: ``--dns-server``: (address, port); None for the system's resolvers.
@@ -123,7 +124,7 @@ class DaneSettings(NamedTuple):
     renewed: tuple[str, tuple[x509.Certificate, ...]] | None = None
 
 
-class PlaintextCheck(NamedTuple):
+class PlaintextCheck(Record):
     """``--check-plaintext``: whom to ask about, and the state of a yes."""
 
     user: str
@@ -131,13 +132,13 @@ class PlaintextCheck(NamedTuple):
     state: State = State.WARNING
 
 
-class RevocationCheck(NamedTuple):
+class RevocationCheck(Record):
     """``--check-revocation``: the state of "cannot tell"."""
 
     unknown_state: State = State.WARNING
 
 
-class Thresholds(NamedTuple):
+class Thresholds(Record):
     """``-w``/``-c`` (also for the client certificate) and ``--crl-warning``/``--crl-critical``."""
 
     warning: Threshold
@@ -147,7 +148,7 @@ class Thresholds(NamedTuple):
     crl_critical: Range
 
 
-class PostureLimits(NamedTuple):
+class PostureLimits(Record):
     """The limits and states of the posture checks."""
 
     min_tls_version: str = "TLSv1.2"
@@ -158,7 +159,7 @@ class PostureLimits(NamedTuple):
     passwordless: State = State.WARNING
 
 
-class TlsFiles(NamedTuple):
+class TlsFiles(Record):
     """The TLS files as the options (or a connection string) name them, as libpq's keywords."""
 
     sslrootcert: str = "system"
@@ -173,7 +174,7 @@ class TlsFiles(NamedTuple):
     sslrootcert_given: bool = True
 
 
-class TrustStore(NamedTuple):
+class TrustStore(Record):
     """What the TLS files load: OpenSSL's contexts, and the facts the verdict judges."""
 
     contexts: ClientContexts
@@ -188,7 +189,7 @@ class TrustStore(NamedTuple):
     libpq: LibpqStore | None = None
 
 
-class TcpSettings(NamedTuple):
+class TcpSettings(Record):
     """A connection string's TCP keywords: what libpq asks of the kernel for its socket,
     before it connects. None: not given (the kernel's default)."""
 
@@ -200,7 +201,7 @@ class TcpSettings(NamedTuple):
     tcp_user_timeout: int | None = None
 
 
-class TargetDefaults(NamedTuple):
+class TargetDefaults(Record):
     """How a target spec that leaves them out is completed."""
 
     port: int = 5432
@@ -209,7 +210,7 @@ class TargetDefaults(NamedTuple):
     family: int = 0
 
 
-class Settings(NamedTuple):
+class Settings(Record):
     """Everything a check of one target needs to know besides the target.
 
     A connection string's own keywords make a derived record (its sslmode,

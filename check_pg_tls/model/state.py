@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import NamedTuple
+
+from ..record import Record
 
 __all__ = ["Check", "Finding", "State", "worst"]
 
@@ -111,7 +112,7 @@ class Check(str, enum.Enum):
         return self.value
 
 
-class Finding(NamedTuple):
+class Finding(Record):
     """One judgement. ``problem`` is None when all is well."""
 
     check: Check
