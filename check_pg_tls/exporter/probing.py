@@ -38,6 +38,7 @@ __all__ = [
     "ModuleError",
     "ParsedTarget",
     "failure",
+    "load_check",
     "load_module",
     "mask_secrets",
     "module_options",
@@ -277,6 +278,11 @@ def run(
     )
     lines = [status + (f" | {perfdata}" if perfdata else ""), *details(outcome)]
     return Answer(success, render(found, openmetrics), _text(lines))
+
+
+def load_check() -> None:
+    """Import what every probe runs, now rather than in the first probe."""
+    from .. import check, formats, openmetrics, settings  # noqa: F401
 
 
 def shown_spec(spec: str) -> str:
