@@ -119,15 +119,6 @@ class LibpqStore:
         said = self.opinion(presented, now)
         return said if isinstance(said, Refusal) else None
 
-    def accepted_path(self, presented: Sequence[bytes], now: dt.datetime) -> tuple[bytes, ...]:
-        """The path libpq's OpenSSL verifies ``presented`` with, leaf first, as DER.
-
-        Empty when it refuses, when it is the verdict's OpenSSL itself, or
-        when there is no system libcrypto to ask.
-        """
-        said = self.opinion(presented, now)
-        return () if said is None or isinstance(said, Refusal) else said
-
     def version(self) -> str:
         """The system libcrypto's version text ("" when there is none)."""
         crypto = verifier()

@@ -133,20 +133,34 @@ def describe_verification(
             return ChainCheck(refused, (refused,), path, missing)
         return ChainCheck(None, (), path, missing)
     complaints = tuple(_word(error, presented, sent, verified_chain, crls) for error in relevant)
-    if libpq is not None and now is not None:
-        # libpq decides: where its OpenSSL accepts what the verdict's
-        # refused (a delta CRL OpenSSL 3.0 takes for a complete one), libpq
-        # connects. Clients on the newer OpenSSL do not: a warning says so.
-        path = libpq.accepted_path([cert.der for cert in presented], now)
-        if path:
-            missing = tuple(facts_from_der(der) for der in path[1:-1] if der not in sent)
-            refuses = (
-                f"libpq's {libpq.version()} accepts the chain, but the check's "
-                f"{openssl_version()} refuses it: {complaints[0]}; clients on a newer "
-                "OpenSSL cannot connect"
-            )
-            return ChainCheck(None, (), path, missing, refuses)
-    return ChainCheck(complaints[0], complaints)
+    if libpq is None or now is None:
+        return ChainCheck(complaints[0], complaints)
+    # libpq decides. Where its OpenSSL accepts what the verdict's refused (a
+    # delta CRL OpenSSL 3.0 takes for a complete one), libpq connects;
+    # clients on the newer OpenSSL do not: a warning says so.
+    from .libpq_openssl import Refusal
+
+    opinion = libpq.opinion([cert.der for cert in presented], now)
+    if opinion is None:
+        return ChainCheck(complaints[0], complaints)
+    if not isinstance(opinion, Refusal):
+        missing = tuple(facts_from_der(der) for der in opinion[1:-1] if der not in sent)
+        refuses = (
+            f"libpq's {libpq.version()} accepts the chain, but the check's "
+            f"{openssl_version()} refuses it: {complaints[0]}; clients on a newer "
+            "OpenSSL cannot connect"
+        )
+        return ChainCheck(None, (), opinion, missing, refuses)
+    if opinion.code == relevant[0].code or opinion.code < 0:
+        return ChainCheck(complaints[0], complaints)
+    # Both refuse, for different reasons: libpq's is what its clients meet.
+    error = VerifyError(opinion.depth, opinion.code, opinion.message, opinion.certificate)
+    theirs = _word(error, presented, sent, opinion.chain or verified_chain, crls)
+    problem = (
+        f"{theirs} (libpq's {opinion.version}; the check's {openssl_version()} refuses "
+        f"it too: {complaints[0]})"
+    )
+    return ChainCheck(problem, (problem, *complaints))
 
 
 def _top(verified_chain: Sequence[bytes]) -> int:
