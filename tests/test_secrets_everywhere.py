@@ -31,9 +31,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from check_pg_tls.errors import UsageError
-from check_pg_tls.exporter.probing import mask_secrets
 from check_pg_tls.model import TargetDefaults
-from check_pg_tls.targets import read_targets
+from check_pg_tls.targets import read_targets, shown_spec
 from testbed.exporter import ExporterProcess
 from testbed.pgcluster import Cluster
 
@@ -131,7 +130,8 @@ def _leaks(shown: str, placed: list[tuple[str, str, str]]) -> list[tuple[str, st
 def _what_reading_shows(line: str, listed: Path) -> str:
     """Every text the check derives from reading ``line``: its messages, the targets as
     each output names them, their settings; as an argument and as a targets file's line."""
-    shown = [mask_secrets(line, line)]
+    # How the exporter's log names a probe's target.
+    shown = [shown_spec(line)]
     listed.write_bytes(line.encode("utf-8", "surrogateescape") + b"\n")
     for specs, path in (([line], None), ([], str(listed))):
         try:

@@ -40,7 +40,6 @@ __all__ = [
     "failure",
     "load_check",
     "load_module",
-    "mask_secrets",
     "module_options",
     "parse_target",
     "run",
@@ -307,26 +306,3 @@ def failure(state: int, reason: str, openmetrics: bool) -> Answer:
 
 def _text(lines: Sequence[str]) -> str:
     return "".join(printable(line) + "\n" for line in lines)
-
-
-def mask_secrets(text: str, spec: str) -> str:
-    """``text`` with whatever may be a secret in ``spec`` (a connection string) as ``***``.
-
-    The places are those every message of the check masks
-    (:func:`.conninfo_text.secret_spans`); their text is replaced as written,
-    percent-decoded and unquoted.
-    """
-    import re
-    import urllib.parse
-
-    from ..conninfo_text import mask, secret_spans
-
-    if spec:
-        text = text.replace(spec, mask(spec))
-    fragments: set[str] = set()
-    for start, end in secret_spans(spec):
-        raw = spec[start:end]
-        fragments |= {raw, urllib.parse.unquote(raw), re.sub(r"\\(.)", r"\1", raw.strip("'"))}
-    for fragment in sorted(fragments - {""}, key=len, reverse=True):
-        text = text.replace(fragment, "***")
-    return text
